@@ -1,0 +1,293 @@
+"""The `Neutrino` app and its `@app.task` decorator.
+
+A task is a plain Python function. The decorator records how it runs (mode,
+pool, timeout, retries) in a `TaskSpec` and builds a pydantic model of its
+arguments from the signature, so the gateway can answer a bad call with 422
+and the worker child can coerce JSON back into the declared types.
+
+Everything that cannot work is rejected when the decorator runs, not at the
+first call: unknown modes, non-identifier names, duplicate names, timeouts
+that are not positive, argument types that are not JSON-shaped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import keyword
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Literal, ParamSpec, TypeVar, overload
+
+import pydantic
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ExecutionMode = Literal["sync", "async", "gpu"]
+EXECUTION_MODES: tuple[str, ...] = ("sync", "async", "gpu")
+DEFAULT_POOL: dict[str, str] = {"sync": "fast", "async": "async", "gpu": "gpu"}
+DEFAULT_TIMEOUT_MS: dict[str, int] = {"sync": 5_000, "async": 300_000, "gpu": 300_000}
+
+
+class TaskDefinitionError(ValueError):
+    """A task or task module that cannot work as written."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How one task runs. Built by `@app.task`; read by the gateway and the workers."""
+
+    name: str
+    fn: Callable[..., Any]
+    execution_mode: str
+    pool: str
+    timeout_ms: int
+    max_retries: int
+    description: str
+    args_model: type[pydantic.BaseModel]
+    result_adapter: pydantic.TypeAdapter[Any] = field(repr=False)
+
+    @property
+    def is_coroutine(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+    @property
+    def runs_on_nats(self) -> bool:
+        return self.execution_mode != "sync"
+
+    def bind(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Validate JSON arguments and return the keyword arguments to call `fn` with.
+
+        Raises `pydantic.ValidationError` naming each bad field.
+        """
+        model = self.args_model.model_validate(args)
+        kwargs = {name: getattr(model, name) for name in type(model).model_fields}
+        if model.model_extra:
+            kwargs.update(model.model_extra)
+        return kwargs
+
+
+class Task(Generic[P, R]):
+    """A registered task: still callable as the plain function, with its spec attached."""
+
+    def __init__(self, spec: TaskSpec) -> None:
+        self.spec = spec
+        self.__wrapped__ = spec.fn
+        self.__name__ = spec.name
+        self.__doc__ = spec.fn.__doc__
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return typing.cast(R, self.spec.fn(*args, **kwargs))
+
+    def __repr__(self) -> str:
+        return f"<Task {self.spec.name} mode={self.spec.execution_mode} pool={self.spec.pool}>"
+
+
+_APPS: list[Neutrino] = []
+
+
+class Neutrino:
+    """A set of tasks. A task module makes one: `app = Neutrino()`."""
+
+    def __init__(self, name: str = "neutrino") -> None:
+        self.name = name
+        self.tasks: dict[str, TaskSpec] = {}
+        _APPS.append(self)
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        execution_mode: ExecutionMode = "sync",
+        pool: str | None = None,
+        timeout_ms: int | None = None,
+        timeout_secs: float | None = None,
+        max_retries: int = 0,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        execution_mode: ExecutionMode = "sync",
+        pool: str | None = None,
+        timeout_ms: int | None = None,
+        timeout_secs: float | None = None,
+        max_retries: int = 0,
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a function as a task; works bare (`@app.task`) and with options.
+
+        execution_mode: "sync" runs at once and answers in the HTTP response;
+            "async" and "gpu" are queued through NATS JetStream to a worker pool.
+        pool: the worker pool; defaults to "fast", "async" or "gpu" by mode.
+        timeout_ms / timeout_secs: the hard deadline (give one); defaults to
+            5 s for sync tasks and 300 s otherwise. Past it the child is killed.
+        max_retries: how many times a failed queued task is tried again.
+        """
+
+        def register(func: Callable[P, R]) -> Task[P, R]:
+            spec = _build_spec(
+                func,
+                name=name,
+                execution_mode=execution_mode,
+                pool=pool,
+                timeout_ms=timeout_ms,
+                timeout_secs=timeout_secs,
+                max_retries=max_retries,
+            )
+            if spec.name in self.tasks:
+                raise TaskDefinitionError(
+                    f"task {spec.name!r} is defined twice "
+                    f"({_where(self.tasks[spec.name].fn)} and {_where(func)})"
+                )
+            self.tasks[spec.name] = spec
+            return Task(spec)
+
+        if fn is not None:
+            if not callable(fn):
+                raise TaskDefinitionError(f"@app.task expects a function, got {fn!r}")
+            return register(fn)
+        return register
+
+
+def _where(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
+
+
+def _build_spec(
+    fn: Callable[..., Any],
+    *,
+    name: str | None,
+    execution_mode: str,
+    pool: str | None,
+    timeout_ms: int | None,
+    timeout_secs: float | None,
+    max_retries: int,
+) -> TaskSpec:
+    task_name = name if name is not None else getattr(fn, "__name__", "")
+    if not isinstance(task_name, str) or not task_name.isidentifier() or keyword.iskeyword(task_name):
+        raise TaskDefinitionError(
+            f"task name {task_name!r} is not a Python identifier; names become URL paths "
+            "and NATS subject tokens, so use letters, digits and underscores"
+        )
+    if execution_mode not in EXECUTION_MODES:
+        raise TaskDefinitionError(
+            f"task {task_name!r}: unknown execution_mode {execution_mode!r}; "
+            f"expected one of {', '.join(EXECUTION_MODES)}"
+        )
+    pool_name = pool if pool is not None else DEFAULT_POOL[execution_mode]
+    if not isinstance(pool_name, str) or not pool_name.isidentifier():
+        raise TaskDefinitionError(f"task {task_name!r}: pool {pool_name!r} is not an identifier")
+    if execution_mode == "sync" and pool is not None and pool != "fast":
+        raise TaskDefinitionError(
+            f"task {task_name!r}: sync tasks run on the fast pool; "
+            f"use execution_mode='async' to run on pool {pool!r}"
+        )
+    if timeout_ms is not None and timeout_secs is not None:
+        raise TaskDefinitionError(f"task {task_name!r}: give timeout_ms or timeout_secs, not both")
+    if timeout_secs is not None:
+        if isinstance(timeout_secs, bool) or not isinstance(timeout_secs, (int, float)):
+            raise TaskDefinitionError(f"task {task_name!r}: timeout_secs must be a number")
+        timeout_ms = round(timeout_secs * 1000)
+    if timeout_ms is None:
+        timeout_ms = DEFAULT_TIMEOUT_MS[execution_mode]
+    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms <= 0:
+        raise TaskDefinitionError(f"task {task_name!r}: the timeout must be positive, got {timeout_ms!r} ms")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise TaskDefinitionError(f"task {task_name!r}: max_retries must be an integer >= 0")
+    if execution_mode == "sync" and max_retries:
+        raise TaskDefinitionError(
+            f"task {task_name!r}: sync tasks answer in the HTTP response and are not retried; "
+            "drop max_retries or make the task async"
+        )
+    args_model = _args_model(fn, task_name)
+    try:
+        hints = typing.get_type_hints(fn)
+        result_adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(hints.get("return", Any))
+    except Exception as exc:
+        raise TaskDefinitionError(f"task {task_name!r}: its return type cannot be described as JSON: {exc}") from exc
+    return TaskSpec(
+        name=task_name,
+        fn=fn,
+        execution_mode=execution_mode,
+        pool=pool_name,
+        timeout_ms=timeout_ms,
+        max_retries=max_retries,
+        description=inspect.cleandoc(fn.__doc__ or ""),
+        args_model=args_model,
+        result_adapter=result_adapter,
+    )
+
+
+def _args_model(fn: Callable[..., Any], task_name: str) -> type[pydantic.BaseModel]:
+    try:
+        signature = inspect.signature(fn)
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:
+        raise TaskDefinitionError(f"task {task_name!r}: cannot read its signature: {exc}") from exc
+    fields: dict[str, Any] = {}
+    extra: Literal["allow", "forbid"] = "forbid"
+    for param in signature.parameters.values():
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            raise TaskDefinitionError(
+                f"task {task_name!r}: *{param.name} cannot be called with JSON arguments; use named parameters"
+            )
+        if param.kind is inspect.Parameter.POSITIONAL_ONLY:
+            raise TaskDefinitionError(
+                f"task {task_name!r}: positional-only parameter {param.name!r} cannot be passed by name"
+            )
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            extra = "allow"
+            continue
+        annotation = hints.get(param.name, Any)
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (annotation, default)
+    try:
+        return pydantic.create_model(  # type: ignore[call-overload, no-any-return]
+            f"{task_name}_args",
+            __config__=pydantic.ConfigDict(extra=extra),
+            **fields,
+        )
+    except Exception as exc:
+        raise TaskDefinitionError(
+            f"task {task_name!r}: its arguments cannot be described as JSON: {exc}"
+        ) from exc
+
+
+def load_tasks(modules: typing.Iterable[str]) -> dict[str, TaskSpec]:
+    """Import the task modules and return every task they registered, by name.
+
+    Raises `TaskDefinitionError` when a module cannot be imported or two apps
+    define the same task name.
+    """
+    for module in modules:
+        module = module.strip()
+        if not module:
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise TaskDefinitionError(
+                f"cannot import task module {module!r}: {exc}. "
+                "Task modules must be importable from the current directory or the PYTHONPATH."
+            ) from exc
+    tasks: dict[str, TaskSpec] = {}
+    for app in _APPS:
+        for task_name, spec in app.tasks.items():
+            if task_name in tasks and tasks[task_name].fn is not spec.fn:
+                raise TaskDefinitionError(
+                    f"task {task_name!r} is defined twice ({_where(tasks[task_name].fn)} and {_where(spec.fn)})"
+                )
+            tasks[task_name] = spec
+    return tasks

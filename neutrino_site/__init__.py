@@ -1,0 +1,1 @@
+"""The Django project that wires Neutrino's apps together. Nothing imports it."""

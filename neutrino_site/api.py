@@ -1,0 +1,70 @@
+"""The one NinjaAPI: mounts the apps' routers, turns errors into one JSON shape, documents each task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.openapi.schema import OpenAPISchema
+from tasks_app.api import gateway_router, tasks_router
+from tasks_app.errors import NeutrinoError
+from tasks_app.openapi import task_paths
+
+
+class NeutrinoAPI(NinjaAPI):
+    def get_openapi_schema(
+        self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None
+    ) -> OpenAPISchema:
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        generic = schema["paths"].pop("/api/{task_name}", None)
+        schema["paths"].update(task_paths(generic or {}))
+        return schema
+
+
+api = NeutrinoAPI(
+    title="Neutrino",
+    version="0.1.0",
+    description="Run sync tasks at once and queue long ones to worker pools. Every task is one row you can poll.",
+    openapi_url="/api/openapi.json",
+    docs_url="/api/docs",
+)
+api.add_router("/api", gateway_router)
+api.add_router("/tasks", tasks_router)
+
+
+@api.exception_handler(NeutrinoError)
+def neutrino_error(request: HttpRequest, exc: NeutrinoError) -> HttpResponse:
+    response = api.create_response(request, exc.body(), status=exc.status)
+    if exc.status == 429 and "retry_after_s" in exc.details:
+        response["Retry-After"] = str(exc.details["retry_after_s"])
+    return response
+
+
+@api.exception_handler(NinjaValidationError)
+def request_invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    fields = [
+        {"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "request", "message": e.get("msg", "")}
+        for e in exc.errors
+    ]
+    message = "; ".join(f"{f['field']}: {f['message']}" for f in fields) or "invalid request"
+    return api.create_response(
+        request, {"error": "invalid_request", "message": message, "fields": fields}, status=422
+    )
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    return api.create_response(
+        request, {"error": "http_error", "message": str(exc)}, status=exc.status_code
+    )
+
+
+@api.exception_handler(RequestDataTooBig)
+def too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return api.create_response(
+        request, {"error": "payload_too_large", "message": "request body is over the size limit"}, status=413
+    )

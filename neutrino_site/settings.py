@@ -1,0 +1,151 @@
+"""Django settings, 12-factor: every environment variable Neutrino reads is read here.
+
+Neutrino's own settings are the NEUTRINO_* names; `tasks_app.conf.neutrino_settings()`
+validates them once at start-up into one typed object.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+DATA_DIR = Path(os.environ.get("NEUTRINO_DATA_DIR", str(Path.cwd() / "data")))
+
+DEBUG = _env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "neutrino-dev-insecure-change-me")
+ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", ["*"])
+CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "ninja",
+    "tasks_app",
+    "pools_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "neutrino_site.urls"
+WSGI_APPLICATION = "neutrino_site.wsgi.application"
+ASGI_APPLICATION = "neutrino_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_database_url = os.environ.get("DATABASE_URL", "").strip()
+if _database_url:
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=600, conn_health_checks=True)}
+else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    # WAL lets the server and several workers write at once; IMMEDIATE transactions take the
+    # write lock up front so two writers wait on the busy timeout instead of failing to upgrade.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("NEUTRINO_SQLITE_PATH", str(DATA_DIR / "neutrino.db")),
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            "TEST": {"NAME": os.environ.get("NEUTRINO_TEST_SQLITE_PATH") or None},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(os.environ.get("NEUTRINO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "neutrino": {"handlers": ["console"], "level": os.environ.get("NEUTRINO_LOG_LEVEL", "INFO")},
+        "django": {"handlers": ["console"], "level": "WARNING"},
+    },
+}
+
+# --- Neutrino (validated by tasks_app.conf) ---------------------------------------------------
+NEUTRINO_TASK_MODULES = _env_list("NEUTRINO_TASK_MODULES", ["examples.tasks"])
+NEUTRINO_SYNC_PROCESSES = int(os.environ.get("NEUTRINO_SYNC_PROCESSES", "0")) or (os.cpu_count() or 2)
+NEUTRINO_MAX_TASKS_PER_CHILD = int(os.environ.get("NEUTRINO_MAX_TASKS_PER_CHILD", "1000"))
+NEUTRINO_START_METHOD = os.environ.get("NEUTRINO_START_METHOD", "forkserver")
+NEUTRINO_MAX_PAYLOAD_BYTES = int(os.environ.get("NEUTRINO_MAX_PAYLOAD_BYTES", str(1_000_000)))
+NEUTRINO_LEDGER = _env_bool("NEUTRINO_LEDGER", True)
+NEUTRINO_LEDGER_QUEUE_SIZE = int(os.environ.get("NEUTRINO_LEDGER_QUEUE_SIZE", "10000"))
+NEUTRINO_NATS_URL = os.environ.get("NEUTRINO_NATS_URL", "")
+# Queued tasks (JetStream and the workers).
+NEUTRINO_ACK_WAIT_S = float(os.environ.get("NEUTRINO_ACK_WAIT_S", "30"))
+NEUTRINO_MAX_DELIVER = int(os.environ.get("NEUTRINO_MAX_DELIVER", "10"))
+NEUTRINO_RETRY_BACKOFF_S = float(os.environ.get("NEUTRINO_RETRY_BACKOFF_S", "1.0"))
+NEUTRINO_RETRY_BACKOFF_MAX_S = float(os.environ.get("NEUTRINO_RETRY_BACKOFF_MAX_S", "300"))
+NEUTRINO_WORKER_GRACE_S = float(os.environ.get("NEUTRINO_WORKER_GRACE_S", "30"))
+NEUTRINO_HEARTBEAT_S = float(os.environ.get("NEUTRINO_HEARTBEAT_S", "5"))
+NEUTRINO_SWEEP_AFTER_S = float(os.environ.get("NEUTRINO_SWEEP_AFTER_S", "10"))
+NEUTRINO_PUBLISH_TIMEOUT_S = float(os.environ.get("NEUTRINO_PUBLISH_TIMEOUT_S", "5"))
+NEUTRINO_ASGI_FALLBACK = os.environ.get("NEUTRINO_ASGI_FALLBACK", "")
+NEUTRINO_SYNC_UPSTREAM = os.environ.get("NEUTRINO_SYNC_UPSTREAM", "")
+
+# The gateway refuses bodies over the payload limit itself (413, before parsing); Django's own
+# limit sits just above it so it never answers first with a less helpful error.
+DATA_UPLOAD_MAX_MEMORY_SIZE = NEUTRINO_MAX_PAYLOAD_BYTES + 64 * 1024

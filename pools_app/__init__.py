@@ -1,0 +1,1 @@
+"""Worker pools: their definitions, their workers, scaling and Kubernetes rendering."""

@@ -1,0 +1,1 @@
+"""The task ledger, the gateway and polling APIs, and the dashboard."""

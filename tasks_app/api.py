@@ -1,0 +1,171 @@
+"""The gateway (`POST /api/<task>`) and polling (`/tasks`) APIs. Thin: parse, call a service, answer."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from ninja import Query, Router, Schema, Status
+
+from tasks_app import selectors, services
+from tasks_app.conf import neutrino_settings
+from tasks_app.errors import BadRequest, InvalidArguments, PayloadTooLarge, TaskNotFound
+from tasks_app.registry import task_spec
+
+gateway_router = Router(tags=["tasks"])
+tasks_router = Router(tags=["polling"])
+
+
+class ErrorOut(Schema):
+    error: str
+    message: str
+
+
+class TaskOut(Schema):
+    task_id: str
+    function_name: str
+    status: str
+    pool: str
+    execution_mode: str
+    args: Any = None
+    result: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    attempt: int
+    max_retries: int
+    timeout_ms: int
+    worker_id: str | None = None
+    created_at: datetime
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_ms: float | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    retry_of: str | None = None
+    cancel_requested: bool
+
+
+class TaskPageOut(Schema):
+    items: list[TaskOut]
+    next_cursor: str | None
+
+
+class TaskListQuery(Schema):
+    status: str | None = None
+    function: str | None = None
+    pool: str | None = None
+    mode: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+class RetryOut(Schema):
+    task_id: str
+    status: str
+    retry_of: str
+    result: Any = None
+    error: str | None = None
+
+
+ERRORS = {400: ErrorOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut}
+
+
+def read_json_body(request: HttpRequest) -> dict[str, Any]:
+    """The request's JSON object, refusing oversized bodies before reading them."""
+    limit = neutrino_settings().max_payload_bytes
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"request body is {int(declared)} bytes; the limit is {limit} bytes (NEUTRINO_MAX_PAYLOAD_BYTES)",
+            limit=limit,
+        )
+    raw = request.body
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body is over the {limit} byte limit", limit=limit)
+    if not raw.strip():
+        return {}
+    content_type = request.META.get("CONTENT_TYPE", "")
+    if content_type and "json" not in content_type.split(";")[0]:
+        raise BadRequest(f"send the body as application/json, not {content_type!r}")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        raise BadRequest('the body must be a JSON object like {"args": {...}}')
+    return body
+
+
+def parse_task_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise TaskNotFound(f"no task with id {raw!r}: task ids are UUIDs", task_id=raw)
+
+
+@gateway_router.post(
+    "/{task_name}",
+    response={200: dict, 202: dict, **ERRORS, 500: ErrorOut, 501: ErrorOut, 503: ErrorOut, 504: ErrorOut},
+    summary="Run or queue a task",
+    operation_id="call_task",
+)
+def call_task(request: HttpRequest, task_name: str) -> Any:
+    spec = task_spec(task_name)
+    body = read_json_body(request)
+    unknown = set(body) - {"args"}
+    if unknown:
+        raise InvalidArguments(
+            f"unknown field(s) {', '.join(sorted(unknown))} in the body; send {{\"args\": {{...}}}}",
+            fields=[{"field": name, "message": "unknown field"} for name in sorted(unknown)],
+        )
+    args = services.task_validate_args(spec=spec, args=body.get("args", {}))
+    if spec.runs_on_nats:
+        task = services.task_submit(spec=spec, args=args)
+        return Status(202, {"task_id": str(task.id), "status": task.status, "poll_url": f"/tasks/{task.id}"})
+    outcome = services.task_run_sync(spec=spec, args=args)
+    # The child already produced the result's JSON; splice it in rather than decode and re-encode.
+    content = (
+        f'{{"task_id":"{outcome.task_id}","status":"completed","result":{outcome.result_json},'
+        f'"duration_ms":{outcome.duration_ms:.3f}}}'
+    )
+    return HttpResponse(content, content_type="application/json")
+
+
+@tasks_router.get("", response={200: TaskPageOut, 400: ErrorOut}, summary="List tasks, newest first")
+def list_tasks(request: HttpRequest, query: Query[TaskListQuery]) -> Any:
+    page = selectors.task_list(
+        filters=selectors.TaskFilters(
+            status=query.status, function=query.function, pool=query.pool, execution_mode=query.mode
+        ),
+        limit=query.limit,
+        cursor=query.cursor,
+    )
+    return {"items": [selectors.task_as_dict(t) for t in page.items], "next_cursor": page.next_cursor}
+
+
+@tasks_router.get("/{task_id}", response={200: TaskOut, 404: ErrorOut, 422: ErrorOut}, summary="Get one task")
+def get_task(request: HttpRequest, task_id: str, wait: float = 0) -> Any:
+    """With `?wait=N` (seconds, at most 60) the answer waits until the task finishes or N runs out."""
+    if not 0 <= wait <= selectors.MAX_WAIT_S:
+        raise InvalidArguments(f"wait must be between 0 and {selectors.MAX_WAIT_S:.0f} seconds", field="wait")
+    return selectors.task_as_dict(selectors.task_wait(task_id=parse_task_id(task_id), wait_s=wait))
+
+
+@tasks_router.delete("/{task_id}", response={200: TaskOut, 404: ErrorOut, 409: ErrorOut}, summary="Cancel a task")
+def cancel_task(request: HttpRequest, task_id: str) -> Any:
+    return selectors.task_as_dict(services.task_cancel(task_id=parse_task_id(task_id)))
+
+
+@tasks_router.post(
+    "/{task_id}/retry",
+    response={200: RetryOut, 202: RetryOut, 404: ErrorOut, 501: ErrorOut, 503: ErrorOut},
+    summary="Run a task again as a new task",
+)
+def retry_task(request: HttpRequest, task_id: str) -> Any:
+    outcome = services.task_retry(task_id=parse_task_id(task_id))
+    return Status(202 if outcome["status"] in ("pending", "queued") else 200, outcome)

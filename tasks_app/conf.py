@@ -1,0 +1,81 @@
+"""Neutrino's settings as one typed object, read from the NEUTRINO_* Django settings."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+
+@dataclass(frozen=True)
+class NeutrinoSettings:
+    task_modules: tuple[str, ...]
+    sync_processes: int
+    max_tasks_per_child: int
+    start_method: str
+    max_payload_bytes: int
+    ledger_enabled: bool
+    ledger_queue_size: int
+    nats_url: str
+    asgi_fallback: str
+    sync_upstream: str
+    ack_wait_s: float
+    max_deliver: int
+    retry_backoff_s: float
+    retry_backoff_max_s: float
+    worker_grace_s: float
+    heartbeat_s: float
+    sweep_after_s: float
+    publish_timeout_s: float
+
+
+@functools.cache
+def neutrino_settings() -> NeutrinoSettings:
+    conf = NeutrinoSettings(
+        task_modules=tuple(settings.NEUTRINO_TASK_MODULES),
+        sync_processes=int(settings.NEUTRINO_SYNC_PROCESSES),
+        max_tasks_per_child=int(settings.NEUTRINO_MAX_TASKS_PER_CHILD),
+        start_method=str(settings.NEUTRINO_START_METHOD),
+        max_payload_bytes=int(settings.NEUTRINO_MAX_PAYLOAD_BYTES),
+        ledger_enabled=bool(settings.NEUTRINO_LEDGER),
+        ledger_queue_size=int(settings.NEUTRINO_LEDGER_QUEUE_SIZE),
+        nats_url=str(settings.NEUTRINO_NATS_URL),
+        asgi_fallback=str(settings.NEUTRINO_ASGI_FALLBACK),
+        sync_upstream=str(settings.NEUTRINO_SYNC_UPSTREAM),
+        ack_wait_s=float(settings.NEUTRINO_ACK_WAIT_S),
+        max_deliver=int(settings.NEUTRINO_MAX_DELIVER),
+        retry_backoff_s=float(settings.NEUTRINO_RETRY_BACKOFF_S),
+        retry_backoff_max_s=float(settings.NEUTRINO_RETRY_BACKOFF_MAX_S),
+        worker_grace_s=float(settings.NEUTRINO_WORKER_GRACE_S),
+        heartbeat_s=float(settings.NEUTRINO_HEARTBEAT_S),
+        sweep_after_s=float(settings.NEUTRINO_SWEEP_AFTER_S),
+        publish_timeout_s=float(settings.NEUTRINO_PUBLISH_TIMEOUT_S),
+    )
+    _validate(conf)
+    return conf
+
+
+def _validate(conf: NeutrinoSettings) -> None:
+    if conf.sync_processes < 1:
+        raise ImproperlyConfigured("NEUTRINO_SYNC_PROCESSES must be at least 1")
+    if conf.max_tasks_per_child < 0:
+        raise ImproperlyConfigured("NEUTRINO_MAX_TASKS_PER_CHILD must be 0 (never recycle) or more")
+    if conf.start_method not in {"forkserver", "spawn"}:
+        raise ImproperlyConfigured(
+            f"NEUTRINO_START_METHOD must be 'forkserver' or 'spawn', not {conf.start_method!r}"
+        )
+    if conf.max_payload_bytes < 1024:
+        raise ImproperlyConfigured("NEUTRINO_MAX_PAYLOAD_BYTES must be at least 1024")
+    if conf.ledger_queue_size < 1:
+        raise ImproperlyConfigured("NEUTRINO_LEDGER_QUEUE_SIZE must be at least 1")
+    for name in ("ack_wait_s", "retry_backoff_s", "worker_grace_s", "heartbeat_s", "publish_timeout_s"):
+        if getattr(conf, name) <= 0:
+            raise ImproperlyConfigured(f"NEUTRINO_{name.upper()} must be positive")
+    if conf.max_deliver < 2:
+        raise ImproperlyConfigured("NEUTRINO_MAX_DELIVER must be at least 2 so a crashed worker's task is retried")
+    if conf.asgi_fallback and ":" not in conf.asgi_fallback:
+        raise ImproperlyConfigured(
+            f"NEUTRINO_ASGI_FALLBACK must look like 'module:app', not {conf.asgi_fallback!r}"
+        )

@@ -1,0 +1,190 @@
+"""The batching ledger writer: task rows written off the request path.
+
+A sync call enqueues a "started" record and a "finished" record and returns; a
+background thread drains the queue and writes whole batches in one
+transaction. When a call's two records land in the same batch the row is
+inserted once, already finished, so a burst of short calls costs one INSERT
+per task.
+
+What it guarantees: nothing is dropped. The queue is bounded; when the writer
+falls behind, `record_*` blocks the caller until there is room (backpressure
+instead of loss). `close()` flushes what is buffered; it runs at interpreter
+exit and from the server's worker-exit hook. What it cannot guarantee: a
+process killed with SIGKILL loses the records still in its buffer (at most
+one batch interval's worth).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import close_old_connections, connection, transaction
+
+from tasks_app.models import Task, TaskStatus
+
+logger = logging.getLogger("neutrino.ledger")
+
+BATCH_MAX = 500
+PUT_WAIT_S = 5.0
+
+
+@dataclass
+class _Record:
+    kind: str  # "start" | "finish" | "progress"
+    task_id: str
+    fields: dict[str, Any]
+
+
+@dataclass
+class _Flush:
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+WrittenHook = Callable[[list[dict[str, Any]]], None]
+
+
+class LedgerWriter:
+    def __init__(self, *, queue_size: int, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._queue: queue.Queue[_Record | _Flush | None] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.on_written: list[WrittenHook] = []
+
+    # --- producer side (request threads) ---------------------------------------------------
+
+    def record_start(self, task_id: str, **fields: Any) -> None:
+        """A task started: `fields` are the row's columns (function_name, pool, ...)."""
+        self._put(_Record("start", task_id, fields))
+
+    def record_finish(self, task_id: str, **fields: Any) -> None:
+        """A task ended: `fields` hold status, completed_at, result, error, ..."""
+        self._put(_Record("finish", task_id, fields))
+
+    def record_progress(self, task_id: str, fraction: float, message: str) -> None:
+        self._put(_Record("progress", task_id, {"progress": fraction, "progress_message": message}))
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything recorded so far is written. Returns False on timeout."""
+        if not self.enabled or self._thread is None:
+            return True
+        marker = _Flush()
+        self._put(marker)
+        return marker.done.wait(timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(None, timeout=timeout_s)
+        thread.join(timeout_s)
+        if thread.is_alive():
+            logger.error("ledger writer did not finish within %.0f s; %d records unwritten",
+                         timeout_s, self._queue.qsize())
+
+    def _put(self, item: _Record | _Flush) -> None:
+        if not self.enabled:
+            if isinstance(item, _Flush):
+                item.done.set()
+            return
+        self._ensure_thread()
+        while True:
+            try:
+                self._queue.put(item, timeout=PUT_WAIT_S)
+                return
+            except queue.Full:
+                logger.warning("ledger writer is behind (%d records buffered); caller waits", self._queue.qsize())
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name="neutrino-ledger", daemon=True)
+                self._thread.start()
+                atexit.register(self.close)
+
+    # --- consumer side (the writer thread) -------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                first = self._queue.get()
+                batch: list[_Record | _Flush | None] = [first]
+                while len(batch) < BATCH_MAX:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                records = [item for item in batch if isinstance(item, _Record)]
+                if records:
+                    self._write_with_retry(records)
+                for item in batch:
+                    if isinstance(item, _Flush):
+                        item.done.set()
+                if any(item is None for item in batch):
+                    return
+        finally:
+            connection.close()
+
+    def _write_with_retry(self, records: list[_Record]) -> None:
+        for attempt in range(1, 6):
+            try:
+                close_old_connections()
+                written = write_records(records)
+            except Exception:
+                logger.exception("ledger write of %d records failed (attempt %d of 5)", len(records), attempt)
+                connection.close()
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+                continue
+            for hook in self.on_written:
+                try:
+                    hook(written)
+                except Exception:
+                    logger.exception("ledger hook %r failed", hook)
+            return
+        logger.error("ledger gave up on %d records: %r", len(records), [r.task_id for r in records])
+
+
+def write_records(records: Iterable[_Record]) -> list[dict[str, Any]]:
+    """Write one batch in one transaction. Returns the rows' new states (for event publishing)."""
+    starts: dict[str, dict[str, Any]] = {}
+    finishes: dict[str, dict[str, Any]] = {}
+    progress: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.kind == "start":
+            starts[record.task_id] = dict(record.fields)
+        elif record.kind == "finish":
+            finishes.setdefault(record.task_id, {}).update(record.fields)
+        else:
+            progress[record.task_id] = record.fields
+    inserts: list[Task] = []
+    changed: list[dict[str, Any]] = []
+    for task_id, row in starts.items():
+        row.update(progress.pop(task_id, {}))
+        row.update(finishes.pop(task_id, {}))
+        inserts.append(Task(id=task_id, **row))
+        changed.append({"task_id": task_id, **row})
+    with transaction.atomic():
+        if inserts:
+            Task.objects.bulk_create(inserts, ignore_conflicts=True)
+        for task_id, fields in finishes.items():
+            # Conditional: a cancel that already finished the row wins over a late result.
+            updated = Task.objects.filter(id=task_id, status=TaskStatus.RUNNING).update(**fields)
+            if updated:
+                changed.append({"task_id": task_id, **fields})
+        for task_id, fields in progress.items():
+            Task.objects.filter(id=task_id, status=TaskStatus.RUNNING).update(**fields)
+    return changed

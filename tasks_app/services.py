@@ -1,0 +1,386 @@
+"""Writes: running, submitting, cancelling and retrying tasks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pydantic
+from django.db.models import Q
+from django.utils import timezone
+from neutrino.app import TaskSpec
+from pools_app.models import PoolMode
+from pools_app.selectors import pools_by_name
+from workers import executor as ex
+from workers.bridge import BrokerDown, BrokerError
+from workers.topology import CANCEL_SUBJECT, encode_task_message, task_subject
+
+from tasks_app import runtime
+from tasks_app.conf import neutrino_settings
+from tasks_app.errors import (
+    BrokerUnavailable,
+    Conflict,
+    InvalidArguments,
+    TaskFailed,
+    TaskNotFound,
+    TaskTimedOut,
+)
+from tasks_app.models import ACTIVE_STATUSES, Task, TaskStatus
+from tasks_app.events import task_event
+from tasks_app.registry import task_spec
+
+logger = logging.getLogger("neutrino.services")
+
+GATEWAY_ID = f"{socket.gethostname()}:gateway"
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    task_id: str
+    result_json: str
+    duration_ms: float
+
+
+def task_validate_args(*, spec: TaskSpec, args: Any) -> dict[str, Any]:
+    """Check `args` against the task's signature. Raises InvalidArguments naming each bad field."""
+    if not isinstance(args, dict):
+        raise InvalidArguments(
+            f"'args' must be a JSON object of named arguments for {spec.name}, got {type(args).__name__}",
+            task=spec.name,
+            fields=[{"field": "args", "message": "must be an object"}],
+        )
+    try:
+        spec.bind(args)
+    except pydantic.ValidationError as exc:
+        fields = [
+            {
+                "field": ".".join(str(part) for part in error["loc"]) or "args",
+                "message": error["msg"],
+                "type": error["type"],
+            }
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        described = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        raise InvalidArguments(f"invalid arguments for {spec.name}: {described}", task=spec.name, fields=fields)
+    return args
+
+
+def task_run_sync(*, spec: TaskSpec, args: dict[str, Any], retry_of: str | None = None) -> SyncOutcome:
+    """Run a sync task on this process's pool and record it in the ledger (off the request path).
+
+    Raises TaskFailed (500), TaskTimedOut (504) or Conflict (cancelled) with the task id.
+    """
+    task_id = str(uuid.uuid4())
+    ledger = runtime.ledger()
+    now = timezone.now()
+    ledger.record_start(
+        task_id,
+        function_name=spec.name,
+        status=TaskStatus.RUNNING,
+        pool=spec.pool,
+        execution_mode=spec.execution_mode,
+        created_at=now,
+        started_at=now,
+        attempt=1,
+        timeout_ms=spec.timeout_ms,
+        args=args,
+        worker_id=GATEWAY_ID,
+        retry_of_id=retry_of,
+    )
+    started = time.perf_counter()
+    try:
+        outcome = runtime.executor().run(
+            task_id=task_id,
+            function=spec.name,
+            args=args,
+            timeout_ms=spec.timeout_ms,
+            on_progress=lambda fraction, message: ledger.record_progress(task_id, fraction, message),
+        )
+    except ex.ExecutorError as exc:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        status, error = _failure(spec, task_id, exc)
+        ledger.record_finish(
+            task_id,
+            status=status,
+            completed_at=timezone.now(),
+            duration_ms=elapsed_ms,
+            error=error.message,
+            error_type=str(error.details.get("error_type", "")),
+            traceback=getattr(exc, "traceback", "") or "",
+            worker_id=getattr(exc, "worker_id", "") or GATEWAY_ID,
+        )
+        raise error from None
+    ledger.record_finish(
+        task_id,
+        status=TaskStatus.COMPLETED,
+        completed_at=timezone.now(),
+        duration_ms=outcome.duration_ms,
+        result=outcome.value,
+        worker_id=outcome.worker_id,
+    )
+    return SyncOutcome(task_id=task_id, result_json=outcome.result_json, duration_ms=outcome.duration_ms)
+
+
+def _failure(spec: TaskSpec, task_id: str, exc: ex.ExecutorError) -> tuple[str, Any]:
+    """Map an executor error to the ledger status and the error the caller sees."""
+    if isinstance(exc, ex.TaskTimeout):
+        return TaskStatus.FAILED, TaskTimedOut(
+            f"task {spec.name} ran past its {spec.timeout_ms} ms timeout and was killed",
+            task_id=task_id,
+            error_type="TimeoutError",
+            timeout_ms=spec.timeout_ms,
+        )
+    if isinstance(exc, ex.TaskCancelled):
+        return TaskStatus.CANCELLED, Conflict(
+            f"task {spec.name} was cancelled while it ran", task_id=task_id, error_type="Cancelled"
+        )
+    if isinstance(exc, ex.TaskRaised):
+        return TaskStatus.FAILED, TaskFailed(
+            f"task {spec.name} raised {exc.exc_type}: {exc.error}",
+            task_id=task_id,
+            error_type=exc.exc_type,
+            traceback=exc.traceback,
+        )
+    error_type = {
+        ex.TaskCrashed: "WorkerCrashed",
+        ex.ResultError: "ResultError",
+        ex.UnknownTask: "UnknownTask",
+        ex.ExecutorClosed: "ExecutorClosed",
+    }.get(type(exc), type(exc).__name__)
+    return TaskStatus.FAILED, TaskFailed(str(exc), task_id=task_id, error_type=error_type)
+
+
+def task_submit(
+    *, spec: TaskSpec, args: dict[str, Any], retry_of: str | None = None, idempotency_key: str | None = None
+) -> Task:
+    """Queue an async or gpu task: INSERT pending -> JetStream publish (msg id = task id) -> queued.
+
+    Raises BrokerUnavailable (503) when the pool does not exist or NATS is down; the row then
+    says why and nothing is left pending. A publish whose ack did not come back may still have
+    been stored: that row stays pending and the sweeper republishes it under the same msg id.
+    """
+    pool = pools_by_name().get(spec.pool)
+    if pool is None or not pool.enabled or pool.mode != PoolMode.NATS:
+        state = "does not exist" if pool is None else ("is disabled" if not pool.enabled else "is an http pool")
+        raise BrokerUnavailable(
+            f"pool {spec.pool} {state}; an admin must create or enable it before {spec.name} can run",
+            task=spec.name, pool=spec.pool,
+        )
+    broker = runtime.broker()
+    if broker is None:
+        raise BrokerUnavailable(
+            f"task {spec.name} is queued through NATS, but this server has no NATS connection "
+            "configured (set NEUTRINO_NATS_URL or pass --nats-url)",
+            task=spec.name,
+        )
+    task = Task.objects.create(
+        function_name=spec.name,
+        status=TaskStatus.PENDING,
+        pool=spec.pool,
+        execution_mode=spec.execution_mode,
+        created_at=timezone.now(),
+        timeout_ms=spec.timeout_ms,
+        max_retries=spec.max_retries,
+        args=args,
+        retry_of_id=retry_of,
+        idempotency_key=idempotency_key,
+    )
+    task_id = str(task.id)
+    try:
+        broker.publish_task(
+            task_subject(spec.pool, spec.name),
+            encode_task_message(task_id=task_id, function=spec.name, args=args,
+                                max_retries=spec.max_retries, timeout_ms=spec.timeout_ms),
+            msg_id=task_id,
+            timeout_s=neutrino_settings().publish_timeout_s,
+        )
+    except BrokerDown as exc:
+        Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(
+            status=TaskStatus.FAILED, completed_at=timezone.now(), error_type="BrokerUnavailable",
+            error=f"not queued: {exc}; submit it again when NATS is back",
+        )
+        raise BrokerUnavailable(f"NATS is unavailable, task {spec.name} was not queued: {exc}",
+                                task_id=task_id, task=spec.name)
+    except BrokerError as exc:
+        Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(
+            error=f"broker did not confirm the publish yet ({exc}); it will be republished"
+        )
+        return task
+    now = timezone.now()
+    Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(status=TaskStatus.QUEUED, queued_at=now)
+    task.status, task.queued_at = TaskStatus.QUEUED, now
+    task_event(task_id, TaskStatus.QUEUED)
+    return task
+
+
+def task_republish_pending(*, pool: str, older_than_s: float, limit: int = 500) -> int:
+    """The sweeper: publish again the pending rows the broker never confirmed (same msg id, so deduped)."""
+    broker = runtime.broker()
+    if broker is None:
+        return 0
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    rows = list(
+        Task.objects.filter(status=TaskStatus.PENDING, pool=pool, created_at__lt=cutoff)
+        .order_by("created_at")[:limit]
+    )
+    republished = 0
+    for task in rows:
+        try:
+            broker.publish_task(
+                task_subject(task.pool, task.function_name),
+                encode_task_message(task_id=str(task.id), function=task.function_name,
+                                    args=task.args if isinstance(task.args, dict) else {},
+                                    max_retries=task.max_retries, timeout_ms=task.timeout_ms),
+                msg_id=str(task.id),
+                timeout_s=neutrino_settings().publish_timeout_s,
+            )
+        except BrokerError as exc:
+            logger.warning("sweeper could not republish task %s: %s", task.id, exc)
+            break
+        updated = Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(
+            status=TaskStatus.QUEUED, queued_at=timezone.now(), error=""
+        )
+        if updated:
+            task_event(str(task.id), TaskStatus.QUEUED)
+        republished += 1
+    return republished
+
+
+# --- transitions reported by the workers. Each is one conditional UPDATE: a redelivered message,
+# --- a late result from an older attempt or a cancel that won the race can never move a finished task.
+
+
+def task_mark_running(*, task_id: str, attempt: int, worker_id: str) -> bool:
+    """Claim a task for this attempt. False when it is finished, cancelled or claimed by a newer attempt."""
+    claimable = Q(status__in=[TaskStatus.PENDING, TaskStatus.QUEUED]) | Q(
+        status=TaskStatus.RUNNING, attempt__lt=attempt
+    )
+    updated = Task.objects.filter(claimable, id=task_id, cancel_requested=False).update(
+        status=TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id, started_at=timezone.now(),
+        progress=None, progress_message="",
+    )
+    if updated:
+        task_event(task_id, TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id)
+    return bool(updated)
+
+
+def task_mark_completed(*, task_id: str, attempt: int, result: Any, duration_ms: float, worker_id: str) -> bool:
+    updated = Task.objects.filter(id=task_id, status=TaskStatus.RUNNING, attempt=attempt).update(
+        status=TaskStatus.COMPLETED, result=result, duration_ms=duration_ms, worker_id=worker_id,
+        completed_at=timezone.now(), error="", error_type="", traceback="",
+    )
+    if updated:
+        task_event(task_id, TaskStatus.COMPLETED)
+    return bool(updated)
+
+
+def task_mark_retrying(*, task_id: str, attempt: int, error: str, error_type: str, traceback: str,
+                       duration_ms: float | None) -> bool:
+    """A failed attempt that will be tried again: back to queued, keeping the error for the record."""
+    updated = Task.objects.filter(id=task_id, status=TaskStatus.RUNNING, attempt=attempt).update(
+        status=TaskStatus.QUEUED, error=error, error_type=error_type, traceback=traceback,
+        duration_ms=duration_ms,
+    )
+    if updated:
+        task_event(task_id, TaskStatus.QUEUED, attempt=attempt)
+    return bool(updated)
+
+
+def task_mark_failed(*, task_id: str, attempt: int | None, error: str, error_type: str, traceback: str = "",
+                     duration_ms: float | None = None) -> bool:
+    """Final failure. With `attempt` it only fails that attempt; without, any task not yet finished."""
+    rows = Task.objects.filter(id=task_id)
+    rows = rows.filter(status=TaskStatus.RUNNING, attempt=attempt) if attempt is not None else rows.filter(
+        status__in=ACTIVE_STATUSES
+    )
+    updated = rows.update(
+        status=TaskStatus.FAILED, error=error, error_type=error_type, traceback=traceback,
+        duration_ms=duration_ms, completed_at=timezone.now(),
+    )
+    if updated:
+        task_event(task_id, TaskStatus.FAILED)
+    return bool(updated)
+
+
+def task_mark_requeued(*, task_id: str, attempt: int) -> bool:
+    """A worker shutting down hands a running task back to the stream."""
+    updated = Task.objects.filter(id=task_id, status=TaskStatus.RUNNING, attempt=attempt).update(
+        status=TaskStatus.QUEUED, worker_id="",
+    )
+    if updated:
+        task_event(task_id, TaskStatus.QUEUED)
+    return bool(updated)
+
+
+def task_record_progress(*, task_id: str, attempt: int, fraction: float, message: str) -> None:
+    Task.objects.filter(id=task_id, status=TaskStatus.RUNNING, attempt=attempt).update(
+        progress=fraction, progress_message=message
+    )
+    task_event(task_id, TaskStatus.RUNNING, progress=fraction, progress_message=message)
+
+
+def task_cancel(*, task_id: uuid.UUID) -> Task:
+    """Cancel a task: a pending or queued one never runs; a running one is killed.
+
+    Raises TaskNotFound, or Conflict when the task already finished.
+    """
+    runtime.ledger().flush()
+    updated = Task.objects.filter(id=task_id, status__in=ACTIVE_STATUSES).update(
+        status=TaskStatus.CANCELLED,
+        cancel_requested=True,
+        completed_at=timezone.now(),
+        error="cancelled on request",
+        error_type="Cancelled",
+    )
+    if updated:
+        # Whichever process runs it (this one, another HTTP process, a worker) kills its child.
+        runtime.executor().cancel(str(task_id))
+        broker = runtime.broker()
+        if broker is not None:
+            broker.publish_event(CANCEL_SUBJECT, {"task_id": str(task_id)})
+        task_event(str(task_id), TaskStatus.CANCELLED)
+    task = Task.objects.filter(id=task_id).first()
+    if task is None:
+        raise TaskNotFound(f"no task with id {task_id}", task_id=str(task_id))
+    if not updated and task.status != TaskStatus.CANCELLED:
+        raise Conflict(
+            f"task {task_id} already finished ({task.status}); only pending, queued or running tasks "
+            "can be cancelled",
+            task_id=str(task_id),
+            status=task.status,
+        )
+    return task
+
+
+def task_retry(*, task_id: uuid.UUID) -> dict[str, Any]:
+    """Run the task's function again with the same args, as a new task that records `retry_of`."""
+    runtime.ledger().flush()
+    original = Task.objects.filter(id=task_id).first()
+    if original is None:
+        raise TaskNotFound(f"no task with id {task_id}", task_id=str(task_id))
+    spec = task_spec(original.function_name)
+    args = original.args if isinstance(original.args, dict) else {}
+    if spec.runs_on_nats:
+        task = task_submit(spec=spec, args=args, retry_of=str(original.id))
+        return {"task_id": str(task.id), "status": task.status, "retry_of": str(original.id)}
+    try:
+        outcome = task_run_sync(spec=spec, args=args, retry_of=str(original.id))
+    except (TaskFailed, TaskTimedOut, Conflict) as exc:
+        return {
+            "task_id": exc.details["task_id"],
+            "status": TaskStatus.CANCELLED if isinstance(exc, Conflict) else TaskStatus.FAILED,
+            "retry_of": str(original.id),
+            "error": exc.message,
+        }
+    return {
+        "task_id": outcome.task_id,
+        "status": TaskStatus.COMPLETED,
+        "retry_of": str(original.id),
+        "result": json.loads(outcome.result_json),
+    }

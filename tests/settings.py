@@ -1,0 +1,18 @@
+"""Test settings: the project's settings with test values put in the environment first.
+
+Set through the environment (not by overriding names here) so that the worker
+processes the tests start inherit the same values.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+_TMP = Path(tempfile.mkdtemp(prefix="neutrino-tests-"))
+os.environ.setdefault("NEUTRINO_DATA_DIR", str(_TMP))
+# A file, not :memory:, so worker processes started by the tests share the test database.
+os.environ.setdefault("NEUTRINO_TEST_SQLITE_PATH", str(_TMP / "test.db"))
+os.environ["NEUTRINO_TASK_MODULES"] = "tests.fixtures.api_tasks,tests.fixtures.worker_tasks,examples.tasks"
+os.environ.setdefault("NEUTRINO_SYNC_PROCESSES", "2")
+
+from neutrino_site.settings import *  # noqa: E402, F403

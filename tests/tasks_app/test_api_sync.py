@@ -1,0 +1,169 @@
+"""The sync path through the HTTP API: answers, every error code, and the ledger rows behind them."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from tasks_app import runtime
+from tasks_app.models import Task
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def call(client, name: str, args: dict | None = None, **extra):
+    body = {} if args is None else {"args": args}
+    return client.post(f"/api/{name}", body, content_type="application/json", **extra)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sync_call_answers_with_result_and_writes_a_completed_row(client, ledger_flush) -> None:
+    response = call(client, "add", {"a": 1, "b": 2})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "completed" and body["result"] == 3 and body["duration_ms"] >= 0
+    ledger_flush()
+    row = Task.objects.get(id=body["task_id"])
+    assert (row.status, row.function_name, row.pool, row.execution_mode) == ("completed", "add", "fast", "sync")
+    assert row.result == 3 and row.args == {"a": 1, "b": 2}
+    assert row.started_at and row.completed_at and row.duration_ms is not None
+    host, pid = row.worker_id.rsplit(":", 1)
+    assert host and int(pid) != os.getpid(), "the task runs in a child process, not the server"
+
+
+def test_async_def_task_runs(client) -> None:
+    response = call(client, "async_add", {"a": 2, "b": 5})
+    assert response.status_code == 200 and response.json()["result"] == 7
+
+
+def test_unknown_task_is_404_with_the_registered_names(client) -> None:
+    response = call(client, "nope", {})
+    assert response.status_code == 404
+    body = response.json()
+    assert body["error"] == "not_found" and "nope" in body["message"] and "add" in body["message"]
+
+
+def test_bad_argument_is_422_naming_the_field(client) -> None:
+    response = call(client, "add", {"a": "x", "b": 2})
+    assert response.status_code == 422
+    body = response.json()
+    assert [f["field"] for f in body["fields"]] == ["a"]
+    assert "a:" in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [({"b": 2}, "a"), ({"a": 1, "b": 2, "c": 3}, "c")],
+)
+def test_missing_and_unknown_arguments_are_422(client, args, field) -> None:
+    response = call(client, "add", args)
+    assert response.status_code == 422
+    assert field in [f["field"] for f in response.json()["fields"]]
+
+
+def test_rejected_calls_write_no_row(client, ledger_flush) -> None:
+    call(client, "add", {"a": "x", "b": 1})
+    call(client, "nope", {})
+    ledger_flush()
+    assert Task.objects.count() == 0
+
+
+def test_body_over_the_limit_is_413_before_parsing(client, settings) -> None:
+    from tasks_app.conf import neutrino_settings
+
+    limit = neutrino_settings().max_payload_bytes
+    payload = '{"args": {"value": "' + "x" * (limit + 10) + '"}}'
+    response = client.post("/api/echo", payload, content_type="application/json")
+    assert response.status_code == 413
+    assert str(limit) in response.json()["message"]
+
+
+def test_malformed_json_and_wrong_shapes_are_4xx(client) -> None:
+    assert client.post("/api/add", "{not json", content_type="application/json").status_code == 400
+    assert client.post("/api/add", "[1, 2]", content_type="application/json").status_code == 400
+    assert client.post("/api/add", '{"args": [1, 2]}', content_type="application/json").status_code == 422
+    assert client.post("/api/add", "a=1", content_type="application/x-www-form-urlencoded").status_code == 400
+
+
+def test_task_that_raises_is_500_with_error_type_and_task_id(client, ledger_flush) -> None:
+    response = call(client, "boom", {"message": "disk on fire"})
+    assert response.status_code == 500
+    body = response.json()
+    assert body["error_type"] == "ValueError" and "disk on fire" in body["message"]
+    ledger_flush()
+    row = Task.objects.get(id=body["task_id"])
+    assert row.status == "failed" and row.error_type == "ValueError"
+    assert "disk on fire" in row.error and "raise ValueError" in row.traceback
+
+
+def test_timeout_is_504_and_the_child_is_killed(client, ledger_flush) -> None:
+    pids_before = set(runtime.executor().child_pids())
+    response = call(client, "sleepy", {"seconds": 30})
+    assert response.status_code == 504
+    body = response.json()
+    assert body["timeout_ms"] == 300 and body["task_id"]
+    ledger_flush()
+    row = Task.objects.get(id=body["task_id"])
+    assert row.status == "failed" and row.error_type == "TimeoutError"
+    killed_pid = int(row.worker_id.rsplit(":", 1)[1])
+    assert killed_pid in pids_before
+    deadline = time.monotonic() + 5
+    while pid_alive(killed_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(killed_pid), "the timed-out child must be gone"
+    assert call(client, "add", {"a": 1, "b": 1}).json()["result"] == 2
+
+
+def test_crash_fails_the_call_and_the_pool_heals(client, ledger_flush) -> None:
+    response = call(client, "crash", {"code": 7})
+    assert response.status_code == 500
+    body = response.json()
+    assert body["error_type"] == "WorkerCrashed" and "7" in body["message"]
+    for _ in range(4):  # more calls than children: every child answers
+        assert call(client, "add", {"a": 2, "b": 2}).json()["result"] == 4
+    ledger_flush()
+    assert Task.objects.get(id=body["task_id"]).status == "failed"
+
+
+def test_result_that_is_not_json_fails_with_a_message(client) -> None:
+    response = call(client, "not_json")
+    assert response.status_code == 500
+    assert response.json()["error_type"] == "ResultError"
+    assert "JSON" in response.json()["message"]
+
+
+def test_result_over_the_size_limit_fails_with_a_message(client) -> None:
+    from tasks_app.conf import neutrino_settings
+
+    response = call(client, "big_result", {"size": neutrino_settings().max_payload_bytes + 100})
+    assert response.status_code == 500
+    assert response.json()["error_type"] == "ResultError"
+
+
+def test_async_task_without_nats_is_503_with_a_message(client, settings, default_pools) -> None:
+    from tasks_app.conf import neutrino_settings
+
+    settings.NEUTRINO_NATS_URL = ""
+    neutrino_settings.cache_clear()
+    try:
+        response = call(client, "generate_report", {"dataset": "q3"})
+    finally:
+        neutrino_settings.cache_clear()
+    assert response.status_code == 503
+    assert "NATS" in response.json()["message"]
+
+
+def test_progress_reported_inside_a_sync_task_reaches_the_row(client, ledger_flush) -> None:
+    response = call(client, "with_progress", {"steps": 4})
+    assert response.status_code == 200
+    ledger_flush()
+    row = Task.objects.get(id=response.json()["task_id"])
+    assert row.progress == 1.0 and row.progress_message == "step 4 of 4"

@@ -1,0 +1,107 @@
+"""The polling API: one task, pages newest first, filters, cancel and retry of sync rows."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from tasks_app.models import Task
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def make_rows(count: int, **fields) -> list[Task]:
+    base = timezone.now()
+    rows = [
+        Task(
+            function_name=fields.get("function_name", "add"),
+            status=fields.get("status", "completed"),
+            pool=fields.get("pool", "fast"),
+            execution_mode=fields.get("execution_mode", "sync"),
+            created_at=base - timedelta(seconds=i),
+            timeout_ms=5000,
+            args={"i": i},
+        )
+        for i in range(count)
+    ]
+    Task.objects.bulk_create(rows)
+    return rows
+
+
+def test_get_one_task(client) -> None:
+    (row,) = make_rows(1)
+    body = client.get(f"/tasks/{row.id}").json()
+    assert body["task_id"] == str(row.id) and body["status"] == "completed" and body["args"] == {"i": 0}
+
+
+def test_unknown_and_malformed_ids_are_404_with_a_message(client) -> None:
+    assert client.get(f"/tasks/{uuid.uuid4()}").status_code == 404
+    response = client.get("/tasks/not-a-uuid")
+    assert response.status_code == 404 and "UUID" in response.json()["message"]
+
+
+def test_list_is_newest_first_with_keyset_pagination(client) -> None:
+    make_rows(25)
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        url = "/tasks?limit=10" + (f"&cursor={cursor}" if cursor else "")
+        body = client.get(url).json()
+        seen += [item["task_id"] for item in body["items"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    expected = [str(t.id) for t in Task.objects.order_by("-created_at", "-id")]
+    assert seen == expected and pages == 3 and len(set(seen)) == 25
+
+
+def test_filters_by_status_function_and_pool(client) -> None:
+    make_rows(3, status="failed", function_name="boom")
+    make_rows(2, status="completed", function_name="add")
+    make_rows(4, status="queued", function_name="generate_report", pool="async", execution_mode="async")
+    assert len(client.get("/tasks?status=failed").json()["items"]) == 3
+    assert len(client.get("/tasks?function=add").json()["items"]) == 2
+    assert len(client.get("/tasks?pool=async").json()["items"]) == 4
+    assert len(client.get("/tasks?pool=async&status=failed").json()["items"]) == 0
+
+
+def test_bad_filters_and_cursor_are_4xx(client) -> None:
+    assert client.get("/tasks?status=exploded").status_code == 400
+    assert client.get("/tasks?cursor=%%%").status_code == 400
+    assert client.get("/tasks?limit=abc").status_code == 422
+
+
+def test_cancel_of_a_finished_task_is_409(client) -> None:
+    (row,) = make_rows(1)
+    response = client.delete(f"/tasks/{row.id}")
+    assert response.status_code == 409 and "completed" in response.json()["message"]
+    assert Task.objects.get(id=row.id).status == "completed"
+
+
+def test_retry_of_a_sync_row_runs_it_again_as_a_new_task(client, ledger_flush) -> None:
+    first = client.post("/api/add", {"args": {"a": 20, "b": 22}}, content_type="application/json").json()
+    ledger_flush()
+    response = client.post(f"/tasks/{first['task_id']}/retry")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["task_id"] != first["task_id"] and body["retry_of"] == first["task_id"] and body["result"] == 42
+    ledger_flush()
+    assert str(Task.objects.get(id=body["task_id"]).retry_of_id) == first["task_id"]
+
+
+def test_history_survives_a_restart_because_it_is_in_the_database(client) -> None:
+    (row,) = make_rows(1)
+    from django.db import connection
+
+    connection.close()  # a new connection, as a restarted server would open
+    assert client.get(f"/tasks/{row.id}").json()["status"] == "completed"
+
+
+def test_wait_returns_at_once_for_a_finished_task_and_validates_its_range(client) -> None:
+    (row,) = make_rows(1)
+    assert client.get(f"/tasks/{row.id}?wait=30").json()["status"] == "completed"
+    assert client.get(f"/tasks/{row.id}?wait=1000").status_code == 422

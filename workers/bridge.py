@@ -1,0 +1,181 @@
+"""A NATS connection for threaded (WSGI) code: an asyncio loop in one background thread.
+
+Request threads call the blocking methods here; each hands a coroutine to the
+loop and waits for it with a timeout. Publishing an event never blocks. The
+connection reconnects forever; while it is down, `publish_task` raises
+`BrokerDown` at once instead of queueing in memory, so the gateway can answer 503.
+
+Imports no Django.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+logger = logging.getLogger("neutrino.bridge")
+
+Handler = Callable[[dict[str, Any]], None]
+
+
+class BrokerError(Exception):
+    """Publishing failed; `maybe_stored` says whether the broker may have the message anyway."""
+
+    maybe_stored = False
+
+
+class BrokerDown(BrokerError):
+    """Not connected to NATS: the message was certainly not stored."""
+
+
+class PublishTimeout(BrokerError):
+    maybe_stored = True
+
+
+class NatsBridge:
+    def __init__(self, url: str, *, name: str = "neutrino-gateway", connect_timeout_s: float = 2.0) -> None:
+        self.url = url
+        self.name = name
+        self.connect_timeout_s = connect_timeout_s
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="neutrino-nats", daemon=True)
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._subscriptions: list[tuple[str, Handler]] = []
+        self._started = threading.Event()
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> NatsBridge:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._connect_forever(), self._loop)
+        # Give the first connection a moment so the first request finds it; never block long.
+        self._started.wait(self.connect_timeout_s)
+        return self
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while not self._closed:
+            try:
+                nc = await nats.connect(
+                    self.url,
+                    name=self.name,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=self.connect_timeout_s,
+                    allow_reconnect=True,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                )
+            except Exception as exc:
+                logger.warning("cannot reach NATS at %s (%s); retrying in %.1f s", self.url, exc, delay)
+                self._started.set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._nc = nc
+            self._js = nc.jetstream(timeout=5.0)
+            for subject, handler in self._subscriptions:
+                await self._subscribe(subject, handler)
+            self._started.set()
+            logger.info("connected to NATS at %s", self.url)
+            return
+
+    async def _on_error(self, exc: Exception) -> None:
+        logger.debug("NATS error: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        logger.warning("disconnected from NATS at %s; reconnecting", self.url)
+
+    async def _on_reconnected(self) -> None:
+        logger.info("reconnected to NATS at %s", self.url)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._nc is not None and self._thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(self._nc.drain(), self._loop)
+            try:
+                future.result(timeout_s)
+            except Exception:
+                pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout_s)
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    # --- calls from other threads -------------------------------------------------------------
+
+    def call(self, coro_factory: Callable[[JetStreamContext, Client], Any], timeout_s: float) -> Any:
+        """Run `coro_factory(js, nc)` on the loop and wait for its result (raises BrokerDown if not connected)."""
+        if not self.connected or self._js is None or self._nc is None:
+            raise BrokerDown(f"not connected to NATS at {self.url}")
+        js, nc = self._js, self._nc
+        future = asyncio.run_coroutine_threadsafe(coro_factory(js, nc), self._loop)
+        try:
+            return future.result(timeout_s)
+        except (FutureTimeout, asyncio.TimeoutError, nats.errors.TimeoutError) as exc:
+            future.cancel()
+            raise PublishTimeout(f"NATS did not answer within {timeout_s:.1f} s") from exc
+
+    def publish_task(self, subject: str, payload: bytes, *, msg_id: str, timeout_s: float = 5.0) -> int:
+        """Publish to JetStream and wait for the ack; returns the stream sequence."""
+
+        async def publish(js: JetStreamContext, nc: Client) -> int:
+            ack = await js.publish(subject, payload, timeout=timeout_s, headers={"Nats-Msg-Id": msg_id})
+            return int(ack.seq)
+
+        try:
+            return int(self.call(publish, timeout_s + 0.5))
+        except BrokerError:
+            raise
+        except Exception as exc:
+            # Anything else (no responders while JetStream restarts, connection lost mid-call) may
+            # or may not have stored the message; the caller retries with the same msg id.
+            raise PublishTimeout(f"publish to {subject} failed: {exc!r}") from exc
+
+    def publish_event(self, subject: str, body: dict[str, Any]) -> None:
+        """Fire and forget: events feed live views, the database stays the record."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return
+        data = json.dumps(body, separators=(",", ":"), default=str).encode()
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._publish_quietly(nc, subject, data)))
+
+    async def _publish_quietly(self, nc: Client, subject: str, data: bytes) -> None:
+        try:
+            await nc.publish(subject, data)
+        except Exception as exc:
+            logger.debug("event publish failed: %s", exc)
+
+    def subscribe(self, subject: str, handler: Handler) -> None:
+        """Call `handler(json_body)` on the bridge thread for each message; kept across reconnects."""
+        self._subscriptions.append((subject, handler))
+        if self._nc is not None:
+            asyncio.run_coroutine_threadsafe(self._subscribe(subject, handler), self._loop).result(5.0)
+
+    async def _subscribe(self, subject: str, handler: Handler) -> None:
+        assert self._nc is not None
+
+        async def on_message(msg: Msg) -> None:
+            try:
+                handler(json.loads(msg.data))
+            except Exception:
+                logger.exception("handler for %s failed", subject)
+
+        await self._nc.subscribe(subject, cb=on_message)

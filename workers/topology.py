@@ -1,0 +1,142 @@
+"""The JetStream topology: one WorkQueue stream for all NATS pools, one durable pull consumer per pool.
+
+    stream   NEUTRINO_TASKS      subjects neutrino.<pool>.*  (WorkQueue, file storage, duplicate window)
+    consumer pool_<pool>         filter neutrino.<pool>.*    (explicit ack, ack_wait, max_deliver)
+    events   neutrino.events.task           core NATS, every state change (JSON)
+    control  neutrino.control.cancel        core NATS, "kill this task if you run it"
+
+Imports no Django: the gateway and the workers share it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+STREAM = "NEUTRINO_TASKS"
+EVENTS_SUBJECT = "neutrino.events.task"
+CANCEL_SUBJECT = "neutrino.control.cancel"
+RESERVED_POOL_NAMES = frozenset({"events", "control"})
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + STREAM + ".*"
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    ack_wait_s: float = 30.0
+    max_deliver: int = 10
+    max_ack_pending: int = 10_000
+
+
+def task_subject(pool: str, function: str) -> str:
+    return f"neutrino.{pool}.{function}"
+
+
+def pool_subject(pool: str) -> str:
+    return f"neutrino.{pool}.*"
+
+
+def consumer_name(pool: str) -> str:
+    return f"pool_{pool}"
+
+
+def encode_task_message(*, task_id: str, function: str, args: dict[str, Any], max_retries: int,
+                        timeout_ms: int) -> bytes:
+    return json.dumps(
+        {"task_id": task_id, "function": function, "args": args, "max_retries": max_retries,
+         "timeout_ms": timeout_ms},
+        separators=(",", ":"),
+    ).encode()
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    task_id: str
+    function: str
+    args: dict[str, Any]
+    max_retries: int
+    timeout_ms: int
+
+
+class BadMessage(ValueError):
+    """A message on a task subject that is not a task (a poison message)."""
+
+
+def decode_task_message(data: bytes) -> TaskMessage:
+    try:
+        body = json.loads(data)
+        return TaskMessage(
+            task_id=str(body["task_id"]),
+            function=str(body["function"]),
+            args=dict(body.get("args") or {}),
+            max_retries=int(body.get("max_retries", 0)),
+            timeout_ms=int(body["timeout_ms"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadMessage(f"not a task message ({exc}): {data[:200]!r}") from exc
+
+
+async def ensure_stream(js: JetStreamContext, pools: list[str], *, duplicate_window_s: float = 120.0) -> None:
+    """Create the stream, or update its subjects to exactly the given NATS pools."""
+    subjects = sorted(pool_subject(p) for p in set(pools))
+    if not subjects:
+        return
+    config = StreamConfig(
+        name=STREAM,
+        subjects=subjects,
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        duplicate_window=duplicate_window_s,
+    )
+    try:
+        info = await js.stream_info(STREAM)
+    except NotFoundError:
+        await js.add_stream(config)
+        return
+    if sorted(info.config.subjects or []) != subjects or info.config.duplicate_window != duplicate_window_s:
+        await js.update_stream(config)
+
+
+async def ensure_consumer(js: JetStreamContext, pool: str, settings: ConsumerSettings) -> None:
+    """Create or update the pool's durable consumer.
+
+    `add_consumer` on an existing durable is the server's create-or-update, so a changed
+    ack_wait or max_deliver takes effect; `pull_subscribe(durable=...)` alone would not apply it.
+    """
+    await js.add_consumer(
+        STREAM,
+        ConsumerConfig(
+            durable_name=consumer_name(pool),
+            filter_subject=pool_subject(pool),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=settings.ack_wait_s,
+            max_deliver=settings.max_deliver,
+            max_ack_pending=settings.max_ack_pending,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class PoolDepth:
+    pending: int  # in the stream, not yet delivered
+    in_flight: int  # delivered, not yet acknowledged
+
+
+async def pool_depth(js: JetStreamContext, pool: str) -> PoolDepth:
+    try:
+        info = await js.consumer_info(STREAM, consumer_name(pool))
+    except NotFoundError:
+        return PoolDepth(pending=0, in_flight=0)
+    return PoolDepth(pending=int(info.num_pending or 0), in_flight=int(info.num_ack_pending or 0))
