@@ -92,7 +92,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         check_tasks()
         from neutrino_site.server import serve_http
 
-        serve_http(host=args.host, port=args.port, workers=args.workers, threads=args.threads, asgi=args.asgi)
+        from tasks_app.conf import neutrino_settings
+
+        asgi = args.asgi or bool(neutrino_settings().asgi_fallback)
+        serve_http(host=args.host, port=args.port, workers=args.workers, threads=args.threads, asgi=asgi)
         return 0
     if not args.pool:
         print("neutrino serve --mode nats needs --pool NAME", file=sys.stderr)

@@ -15,7 +15,7 @@ outside a worker (a plain function call in a test), `progress` does nothing.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 Reporter = Callable[[float, str], None]
 

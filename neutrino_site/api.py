@@ -10,6 +10,7 @@ from ninja import NinjaAPI
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.openapi.schema import OpenAPISchema
+
 from tasks_app.api import gateway_router, tasks_router
 from tasks_app.errors import NeutrinoError
 from tasks_app.openapi import task_paths

@@ -17,6 +17,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "neutrino_site.settings")
 django.setup()
 
 from django.urls import Resolver404, resolve  # noqa: E402
+
 from tasks_app.conf import neutrino_settings  # noqa: E402
 
 django_app = get_asgi_application()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 
 from neutrino.app import TaskSpec, load_tasks
-
 from tasks_app.conf import neutrino_settings
 from tasks_app.errors import TaskNotFound
 

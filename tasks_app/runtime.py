@@ -11,12 +11,11 @@ import logging
 import threading
 from typing import Any
 
+from tasks_app.conf import neutrino_settings
+from tasks_app.ledger import LedgerWriter
 from workers.bridge import NatsBridge
 from workers.executor import Executor, ExecutorSettings
 from workers.topology import CANCEL_SUBJECT, EVENTS_SUBJECT
-
-from tasks_app.conf import neutrino_settings
-from tasks_app.ledger import LedgerWriter
 
 logger = logging.getLogger("neutrino.runtime")
 _broker_lock = threading.Lock()

@@ -20,6 +20,8 @@ MAX_PAGE = 500
 MAX_WAIT_S = 60.0
 # Events wake a long-poll at once; this re-read covers an event lost while NATS reconnects.
 WAIT_RECHECK_S = 1.0
+# Longer than the ledger writer's batch linger, so a just-answered sync call is found.
+LEDGER_GRACE_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,18 @@ class TaskPage:
     next_cursor: str | None
 
 
-def task_get(*, task_id: uuid.UUID) -> Task:
+def task_get(*, task_id: uuid.UUID, grace_s: float = 0.0) -> Task:
+    """One task. With `grace_s`, a row still in a ledger writer's batch (a sync call that just
+    answered, in this or another server process) is waited for that long before 404."""
     task = Task.objects.filter(id=task_id).first()
+    if task is None and grace_s > 0:
+        from tasks_app import runtime
+
+        runtime.ledger().flush(timeout_s=grace_s)
+        deadline = time.monotonic() + grace_s
+        while task is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+            task = Task.objects.filter(id=task_id).first()
     if task is None:
         raise TaskNotFound(f"no task with id {task_id}", task_id=str(task_id))
     return task
@@ -48,7 +60,7 @@ def task_get(*, task_id: uuid.UUID) -> Task:
 
 def task_wait(*, task_id: uuid.UUID, wait_s: float) -> Task:
     """The task once it has finished, or as it is when `wait_s` (at most 60 s) runs out."""
-    task = task_get(task_id=task_id)
+    task = task_get(task_id=task_id, grace_s=LEDGER_GRACE_S)
     if task.status in FINISHED_STATUSES or wait_s <= 0:
         return task
     deadline = time.monotonic() + min(wait_s, MAX_WAIT_S)

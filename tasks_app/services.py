@@ -14,13 +14,10 @@ from typing import Any
 import pydantic
 from django.db.models import Q
 from django.utils import timezone
+
 from neutrino.app import TaskSpec
 from pools_app.models import PoolMode
 from pools_app.selectors import pools_by_name
-from workers import executor as ex
-from workers.bridge import BrokerDown, BrokerError
-from workers.topology import CANCEL_SUBJECT, encode_task_message, task_subject
-
 from tasks_app import runtime
 from tasks_app.conf import neutrino_settings
 from tasks_app.errors import (
@@ -28,12 +25,15 @@ from tasks_app.errors import (
     Conflict,
     InvalidArguments,
     TaskFailed,
-    TaskNotFound,
     TaskTimedOut,
 )
-from tasks_app.models import ACTIVE_STATUSES, Task, TaskStatus
 from tasks_app.events import task_event
+from tasks_app.models import ACTIVE_STATUSES, Task, TaskStatus
 from tasks_app.registry import task_spec
+from tasks_app.selectors import LEDGER_GRACE_S, task_get
+from workers import executor as ex
+from workers.bridge import BrokerDown, BrokerError
+from workers.topology import CANCEL_SUBJECT, encode_task_message, task_subject
 
 logger = logging.getLogger("neutrino.services")
 
@@ -330,7 +330,7 @@ def task_cancel(*, task_id: uuid.UUID) -> Task:
 
     Raises TaskNotFound, or Conflict when the task already finished.
     """
-    runtime.ledger().flush()
+    task_get(task_id=task_id, grace_s=LEDGER_GRACE_S)  # 404 unless it exists (or is about to)
     updated = Task.objects.filter(id=task_id, status__in=ACTIVE_STATUSES).update(
         status=TaskStatus.CANCELLED,
         cancel_requested=True,
@@ -345,9 +345,7 @@ def task_cancel(*, task_id: uuid.UUID) -> Task:
         if broker is not None:
             broker.publish_event(CANCEL_SUBJECT, {"task_id": str(task_id)})
         task_event(str(task_id), TaskStatus.CANCELLED)
-    task = Task.objects.filter(id=task_id).first()
-    if task is None:
-        raise TaskNotFound(f"no task with id {task_id}", task_id=str(task_id))
+    task = task_get(task_id=task_id)
     if not updated and task.status != TaskStatus.CANCELLED:
         raise Conflict(
             f"task {task_id} already finished ({task.status}); only pending, queued or running tasks "
@@ -360,10 +358,7 @@ def task_cancel(*, task_id: uuid.UUID) -> Task:
 
 def task_retry(*, task_id: uuid.UUID) -> dict[str, Any]:
     """Run the task's function again with the same args, as a new task that records `retry_of`."""
-    runtime.ledger().flush()
-    original = Task.objects.filter(id=task_id).first()
-    if original is None:
-        raise TaskNotFound(f"no task with id {task_id}", task_id=str(task_id))
+    original = task_get(task_id=task_id, grace_s=LEDGER_GRACE_S)
     spec = task_spec(original.function_name)
     args = original.args if isinstance(original.args, dict) else {}
     if spec.runs_on_nats:

@@ -6,8 +6,8 @@ import logging
 import sys
 
 from django.db import DatabaseError
-from neutrino.app import TaskDefinitionError
 
+from neutrino.app import TaskDefinitionError
 from tasks_app.registry import registered_tasks
 
 logger = logging.getLogger("neutrino.startup")

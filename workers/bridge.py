@@ -129,7 +129,7 @@ class NatsBridge:
         future = asyncio.run_coroutine_threadsafe(coro_factory(js, nc), self._loop)
         try:
             return future.result(timeout_s)
-        except (FutureTimeout, asyncio.TimeoutError, nats.errors.TimeoutError) as exc:
+        except (TimeoutError, FutureTimeout, nats.errors.TimeoutError) as exc:
             future.cancel()
             raise PublishTimeout(f"NATS did not answer within {timeout_s:.1f} s") from exc
 

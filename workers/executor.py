@@ -344,9 +344,11 @@ class Executor:
                 # a fork of a process that already imported these, not a fresh interpreter. Only task
                 # modules this process imported already are preloaded: the fork server survives an
                 # ImportError but dies of any other exception a module raises while importing, and a
-                # child reports such an error far better (start() raises it).
+                # child reports such an error far better (start() raises it). As with "spawn", each
+                # child still runs the parent's main script as __mp_main__ (guard it with
+                # `if __name__ == "__main__":`).
                 imported = [name for name in self.settings.task_modules if name in sys.modules]
-                self._ctx.set_forkserver_preload(["__main__", "neutrino", "workers.child", *imported])
+                self._ctx.set_forkserver_preload(["neutrino", "workers.child", *imported])
             self._ensure_spawner()
             future: Future[None] = Future()
             self._jobs.put(_Job("start", count=self.settings.processes, future=future))

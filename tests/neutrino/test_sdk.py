@@ -7,6 +7,7 @@ import sys
 
 import pydantic
 import pytest
+
 from neutrino import Neutrino, TaskDefinitionError
 from neutrino.app import load_tasks
 

@@ -6,6 +6,7 @@ import os
 import time
 
 import pytest
+
 from tasks_app import runtime
 from tasks_app.models import Task
 

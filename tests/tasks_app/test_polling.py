@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+
 from tasks_app.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
