@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT)
     serve.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="HTTP server processes")
-    serve.add_argument("--threads", type=int, default=16, help="request threads per HTTP process")
+    serve.add_argument("--threads", type=int, default=32, help="request threads per HTTP process (long-polls hold one)")
     serve.add_argument("--nats-url", default=None, help="NATS server (default: $NEUTRINO_NATS_URL)")
     serve.add_argument("--concurrency", type=int, default=None, help="tasks at once (nats mode)")
     serve.add_argument("--asgi", action="store_true", help="serve the ASGI app under uvicorn")
