@@ -130,8 +130,14 @@ def task_run_sync(*, spec: TaskSpec, args: dict[str, Any], retry_of: str | None 
 def _failure(spec: TaskSpec, task_id: str, exc: ex.ExecutorError) -> tuple[str, Any]:
     """Map an executor error to the ledger status and the error the caller sees."""
     if isinstance(exc, ex.TaskTimeout):
+        message = (
+            f"task {spec.name} ran past its {spec.timeout_ms} ms timeout and was killed"
+            if exc.stage == "run"
+            else f"no sync worker process was free within {spec.timeout_ms} ms; the server is saturated, "
+            "try again or raise NEUTRINO_SYNC_PROCESSES"
+        )
         return TaskStatus.FAILED, TaskTimedOut(
-            f"task {spec.name} ran past its {spec.timeout_ms} ms timeout and was killed",
+            message,
             task_id=task_id,
             error_type="TimeoutError",
             timeout_ms=spec.timeout_ms,

@@ -52,6 +52,7 @@ def child_main(conn: Connection, task_modules: tuple[str, ...], max_result_bytes
     """Entry point of a child process: load the task modules, then serve tasks until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
+    _release_fork_server()
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         # Task modules "importable from the current directory" must import here too, even when the
@@ -181,6 +182,27 @@ def _format_tb(exc: BaseException) -> str:
     if len(text) > _MAX_TRACEBACK_CHARS:
         text = "...(truncated)...\n" + text[-_MAX_TRACEBACK_CHARS:]
     return text
+
+
+def _release_fork_server() -> None:
+    """Close this child's copy of the fork server's "parent alive" pipe (forkserver children only).
+
+    Every child of the fork server inherits the write end of that pipe, and the fork server exits only
+    when all write ends are closed. Were a child to keep it, a parent killed with SIGKILL would leave
+    the fork server, and with it any child busy with a task, running on. Closed, the fork server exits
+    with the parent and the kernel then kills this child (PR_SET_PDEATHSIG, below). The attribute is
+    private to multiprocessing; a Python without it just keeps the old behaviour.
+    """
+    try:
+        from multiprocessing import forkserver
+
+        server = getattr(forkserver, "_forkserver", None)
+        fd = getattr(server, "_forkserver_alive_fd", None)
+        if isinstance(fd, int):
+            os.close(fd)
+            server._forkserver_alive_fd = None  # type: ignore[union-attr]
+    except Exception:
+        pass
 
 
 def _die_with_parent() -> None:

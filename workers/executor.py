@@ -42,12 +42,18 @@ started with "forkserver" (default: task modules this process has imported befor
 preloaded in the fork server, so a new child costs a fork, not an import) or "spawn"; never plain
 "fork", which is unsafe with threads and CUDA. The fork server is one per parent process and its
 preload list is fixed when it first starts, so a second executor in the same process gets the first
-one's preload (its children import their own modules, and see the preloaded tasks too). Children ignore SIGINT (Ctrl-C belongs to the parent, which shuts them down) and, on Linux, the
-kernel kills them when their parent dies; they also exit when their pipe closes.
+one's preload (its children import their own modules, and see the preloaded tasks too: task names
+must be unique across them). As with any "spawn"/"forkserver" child, each child runs the parent's
+main script as `__mp_main__`, so that script needs its `if __name__ == "__main__":` guard.
+
+Children ignore SIGINT (Ctrl-C belongs to the parent, which shuts them down). On Linux the kernel
+kills them when their parent dies, even when the parent was killed with SIGKILL (PR_SET_PDEATHSIG;
+under "forkserver" the fork server exits with the parent and takes its children along). Idle children
+also exit when their pipe closes.
 
 Data. Arguments travel pickled between these trusted processes; the result travels back as JSON text
-(`json.dumps(..., allow_nan=False)`, or as pydantic serialises models, dataclasses and datetimes) and
-a result over `max_result_bytes` fails with `ResultError`, never truncated.
+(`json.dumps(..., allow_nan=False)`: a set, a datetime or a pydantic model is refused, not converted)
+and a result over `max_result_bytes` bytes of UTF-8 fails with `ResultError`, never truncated.
 
 Errors, all `ExecutorError` with `.task_id`, `.worker_id` (when a child was involved) and a message:
 
@@ -397,10 +403,13 @@ class Executor:
                 break
             except OSError:  # the child died while idle: replace it and take another
                 self._drop(child, "lost")
-        deadline = time.monotonic() + timeout_ms / 1000
-        if on_start is not None:
-            self._call_back(on_start, child.worker_id)
+            except BaseException:
+                self._drop(child, "lost", only_if_task=task_id)
+                raise
         try:
+            deadline = time.monotonic() + timeout_ms / 1000
+            if on_start is not None:
+                self._call_back(on_start, child.worker_id)
             return self._await_reply(child, task_id, function, timeout_ms, deadline, on_progress)
         except ExecutorError:
             raise
@@ -533,9 +542,11 @@ class Executor:
         conn = child.conn
         while True:
             remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._deadline_passed(child, task_id, function, timeout_ms)
             try:
-                if remaining <= 0 or not conn.poll(remaining):
-                    raise self._deadline_passed(child, task_id, function, timeout_ms)
+                if not conn.poll(remaining):
+                    continue  # the deadline is checked above, so a poll that wakes early is harmless
                 message = conn.recv()
             except (EOFError, OSError):
                 raise self._child_lost(child, task_id, function) from None
@@ -700,48 +711,60 @@ class Executor:
             self._spawner.start()
 
     def _spawner_loop(self) -> None:
-        backoff_s = 0.0
+        missing = 0  # children lost and not replaced yet
+        backoff_s = 0.0  # after a failed start, wait this long before the next try
         while True:
-            jobs = [self._jobs.get()]
+            jobs: list[_Job] = []
+            try:
+                jobs.append(self._jobs.get(timeout=backoff_s if missing else None))
+            except queue.Empty:  # the backoff passed: try the missing children again
+                pass
             while True:
                 try:
                     jobs.append(self._jobs.get_nowait())
                 except queue.Empty:
                     break
-            olds = [job.child for job in jobs if job.kind == "replace" and job.child is not None]
-            for old in olds:
-                if old.kill_reason != "retire":
-                    self._reap(old, _EXIT_STATUS_WAIT_S)
-            stop = next((job for job in jobs if job.kind == "stop"), None)
             starts = [job for job in jobs if job.kind == "start" and job.future is not None]
-            if stop is not None:
+            try:
+                olds = [job.child for job in jobs if job.kind == "replace" and job.child is not None]
+                for old in olds:
+                    if old.kill_reason != "retire":
+                        self._reap(old, _EXIT_STATUS_WAIT_S)
+                stop = next((job for job in jobs if job.kind == "stop"), None)
+                if stop is not None:
+                    for job in starts:
+                        assert job.future is not None
+                        job.future.set_exception(ExecutorClosed("the executor was shut down as it started"))
+                    self._stop_all(stop.timeout_s)
+                    return
                 for job in starts:
                     assert job.future is not None
-                    job.future.set_exception(ExecutorClosed("the executor was shut down while it started"))
-                self._stop_all(stop.timeout_s)
-                return
-            for job in starts:
-                assert job.future is not None
-                self._initial_start(job.count, job.future)
-            missing = len(olds)
-            while missing and not self._closed:
-                if backoff_s:
-                    self._closed_event.wait(backoff_s)
-                    if self._closed:
-                        break
-                children, errors = self._start_children(missing)
-                self._add_to_pool(children)
-                missing -= len(children)
-                if errors:
-                    self._last_start_error = errors[0]
-                    backoff_s = min(_MAX_RESTART_BACKOFF_S, max(0.5, backoff_s * 2))
-                    logger.error("cannot start a replacement worker process (retrying in %.1f s): %s",
-                                 backoff_s, errors[0])
-                else:
-                    backoff_s = 0.0
-            for old in olds:
-                if old.kill_reason == "retire":
-                    self._reap(old, _RETIRE_GRACE_S)
+                    self._initial_start(job.count, job.future)
+                missing += len(olds)
+                if missing and not self._closed:
+                    children, errors = self._start_children(missing)
+                    self._add_to_pool(children)
+                    missing -= len(children)
+                    if errors:
+                        self._last_start_error = errors[0]
+                        backoff_s = min(_MAX_RESTART_BACKOFF_S, max(0.5, backoff_s * 2))
+                        logger.error(
+                            "cannot start a replacement worker process (retrying in %.1f s): %s",
+                            backoff_s,
+                            errors[0],
+                        )
+                    else:
+                        backoff_s = 0.0
+                for old in olds:
+                    if old.kill_reason == "retire":
+                        self._reap(old, _RETIRE_GRACE_S)
+            except Exception as exc:  # a bug here must not leave the pool unable to heal
+                logger.exception("the executor's spawner thread hit an unexpected error; it goes on")
+                for job in starts:
+                    assert job.future is not None
+                    if not job.future.done():
+                        job.future.set_exception(ExecutorError(f"the worker processes did not start: {exc}"))
+                backoff_s = max(backoff_s, 1.0)
 
     def _initial_start(self, count: int, future: Future[None]) -> None:
         children, errors = self._start_children(count)
