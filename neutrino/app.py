@@ -115,7 +115,7 @@ class Neutrino:
         max_retries: int = 0,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
-    def task(
+    def task(  # type: ignore[misc]  # the overloads carry the precise types
         self,
         fn: Callable[P, R] | None = None,
         /,
@@ -255,7 +255,7 @@ def _args_model(fn: Callable[..., Any], task_name: str) -> type[pydantic.BaseMod
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
     try:
-        return pydantic.create_model(  # type: ignore[call-overload, no-any-return]
+        return pydantic.create_model(
             f"{task_name}_args",
             __config__=pydantic.ConfigDict(extra=extra),
             **fields,

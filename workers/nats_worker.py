@@ -50,6 +50,7 @@ from django.utils import timezone
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+
 from neutrino.app import TaskDefinitionError, TaskSpec
 from pools_app.models import Pool, PoolKind, PoolMode, Worker
 from pools_app.selectors import nats_pool_names
@@ -57,7 +58,6 @@ from tasks_app import runtime, services
 from tasks_app.conf import NeutrinoSettings, neutrino_settings
 from tasks_app.models import FINISHED_STATUSES, Task
 from tasks_app.registry import registered_tasks
-
 from workers import executor as ex
 from workers.topology import (
     CANCEL_SUBJECT,
@@ -230,6 +230,9 @@ class PoolWorker:
         self.hurry = asyncio.Event()
         self.slot_freed = asyncio.Event()
         self.lock = threading.Lock()  # guards _Run fields the executor threads read
+        self._unreachable_logged_at = -1e9
+        self.beat_lock = threading.Lock()
+        self.beat_stopped = False
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -249,13 +252,16 @@ class PoolWorker:
             return 2
         self.gpus = await asyncio.to_thread(_detect_gpus)
         self.background.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
+        code = 0
         if await self._connect() and await self._setup():
             self.background.append(asyncio.create_task(self._sweep_loop(), name="sweeper"))
             logger.info("ready: pool %s, fetching from consumer %s (%d slots)",
                         self.pool, consumer_name(self.pool), self.concurrency)
             await self._fetch_loop()
+        elif not self.stopping.is_set():
+            code = 1  # NATS refused us for good (not a plain outage: those are retried forever)
         await self._shutdown()
-        return 0
+        return code
 
     def _banner(self) -> None:
         served = ", ".join(self.served) or "none (no registered task names this pool)"
@@ -283,35 +289,50 @@ class PoolWorker:
         return True
 
     async def _connect(self) -> bool:
-        delay = 0.5
-        while not self.stopping.is_set():
+        """Connect, however long NATS takes to come up (each failed try is logged); False if stopped first."""
+        connecting = asyncio.create_task(nats.connect(
+            self.conf.nats_url,
+            name=f"neutrino-worker-{self.pool}-{self.worker_id}",
+            max_reconnect_attempts=-1,  # also retries the first connect forever
+            reconnect_time_wait=0.5,
+            connect_timeout=2,
+            allow_reconnect=True,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        ))
+        stopping = asyncio.create_task(self.stopping.wait())
+        try:
+            await asyncio.wait([connecting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not connecting.done():
+            connecting.cancel()
             try:
-                self.nc = await nats.connect(
-                    self.conf.nats_url,
-                    name=f"neutrino-worker-{self.pool}-{self.worker_id}",
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    connect_timeout=2,
-                    allow_reconnect=True,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                )
-            except Exception as exc:
-                logger.warning("cannot reach NATS at %s (%s); retrying in %.1f s", self.conf.nats_url, exc, delay)
-                if await self._sleep(delay):
-                    return False
-                delay = min(delay * 2, 5.0)
-                continue
-            self.js = self.nc.jetstream(timeout=5.0)
-            logger.info("connected to NATS at %s", self.conf.nats_url)
-            # The services publish task events through the process's bridge; connect it now, not
-            # during the first task.
-            await asyncio.to_thread(runtime.broker)
-            return True
-        return False
+                await connecting
+            except (asyncio.CancelledError, Exception):
+                pass
+            return False
+        try:
+            self.nc = connecting.result()
+        except Exception as exc:
+            logger.error("cannot connect to NATS at %s: %s", self.conf.nats_url, exc)
+            return False
+        self.js = self.nc.jetstream(timeout=5.0)
+        logger.info("connected to NATS at %s", self.conf.nats_url)
+        # The services publish task events through the process's bridge; connect it now, not during
+        # the first task.
+        await asyncio.to_thread(runtime.broker)
+        return True
 
     async def _on_error(self, exc: Exception) -> None:
+        if self.nc is None or not self.nc.is_connected:
+            now = time.monotonic()
+            if now - self._unreachable_logged_at >= 5.0:
+                self._unreachable_logged_at = now
+                logger.warning("cannot reach NATS at %s (%s: %s); retrying", self.conf.nats_url,
+                               type(exc).__name__, exc)
+            return
         logger.debug("NATS error: %s", exc)
 
     async def _on_disconnected(self) -> None:
@@ -694,6 +715,14 @@ class PoolWorker:
     # ---- heartbeats and the sweeper ---------------------------------------------------------------
 
     def _beat(self, *, stopped: bool = False) -> None:
+        # A beat still in flight when the worker stops must not write over its stopped_at.
+        with self.beat_lock:
+            if self.beat_stopped:
+                return
+            self.beat_stopped = stopped
+            self._write_beat(stopped=stopped)
+
+    def _write_beat(self, *, stopped: bool) -> None:
         now = timezone.now()
         fields: dict[str, Any] = {
             "pool": self.pool, "host": self.host, "pid": self.pid, "concurrency": self.concurrency,
@@ -716,6 +745,8 @@ class PoolWorker:
                     self._cancel(task_id)
             except DatabaseError as exc:
                 logger.warning("heartbeat not written: %s", exc)
+            except Exception:
+                logger.exception("heartbeat failed")
             await asyncio.sleep(self.conf.heartbeat_s)
 
     async def _sweep_loop(self) -> None:
@@ -724,8 +755,8 @@ class PoolWorker:
             try:
                 count = await _db(services.task_republish_pending, pool=self.pool,
                                   older_than_s=self.conf.sweep_after_s)
-            except DatabaseError as exc:
-                logger.warning("sweeper: %s", exc)
+            except Exception as exc:
+                logger.warning("sweeper: %s: %s", type(exc).__name__, exc)
                 continue
             if count:
                 logger.info("sweeper republished %d pending task(s) of pool %s", count, self.pool)
@@ -733,15 +764,22 @@ class PoolWorker:
     # ---- stopping ---------------------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
+        if self.psub is not None:
+            # No more deliveries to this worker. (Its pending queue is never "joined", so leaving it
+            # subscribed would make the drain below wait for its timeout.)
+            try:
+                await self.psub.unsubscribe()
+            except Exception as exc:
+                logger.debug("unsubscribe: %s", exc)
         if self.handlers:
             logger.info("waiting up to %.0f s for %d running task(s)", self.conf.worker_grace_s, len(self.handlers))
             hurry = asyncio.create_task(self.hurry.wait())
-            await asyncio.wait([*self.handlers, hurry], timeout=self.conf.worker_grace_s,
-                               return_when=asyncio.FIRST_COMPLETED if len(self.handlers) == 0 else "ALL_COMPLETED")
             deadline = time.monotonic() + self.conf.worker_grace_s
-            while self.handlers and not self.hurry.is_set() and time.monotonic() < deadline:
-                await asyncio.wait([*self.handlers, hurry], timeout=deadline - time.monotonic(),
-                                   return_when=asyncio.FIRST_COMPLETED)
+            while self.handlers and not self.hurry.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                await asyncio.wait([*self.handlers, hurry], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             hurry.cancel()
         if self.handlers:
             for run in list(self.runs.values()):

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from workers.nats_server import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +77,7 @@ def test_a_broken_task_module_is_reported_at_start(tmp_path: Path) -> None:
 
 
 def test_serve_answers_sync_calls_and_the_rows_survive_shutdown(served) -> None:
-    port, env = served
+    port, _env = served
     status, body = request(port, "POST", "/api/async_add", {"args": {"a": 40, "b": 2}})
     assert status == 200 and json.loads(body)["result"] == 42
     task_id = json.loads(body)["task_id"]

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from django.utils import timezone
+
 from tasks_app.ledger import LedgerWriter
 from tasks_app.models import Task
 
