@@ -75,6 +75,7 @@ def start_server(*, ledger: bool, workers: int, data_dir: Path) -> tuple[subproc
         "NEUTRINO_TASK_MODULES": "bench.bench_tasks",
         "PYTHONPATH": str(ROOT),
         "NEUTRINO_NATS_URL": "",
+        "NEUTRINO_ALLOW_ANONYMOUS": "1",
     }
     subprocess.run([sys.executable, "-m", "neutrino.cli", "manage", "migrate", "-v0"], env=env, check=True,
                    cwd=ROOT)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
 
 from tasks_app.models import Task, TaskStatus
 
@@ -72,6 +73,10 @@ class LedgerWriter:
     def record_finish(self, task_id: str, **fields: Any) -> None:
         """A task ended: `fields` hold status, completed_at, result, error, ..."""
         self._put(_Record("finish", task_id, fields))
+
+    def record_queued(self, task_id: str) -> None:
+        """JetStream acknowledged a queued task: pending -> queued, unless a worker already claimed it."""
+        self._put(_Record("queued", task_id, {}))
 
     def record_progress(self, task_id: str, fraction: float, message: str) -> None:
         self._put(_Record("progress", task_id, {"progress": fraction, "progress_message": message}))
@@ -170,11 +175,14 @@ def write_records(records: Iterable[_Record]) -> list[dict[str, Any]]:
     starts: dict[str, dict[str, Any]] = {}
     finishes: dict[str, dict[str, Any]] = {}
     progress: dict[str, dict[str, Any]] = {}
+    queued: list[str] = []
     for record in records:
         if record.kind == "start":
             starts[record.task_id] = dict(record.fields)
         elif record.kind == "finish":
             finishes.setdefault(record.task_id, {}).update(record.fields)
+        elif record.kind == "queued":
+            queued.append(record.task_id)
         else:
             progress[record.task_id] = record.fields
     inserts: list[Task] = []
@@ -185,6 +193,11 @@ def write_records(records: Iterable[_Record]) -> list[dict[str, Any]]:
         inserts.append(Task(id=task_id, **row))
         changed.append({"task_id": task_id, **row})
     with transaction.atomic():
+        if queued:
+            Task.objects.filter(id__in=queued, status=TaskStatus.PENDING).update(
+                status=TaskStatus.QUEUED, queued_at=timezone.now()
+            )
+            changed.extend({"task_id": task_id, "status": TaskStatus.QUEUED} for task_id in queued)
         if inserts:
             Task.objects.bulk_create(inserts, ignore_conflicts=True)
         for task_id, fields in finishes.items():
@@ -194,5 +207,7 @@ def write_records(records: Iterable[_Record]) -> list[dict[str, Any]]:
             if updated:
                 changed.append({"task_id": task_id, **fields})
         for task_id, fields in progress.items():
-            Task.objects.filter(id=task_id, status=TaskStatus.RUNNING).update(**fields)
+            if Task.objects.filter(id=task_id, status=TaskStatus.RUNNING).update(**fields):
+                # Progress is a change too: live views redraw the task's progress bar.
+                changed.append({"task_id": task_id, "status": TaskStatus.RUNNING, **fields})
     return changed

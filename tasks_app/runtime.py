@@ -13,13 +13,15 @@ from typing import Any
 
 from tasks_app.conf import neutrino_settings
 from tasks_app.ledger import LedgerWriter
-from workers.bridge import NatsBridge
+from workers.bridge import BrokerDown, NatsBridge, PublishTimeout
 from workers.executor import Executor, ExecutorSettings
-from workers.topology import CANCEL_SUBJECT, EVENTS_SUBJECT
+from workers.nats_sync import AckTimeout, NoResponders, NotConnected, PublishRejected, SyncPublisher, supported
+from workers.topology import CANCEL_SUBJECT, ensure_stream
 
 logger = logging.getLogger("neutrino.runtime")
 _broker_lock = threading.Lock()
 _broker: NatsBridge | None = None
+_publisher: SyncPublisher | None = None
 
 
 @functools.cache
@@ -62,13 +64,57 @@ def broker() -> NatsBridge | None:
         return None
     with _broker_lock:
         if _broker is None:
-            from tasks_app.events import waiters
-
             bridge = NatsBridge(url, name="neutrino-gateway")
-            bridge.subscribe(EVENTS_SUBJECT, waiters.on_event)
             bridge.subscribe(CANCEL_SUBJECT, _on_cancel)
             _broker = bridge.start()
     return _broker
+
+
+def _sync_publisher() -> SyncPublisher | None:
+    """This process's blocking publisher, or None when NATS is not configured or its URL needs nats.py (TLS)."""
+    global _publisher
+    url = neutrino_settings().nats_url
+    if not url or not supported(url):
+        return None
+    if _publisher is None:
+        with _broker_lock:
+            if _publisher is None:
+                _publisher = SyncPublisher(url)
+    return _publisher
+
+
+def publish_task(subject: str, payload: bytes, *, msg_id: str) -> None:
+    """Publish a task to JetStream from the calling thread and wait for the ack.
+
+    Raises `BrokerDown` when the message was certainly not stored (no connection, no stream for the
+    subject) and `PublishTimeout` when it may have been (the ack did not come back in time).
+    """
+    timeout_s = neutrino_settings().publish_timeout_s
+    publisher = _sync_publisher()
+    if publisher is None:
+        bridge = broker()
+        if bridge is None:
+            raise BrokerDown("NEUTRINO_NATS_URL is not set")
+        bridge.publish_task(subject, payload, msg_id=msg_id, timeout_s=timeout_s)
+        return
+    try:
+        publisher.publish_js(subject, payload, msg_id=msg_id, timeout_s=timeout_s)
+    except (NotConnected, PublishRejected) as exc:
+        raise BrokerDown(str(exc)) from exc
+    except (AckTimeout, NoResponders) as exc:
+        # Maybe stored, or storable in a moment: the row stays pending and the sweeper republishes it.
+        raise PublishTimeout(str(exc)) from exc
+
+
+def publish_event(subject: str, body: dict[str, Any]) -> None:
+    """Fire-and-forget core NATS publish from the calling thread (task events, cancel broadcasts)."""
+    publisher = _sync_publisher()
+    if publisher is not None:
+        publisher.publish(subject, body)
+        return
+    bridge = broker()
+    if bridge is not None:
+        bridge.publish_event(subject, body)
 
 
 def _on_cancel(body: dict[str, Any]) -> None:
@@ -83,12 +129,26 @@ def warm_up() -> None:
 
     registered_tasks()
     executor().start()
-    broker()
+    ensure_topology()
+
+
+def ensure_topology() -> None:
+    """Create the stream for every NATS pool, so tasks submitted before any worker starts wait in it."""
+    bridge = broker()
+    if bridge is None:
+        return
+    from pools_app.selectors import nats_pool_names
+
+    pools = nats_pool_names()
+    try:
+        bridge.call(lambda js, nc: ensure_stream(js, pools), timeout_s=5.0)
+    except Exception as exc:
+        logger.warning("could not create or update the JetStream stream yet (%s); workers will", exc)
 
 
 def shutdown() -> None:
     """Flush the ledger, then stop the sync pool's children and the NATS bridge."""
-    global _broker
+    global _broker, _publisher
     if ledger.cache_info().currsize:
         ledger().close()
     if executor.cache_info().currsize:
@@ -96,3 +156,6 @@ def shutdown() -> None:
     if _broker is not None:
         _broker.close()
         _broker = None
+    if _publisher is not None:
+        _publisher.close()
+        _publisher = None

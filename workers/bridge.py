@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -149,6 +149,34 @@ class NatsBridge:
             # or may not have stored the message; the caller retries with the same msg id.
             raise PublishTimeout(f"publish to {subject} failed: {exc!r}") from exc
 
+    def publish_tasks(
+        self, messages: Sequence[tuple[str, bytes, str]], *, timeout_s: float = 5.0
+    ) -> list[int | BrokerError]:
+        """Publish many `(subject, payload, msg_id)` at once, pipelined: all are sent, then all acks awaited.
+
+        Returns, in order, each message's stream sequence or the BrokerError it got (a
+        PublishTimeout may still have been stored; republish it with the same msg id). Raises
+        BrokerDown, with nothing sent, when not connected.
+        """
+
+        async def publish_all(js: JetStreamContext, nc: Client) -> list[Any]:
+            return await asyncio.gather(
+                *(js.publish(subject, payload, timeout=timeout_s, headers={"Nats-Msg-Id": msg_id})
+                  for subject, payload, msg_id in messages),
+                return_exceptions=True,
+            )
+
+        if not messages:
+            return []
+        outcomes = self.call(publish_all, timeout_s + 0.5 + len(messages) / 20_000)
+        results: list[int | BrokerError] = []
+        for (subject, _, _), outcome in zip(messages, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                results.append(PublishTimeout(f"publish to {subject} failed: {outcome!r}"))
+            else:
+                results.append(int(outcome.seq))
+        return results
+
     def publish_event(self, subject: str, body: dict[str, Any]) -> None:
         """Fire and forget: events feed live views, the database stays the record."""
         nc = self._nc
@@ -168,6 +196,34 @@ class NatsBridge:
         self._subscriptions.append((subject, handler))
         if self._nc is not None:
             asyncio.run_coroutine_threadsafe(self._subscribe(subject, handler), self._loop).result(5.0)
+
+    def subscribe_temporary(self, subject: str, handler: Handler, timeout_s: float = 2.0) -> Callable[[], None]:
+        """Subscribe until the returned function is called (not renewed after a reconnect: callers re-read).
+
+        Raises BrokerDown when not connected.
+        """
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise BrokerDown(f"not connected to NATS at {self.url}")
+
+        async def on_message(msg: Msg) -> None:
+            try:
+                handler(json.loads(msg.data))
+            except Exception:
+                logger.exception("handler for %s failed", subject)
+
+        sub = asyncio.run_coroutine_threadsafe(nc.subscribe(subject, cb=on_message), self._loop).result(timeout_s)
+
+        def unsubscribe() -> None:
+            async def stop() -> None:
+                try:
+                    await sub.unsubscribe()
+                except Exception:
+                    pass
+
+            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(stop()))
+
+        return unsubscribe
 
     async def _subscribe(self, subject: str, handler: Handler) -> None:
         assert self._nc is not None

@@ -470,9 +470,7 @@ class PoolWorker:
         if task.function not in self.tasks:
             await self._fail(run, f"unknown function {task.function} on pool {self.pool}", "UnknownTask", "")
             return
-        if self.stopping.is_set():
-            await self._requeue(run, "the worker is stopping")
-            return
+        # Claimed means the row says running: run it even if a SIGTERM just came (the grace period covers it).
         if run.cancel_requested:
             await self._settle_all(run, "term")
             return

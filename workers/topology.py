@@ -2,7 +2,8 @@
 
     stream   NEUTRINO_TASKS      subjects neutrino.<pool>.*  (WorkQueue, file storage, duplicate window)
     consumer pool_<pool>         filter neutrino.<pool>.*    (explicit ack, ack_wait, max_deliver)
-    events   neutrino.events.task           core NATS, every state change (JSON)
+    events   neutrino.events.task.<id>      core NATS, every state change (JSON); subscribe to
+                                            neutrino.events.task.* for all, or one task's subject
     control  neutrino.control.cancel        core NATS, "kill this task if you run it"
 
 Imports no Django: the gateway and the workers share it.
@@ -26,7 +27,7 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 STREAM = "NEUTRINO_TASKS"
-EVENTS_SUBJECT = "neutrino.events.task"
+EVENTS_SUBJECT = "neutrino.events.task.*"  # every task's events (a subscription, not a publish subject)
 CANCEL_SUBJECT = "neutrino.control.cancel"
 RESERVED_POOL_NAMES = frozenset({"events", "control"})
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + STREAM + ".*"
@@ -37,6 +38,11 @@ class ConsumerSettings:
     ack_wait_s: float = 30.0
     max_deliver: int = 10
     max_ack_pending: int = 10_000
+
+
+def event_subject(task_id: str) -> str:
+    """Where one task's state changes are published: a long-poll listens to its task alone."""
+    return f"neutrino.events.task.{task_id}"
 
 
 def task_subject(pool: str, function: str) -> str:
