@@ -6,6 +6,7 @@ import asyncio
 
 import nats
 import pytest
+
 from workers.nats_server import NatsServer
 from workers.nats_sync import NoResponders, NotConnected, SyncPublisher
 from workers.topology import STREAM, ensure_stream
