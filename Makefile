@@ -5,7 +5,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck bench clean serve
+.PHONY: dev test lint typecheck bench bench-dashboard vendor clean serve
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,5 +30,20 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/sync_latency.py
 
+bench-dashboard: $(STAMP)
+	$(BIN)/python bench/dashboard_scale.py
+
+# Upgrade the vendored htmx files (static/vendor/) from npm.
+vendor:
+	$(PYTHON) scripts/fetch_vendor.py
+
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+
+# Re-pin the image's runtime dependencies (requirements.lock) from pyproject.toml, in a fresh venv.
+.PHONY: lock
+lock:
+	rm -rf build/lock-venv && $(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/pip install -q .
+	( sed -n '1,2p' requirements.lock; build/lock-venv/bin/pip freeze --exclude-editable | grep -iv '^neutrino' ) \
+		> build/requirements.lock && mv build/requirements.lock requirements.lock

@@ -1,11 +1,68 @@
 """Neutrino: one HTTP front door for Python tasks.
 
 The SDK a task module imports. It imports no Django, so task modules load in
-worker children and on machines that only run workers.
+worker children and on machines that only run workers. The HTTP client
+(`NeutrinoClient`, `AsyncNeutrinoClient` and their exceptions, from `neutrino.client`)
+is imported on first use, so `import neutrino` stays light.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from neutrino.app import Neutrino, Task, TaskDefinitionError, TaskSpec
 from neutrino.progress import progress
 
-__all__ = ["Neutrino", "Task", "TaskDefinitionError", "TaskSpec", "progress"]
+if TYPE_CHECKING:
+    from neutrino.client import (
+        AsyncNeutrinoClient,
+        AsyncTask,
+        AwaitableTask,
+        Conflict,
+        GatewayUnavailable,
+        NeutrinoClient,
+        NeutrinoClientError,
+        Overloaded,
+        TaskCancelled,
+        TaskFailed,
+        TaskInfo,
+        TaskNotFound,
+        TaskPage,
+        TaskTimeout,
+        Unauthorized,
+        ValidationError,
+    )
+
+__all__ = [
+    "AsyncNeutrinoClient",
+    "AsyncTask",
+    "AwaitableTask",
+    "Conflict",
+    "GatewayUnavailable",
+    "Neutrino",
+    "NeutrinoClient",
+    "NeutrinoClientError",
+    "Overloaded",
+    "Task",
+    "TaskCancelled",
+    "TaskDefinitionError",
+    "TaskFailed",
+    "TaskInfo",
+    "TaskNotFound",
+    "TaskPage",
+    "TaskSpec",
+    "TaskTimeout",
+    "Unauthorized",
+    "ValidationError",
+    "progress",
+]
+_CLIENT_NAMES = frozenset(__all__) - {"Neutrino", "Task", "TaskDefinitionError", "TaskSpec", "progress"}
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        from neutrino import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'neutrino' has no attribute {name!r}")

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
-from ninja.errors import HttpError
+from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.openapi.schema import OpenAPISchema
 
@@ -22,7 +22,8 @@ class NeutrinoAPI(NinjaAPI):
     ) -> OpenAPISchema:
         schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
         generic = schema["paths"].pop("/api/{task_name}", None)
-        schema["paths"].update(task_paths(generic or {}))
+        generic_batch = schema["paths"].pop("/api/{task_name}/batch", None)
+        schema["paths"].update(task_paths(generic or {}, generic_batch))
         return schema
 
 
@@ -42,6 +43,8 @@ def neutrino_error(request: HttpRequest, exc: NeutrinoError) -> HttpResponse:
     response = api.create_response(request, exc.body(), status=exc.status)
     if exc.status == 429 and "retry_after_s" in exc.details:
         response["Retry-After"] = str(exc.details["retry_after_s"])
+    if exc.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="neutrino"'
     return response
 
 
@@ -68,4 +71,11 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 def too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     return api.create_response(
         request, {"error": "payload_too_large", "message": "request body is over the size limit"}, status=413
+    )
+
+
+@api.exception_handler(AuthenticationError)
+def not_authenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return api.create_response(
+        request, {"error": "unauthorized", "message": "this API needs 'Authorization: Bearer <token>'"}, status=401
     )

@@ -7,6 +7,7 @@ validates them once at start-up into one typed object.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -43,16 +44,23 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "ninja",
+    "django_htmx",
     "tasks_app",
     "pools_app",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves /static/ itself (no DEBUG, no collectstatic needed: it uses the finders).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Every page but the login page needs a signed-in user; the JSON API, /static/ and /admin/ are
+    # left to their own rules (neutrino_site.auth.DashboardLoginRequired).
+    "neutrino_site.auth.DashboardLoginRequired",
+    "django_htmx.middleware.HtmxMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -71,6 +79,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "tasks_app.context_processors.dashboard",
             ],
         },
     },
@@ -110,9 +119,20 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(os.environ.get("NEUTRINO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+# WhiteNoise serves /static/ straight from the finders (static/ and the apps'), so no collectstatic
+# is needed to run; STATIC_ROOT only exists after one (an image may run it), so its absence is fine.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
+
+# The dashboard's websocket is served by a small ASGI process beside the WSGI server (see
+# neutrino_site.server). One in-memory channel layer per process is enough: each ASGI process
+# subscribes to the task events on NATS itself and fans them out to its own browsers.
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
 
 LOGGING = {
     "version": 1,
@@ -145,6 +165,26 @@ NEUTRINO_SWEEP_AFTER_S = float(os.environ.get("NEUTRINO_SWEEP_AFTER_S", "10"))
 NEUTRINO_PUBLISH_TIMEOUT_S = float(os.environ.get("NEUTRINO_PUBLISH_TIMEOUT_S", "5"))
 NEUTRINO_ASGI_FALLBACK = os.environ.get("NEUTRINO_ASGI_FALLBACK", "")
 NEUTRINO_SYNC_UPSTREAM = os.environ.get("NEUTRINO_SYNC_UPSTREAM", "")
+# The dashboard's websocket: the port of the ASGI process `neutrino serve` starts beside the HTTP
+# server (same host as the page), or a full URL when a proxy serves it elsewhere
+# (e.g. wss://neutrino.example.com/ws/dashboard/). 0 and no URL: the pages are not live.
+NEUTRINO_WS_PORT = int(os.environ.get("NEUTRINO_WS_PORT", "0") or 0)
+NEUTRINO_WS_URL = os.environ.get("NEUTRINO_WS_URL", "")
+# Kubernetes (`neutrino k8s render`, `neutrino up`, the autoscaler): the image the manifests run
+# (empty: the manifests' own `neutrino:<version>`), and an API server URL that replaces the
+# in-cluster / kubeconfig configuration (tests point it at a fake API server).
+NEUTRINO_IMAGE = os.environ.get("NEUTRINO_IMAGE", "")
+NEUTRINO_KUBE_URL = os.environ.get("NEUTRINO_KUBE_URL", "")
+
+# The API's front door (tasks_app.auth): bearer tokens (`neutrino token create NAME`), anonymous calls
+# (refused unless allowed: `neutrino dev` on 127.0.0.1 allows them), a per-caller rate limit in
+# requests/s per server process (0: off; burst 0: one second's worth), the bulk submit's maximum and
+# how long an Idempotency-Key returns the same task.
+NEUTRINO_ALLOW_ANONYMOUS = _env_bool("NEUTRINO_ALLOW_ANONYMOUS", False)
+NEUTRINO_RATE_LIMIT_PER_S = float(os.environ.get("NEUTRINO_RATE_LIMIT_PER_S", "0") or 0)
+NEUTRINO_RATE_LIMIT_BURST = int(os.environ.get("NEUTRINO_RATE_LIMIT_BURST", "0") or 0)
+NEUTRINO_BATCH_MAX = int(os.environ.get("NEUTRINO_BATCH_MAX", "1000") or 1000)
+NEUTRINO_IDEMPOTENCY_TTL_S = float(os.environ.get("NEUTRINO_IDEMPOTENCY_TTL_S", str(24 * 3600)))
 
 # The gateway refuses bodies over the payload limit itself (413, before parsing); Django's own
 # limit sits just above it so it never answers first with a less helpful error.

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from pools_app.models import Pool, PoolMode
+from django.db.models import Q
+
+from pools_app.models import Pool, PoolMode, Worker
 
 _CACHE_S = 2.0
 _cache: tuple[float, dict[str, Pool]] = (0.0, {})
@@ -28,3 +32,41 @@ def forget_cached_pools() -> None:
 
 def nats_pool_names() -> list[str]:
     return sorted(p.name for p in Pool.objects.filter(mode=PoolMode.NATS, enabled=True))
+
+
+LOST_AFTER_BEATS = 3
+SHOW_LOST_FOR = timedelta(hours=1)
+SHOW_STOPPED_FOR = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    worker: Worker
+    state: str  # "live" | "lost" (silent for LOST_AFTER_BEATS heartbeats) | "stopped"
+    silent_s: float  # seconds since its last heartbeat
+
+
+def worker_states(*, now: datetime, heartbeat_s: float, pool: str | None = None) -> list[WorkerState]:
+    """The worker processes worth showing: running ones (live or lost), and ones stopped a moment ago.
+
+    A worker that has not sent a heartbeat for LOST_AFTER_BEATS intervals is lost; one silent for
+    over an hour is no longer listed (its row stays in the table).
+    """
+    recent = Q(stopped_at__isnull=True, last_heartbeat__gte=now - SHOW_LOST_FOR) | Q(
+        stopped_at__gte=now - SHOW_STOPPED_FOR
+    )
+    rows = Worker.objects.filter(recent).order_by("pool", "worker_id")
+    if pool is not None:
+        rows = rows.filter(pool=pool)
+    lost_after_s = LOST_AFTER_BEATS * heartbeat_s
+    states = []
+    for worker in rows:
+        silent_s = max(0.0, (now - worker.last_heartbeat).total_seconds())
+        if worker.stopped_at is not None:
+            state = "stopped"
+        elif silent_s > lost_after_s:
+            state = "lost"
+        else:
+            state = "live"
+        states.append(WorkerState(worker=worker, state=state, silent_s=silent_s))
+    return states

@@ -1,4 +1,8 @@
-"""The gateway (`POST /api/<task>`) and polling (`/tasks`) APIs. Thin: parse, call a service, answer."""
+"""The gateway (`POST /api/<task>`, `POST /api/<task>/batch`) and polling (`/tasks`) APIs.
+
+Thin: parse, call a service, answer. Both routers authenticate with `tasks_app.api_auth.api_auth`
+(bearer tokens, anonymous where allowed, the rate limit); submits honour `Idempotency-Key`.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router, Schema, Status
 
-from tasks_app import selectors, services
+from tasks_app import selectors, services, submissions
+from tasks_app.api_auth import api_auth, request_caller
 from tasks_app.conf import neutrino_settings
 from tasks_app.errors import BadRequest, InvalidArguments, PayloadTooLarge, TaskNotFound
+from tasks_app.payloads import loads_strict
 from tasks_app.registry import task_spec
 
-gateway_router = Router(tags=["tasks"])
-tasks_router = Router(tags=["polling"])
+gateway_router = Router(tags=["tasks"], auth=api_auth)
+tasks_router = Router(tags=["polling"], auth=api_auth)
 
 
 class ErrorOut(Schema):
@@ -72,7 +79,19 @@ class RetryOut(Schema):
     error: str | None = None
 
 
-ERRORS = {400: ErrorOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut}
+class BatchItemOut(Schema):
+    task_id: str
+    status: str
+
+
+class BatchOut(Schema):
+    items: list[BatchItemOut]
+
+
+# Every operation can answer these: a bad request, no or a wrong token, the rate limit.
+COMMON = {400: ErrorOut, 401: ErrorOut, 429: ErrorOut}
+ERRORS = {**COMMON, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut}
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def read_json_body(request: HttpRequest) -> dict[str, Any]:
@@ -92,10 +111,7 @@ def read_json_body(request: HttpRequest) -> dict[str, Any]:
     content_type = request.META.get("CONTENT_TYPE", "")
     if content_type and "json" not in content_type.split(";")[0]:
         raise BadRequest(f"send the body as application/json, not {content_type!r}")
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}")
+    body = loads_strict(raw)
     if not isinstance(body, dict):
         raise BadRequest('the body must be a JSON object like {"args": {...}}')
     return body
@@ -108,6 +124,23 @@ def parse_task_id(raw: str) -> uuid.UUID:
         raise TaskNotFound(f"no task with id {raw!r}: task ids are UUIDs", task_id=raw)
 
 
+def request_key(request: HttpRequest) -> str | None:
+    """The request's Idempotency-Key, scoped to its caller (None without one)."""
+    return submissions.idempotency_key(scope=request_caller(request).scope,
+                                       header=request.headers.get(IDEMPOTENCY_HEADER))
+
+
+def answer(outcome: submissions.CallOutcome) -> HttpResponse:
+    if outcome.content is not None:
+        response = HttpResponse(outcome.content, content_type="application/json", status=outcome.status)
+    else:
+        response = HttpResponse(json.dumps(outcome.body, cls=DjangoJSONEncoder), content_type="application/json",
+                                status=outcome.status)
+    if outcome.replayed:
+        response["Idempotent-Replayed"] = "true"
+    return response
+
+
 @gateway_router.post(
     "/{task_name}",
     response={200: dict, 202: dict, **ERRORS, 500: ErrorOut, 501: ErrorOut, 503: ErrorOut, 504: ErrorOut},
@@ -116,6 +149,7 @@ def parse_task_id(raw: str) -> uuid.UUID:
 )
 def call_task(request: HttpRequest, task_name: str) -> Any:
     spec = task_spec(task_name)
+    key = request_key(request)
     body = read_json_body(request)
     unknown = set(body) - {"args"}
     if unknown:
@@ -124,20 +158,39 @@ def call_task(request: HttpRequest, task_name: str) -> Any:
             fields=[{"field": name, "message": "unknown field"} for name in sorted(unknown)],
         )
     args = services.task_validate_args(spec=spec, args=body.get("args", {}))
-    if spec.runs_on_nats:
-        task = services.task_submit(spec=spec, args=args)
-        return Status(202, {"task_id": str(task.id), "status": task.status, "poll_url": f"/tasks/{task.id}"})
-    outcome = services.task_run_sync(spec=spec, args=args)
-    # The child already produced the result's JSON; splice it in rather than decode and re-encode.
-    content = (
-        f'{{"task_id":"{outcome.task_id}","status":"completed","result":{outcome.result_json},'
-        f'"duration_ms":{outcome.duration_ms:.3f}}}'
-    )
-    return HttpResponse(content, content_type="application/json")
+    return answer(submissions.task_call(spec=spec, args=args, key=key))
 
 
-@tasks_router.get("", response={200: TaskPageOut, 400: ErrorOut}, summary="List tasks, newest first")
+@gateway_router.post(
+    "/{task_name}/batch",
+    response={200: BatchOut, 202: BatchOut, **ERRORS, 503: ErrorOut},
+    summary="Queue many tasks of one function, all or nothing",
+    operation_id="call_task_batch",
+)
+def call_task_batch(request: HttpRequest, task_name: str) -> Any:
+    """`{"items": [{"args": {...}}, ...]}` -> 202 `{"items": [{"task_id", "status"}, ...]}` in the same order.
+
+    Every item is validated before any is written; a bad one is a 422 naming its index. Sync tasks are
+    refused (422): call them one by one.
+    """
+    spec = task_spec(task_name)
+    key = request_key(request)
+    body = read_json_body(request)
+    unknown = set(body) - {"items"}
+    if unknown or not isinstance(body.get("items"), list):
+        raise InvalidArguments(
+            'send {"items": [{"args": {...}}, ...]}'
+            + (f"; unknown field(s) {', '.join(sorted(unknown))}" if unknown else ""),
+            fields=[{"field": "items", "message": "must be a list of {\"args\": {...}}"}],
+        )
+    return answer(submissions.task_submit_many(spec=spec, items=body["items"], key=key))
+
+
+@tasks_router.get("", response={200: TaskPageOut, **COMMON, 422: ErrorOut}, summary="List tasks, newest first")
 def list_tasks(request: HttpRequest, query: Query[TaskListQuery]) -> Any:
+    for name, value in query.dict().items():
+        if isinstance(value, str) and "\x00" in value:
+            raise BadRequest(f"the {name} filter cannot contain NUL characters", field=name)
     page = selectors.task_list(
         filters=selectors.TaskFilters(
             status=query.status, function=query.function, pool=query.pool, execution_mode=query.mode
@@ -148,7 +201,8 @@ def list_tasks(request: HttpRequest, query: Query[TaskListQuery]) -> Any:
     return {"items": [selectors.task_as_dict(t) for t in page.items], "next_cursor": page.next_cursor}
 
 
-@tasks_router.get("/{task_id}", response={200: TaskOut, 404: ErrorOut, 422: ErrorOut}, summary="Get one task")
+@tasks_router.get("/{task_id}", response={200: TaskOut, **COMMON, 404: ErrorOut, 422: ErrorOut},
+                  summary="Get one task")
 def get_task(request: HttpRequest, task_id: str, wait: float = 0) -> Any:
     """With `?wait=N` (seconds, at most 60) the answer waits until the task finishes or N runs out."""
     if not 0 <= wait <= selectors.MAX_WAIT_S:
@@ -156,16 +210,18 @@ def get_task(request: HttpRequest, task_id: str, wait: float = 0) -> Any:
     return selectors.task_as_dict(selectors.task_wait(task_id=parse_task_id(task_id), wait_s=wait))
 
 
-@tasks_router.delete("/{task_id}", response={200: TaskOut, 404: ErrorOut, 409: ErrorOut}, summary="Cancel a task")
+@tasks_router.delete("/{task_id}", response={200: TaskOut, **COMMON, 404: ErrorOut, 409: ErrorOut},
+                     summary="Cancel a task")
 def cancel_task(request: HttpRequest, task_id: str) -> Any:
     return selectors.task_as_dict(services.task_cancel(task_id=parse_task_id(task_id)))
 
 
 @tasks_router.post(
     "/{task_id}/retry",
-    response={200: RetryOut, 202: RetryOut, 404: ErrorOut, 501: ErrorOut, 503: ErrorOut},
+    response={200: RetryOut, 202: RetryOut, **COMMON, 404: ErrorOut, 409: ErrorOut, 501: ErrorOut, 503: ErrorOut},
     summary="Run a task again as a new task",
 )
 def retry_task(request: HttpRequest, task_id: str) -> Any:
-    outcome = services.task_retry(task_id=parse_task_id(task_id))
+    """Honours Idempotency-Key like a submit: the same key answers with the same new task."""
+    outcome = submissions.task_retry_call(task_id=parse_task_id(task_id), key=request_key(request))
     return Status(202 if outcome["status"] in ("pending", "queued") else 200, outcome)

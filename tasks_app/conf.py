@@ -29,6 +29,13 @@ class NeutrinoSettings:
     heartbeat_s: float
     sweep_after_s: float
     publish_timeout_s: float
+    ws_port: int = 0
+    ws_url: str = ""
+    allow_anonymous: bool = False
+    rate_limit_per_s: float = 0.0
+    rate_limit_burst: int = 0
+    batch_max: int = 1000
+    idempotency_ttl_s: float = 24 * 3600.0
 
 
 @functools.cache
@@ -52,6 +59,13 @@ def neutrino_settings() -> NeutrinoSettings:
         heartbeat_s=float(settings.NEUTRINO_HEARTBEAT_S),
         sweep_after_s=float(settings.NEUTRINO_SWEEP_AFTER_S),
         publish_timeout_s=float(settings.NEUTRINO_PUBLISH_TIMEOUT_S),
+        ws_port=int(settings.NEUTRINO_WS_PORT),
+        ws_url=str(settings.NEUTRINO_WS_URL),
+        allow_anonymous=bool(settings.NEUTRINO_ALLOW_ANONYMOUS),
+        rate_limit_per_s=float(settings.NEUTRINO_RATE_LIMIT_PER_S),
+        rate_limit_burst=int(settings.NEUTRINO_RATE_LIMIT_BURST),
+        batch_max=int(settings.NEUTRINO_BATCH_MAX),
+        idempotency_ttl_s=float(settings.NEUTRINO_IDEMPOTENCY_TTL_S),
     )
     _validate(conf)
     return conf
@@ -75,6 +89,18 @@ def _validate(conf: NeutrinoSettings) -> None:
             raise ImproperlyConfigured(f"NEUTRINO_{name.upper()} must be positive")
     if conf.max_deliver < 2:
         raise ImproperlyConfigured("NEUTRINO_MAX_DELIVER must be at least 2 so a crashed worker's task is retried")
+    if not 0 <= conf.ws_port <= 65535:
+        raise ImproperlyConfigured(f"NEUTRINO_WS_PORT must be a TCP port (or 0: none), not {conf.ws_port}")
+    if conf.ws_url and not conf.ws_url.startswith(("ws://", "wss://", "/")):
+        raise ImproperlyConfigured(
+            f"NEUTRINO_WS_URL must start with ws://, wss:// or / (same host and port), not {conf.ws_url!r}"
+        )
+    if not (conf.rate_limit_per_s >= 0 and conf.rate_limit_burst >= 0):
+        raise ImproperlyConfigured("NEUTRINO_RATE_LIMIT_PER_S and NEUTRINO_RATE_LIMIT_BURST must be 0 (off) or more")
+    if conf.batch_max < 1:
+        raise ImproperlyConfigured("NEUTRINO_BATCH_MAX must be at least 1")
+    if conf.idempotency_ttl_s < 3600:
+        raise ImproperlyConfigured("NEUTRINO_IDEMPOTENCY_TTL_S must be at least 3600 (an hour)")
     if conf.asgi_fallback and ":" not in conf.asgi_fallback:
         raise ImproperlyConfigured(
             f"NEUTRINO_ASGI_FALLBACK must look like 'module:app', not {conf.asgi_fallback!r}"

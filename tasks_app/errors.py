@@ -37,6 +37,11 @@ class TaskNotFound(NeutrinoError):
     code = "not_found"
 
 
+class TokenNotFound(NeutrinoError):
+    status = 404
+    code = "not_found"
+
+
 class Conflict(NeutrinoError):
     status = 409
     code = "conflict"

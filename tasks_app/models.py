@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 
@@ -68,7 +69,43 @@ class Task(models.Model):
             models.Index(fields=["status", "-created_at"], name="idx_status"),
             models.Index(fields=["function_name", "-created_at"], name="idx_function_name"),
             models.Index(fields=["pool", "-created_at"], name="idx_pool"),
+            # The dashboard's mode filter (sync / async / gpu).
+            models.Index(fields=["execution_mode", "-created_at"], name="idx_execution_mode"),
+            # A pool's backlog (pending + queued), counted on every submit to a pool with a max_backlog.
+            models.Index(fields=["pool", "status"], name="idx_pool_status"),
         ]
 
     def __str__(self) -> str:
         return f"{self.function_name} {self.id} ({self.status})"
+
+
+class ApiToken(models.Model):
+    """A bearer token for the API. Only a SHA-256 of the secret is stored; `prefix` identifies it in lists.
+
+    Created by `tasks_app.tokens.token_create` (CLI, Django admin), which shows the secret once.
+    """
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="The token's first characters, to tell tokens apart.")
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="api_tokens")
+    created_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+        constraints = [
+            # A name names one live token; a revoked token's name can be used again.
+            models.UniqueConstraint(fields=["name"], condition=models.Q(revoked_at__isnull=True),
+                                    name="uniq_live_token_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import secrets
 import socket
 import time
 import uuid
@@ -12,7 +14,8 @@ from datetime import timedelta
 from typing import Any
 
 import pydantic
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from neutrino.app import TaskSpec
@@ -32,7 +35,7 @@ from tasks_app.models import ACTIVE_STATUSES, Task, TaskStatus
 from tasks_app.registry import task_spec
 from tasks_app.selectors import LEDGER_GRACE_S, task_get
 from workers import executor as ex
-from workers.bridge import BrokerDown, BrokerError
+from workers.bridge import BrokerDown, BrokerError, NatsBridge
 from workers.topology import CANCEL_SUBJECT, encode_task_message, task_subject
 
 logger = logging.getLogger("neutrino.services")
@@ -71,16 +74,21 @@ def task_validate_args(*, spec: TaskSpec, args: Any) -> dict[str, Any]:
     return args
 
 
-def task_run_sync(*, spec: TaskSpec, args: dict[str, Any], retry_of: str | None = None) -> SyncOutcome:
+def task_run_sync(
+    *, spec: TaskSpec, args: dict[str, Any], retry_of: str | None = None, idempotency_key: str | None = None
+) -> SyncOutcome:
     """Run a sync task on this process's pool and record it in the ledger (off the request path).
 
+    With an `idempotency_key` the row is written before the task runs (the key is claimed in the
+    database, not in the ledger's next batch; IntegrityError means another call holds the key) and
+    its end is written before the answer, so a repeat or a poll never finds it still running. That
+    costs the call two small writes on its own thread instead of none.
     Raises TaskFailed (500), TaskTimedOut (504) or Conflict (cancelled) with the task id.
     """
     task_id = str(uuid.uuid4())
     ledger = runtime.ledger()
     now = timezone.now()
-    ledger.record_start(
-        task_id,
+    row = dict(
         function_name=spec.name,
         status=TaskStatus.RUNNING,
         pool=spec.pool,
@@ -93,6 +101,12 @@ def task_run_sync(*, spec: TaskSpec, args: dict[str, Any], retry_of: str | None 
         worker_id=GATEWAY_ID,
         retry_of_id=retry_of,
     )
+    if idempotency_key is None:
+        ledger.record_start(task_id, **row)
+        record_finish = functools.partial(ledger.record_finish, task_id)
+    else:
+        Task.objects.create(id=task_id, idempotency_key=idempotency_key, **row)
+        record_finish = functools.partial(_record_finish_now, task_id)
     started = time.perf_counter()
     try:
         outcome = runtime.executor().run(
@@ -105,8 +119,7 @@ def task_run_sync(*, spec: TaskSpec, args: dict[str, Any], retry_of: str | None 
     except ex.ExecutorError as exc:
         elapsed_ms = (time.perf_counter() - started) * 1000
         status, error = _failure(spec, task_id, exc)
-        ledger.record_finish(
-            task_id,
+        record_finish(
             status=status,
             completed_at=timezone.now(),
             duration_ms=elapsed_ms,
@@ -116,8 +129,7 @@ def task_run_sync(*, spec: TaskSpec, args: dict[str, Any], retry_of: str | None 
             worker_id=getattr(exc, "worker_id", "") or GATEWAY_ID,
         )
         raise error from None
-    ledger.record_finish(
-        task_id,
+    record_finish(
         status=TaskStatus.COMPLETED,
         completed_at=timezone.now(),
         duration_ms=outcome.duration_ms,
@@ -125,6 +137,12 @@ def task_run_sync(*, spec: TaskSpec, args: dict[str, Any], retry_of: str | None 
         worker_id=outcome.worker_id,
     )
     return SyncOutcome(task_id=task_id, result_json=outcome.result_json, duration_ms=outcome.duration_ms)
+
+
+def _record_finish_now(task_id: str, **fields: Any) -> None:
+    """A sync task's end, written at once (the ledger's conditional UPDATE, without the batch)."""
+    if Task.objects.filter(id=task_id, status=TaskStatus.RUNNING).update(**fields):
+        task_event(task_id, str(fields["status"]))
 
 
 def _failure(spec: TaskSpec, task_id: str, exc: ex.ExecutorError) -> tuple[str, Any]:
@@ -162,6 +180,26 @@ def _failure(spec: TaskSpec, task_id: str, exc: ex.ExecutorError) -> tuple[str, 
     return TaskStatus.FAILED, TaskFailed(str(exc), task_id=task_id, error_type=error_type)
 
 
+def task_submit_target(*, spec: TaskSpec) -> NatsBridge:
+    """The broker a queued task goes to. Raises BrokerUnavailable (503) when its pool or NATS is missing."""
+    pool = pools_by_name().get(spec.pool)
+    if pool is None or not pool.enabled or pool.mode != PoolMode.NATS:
+        state = "does not exist" if pool is None else ("is disabled" if not pool.enabled else "is an http pool")
+        raise BrokerUnavailable(
+            f"pool {spec.pool} {state}; an admin must create or enable it before {spec.name} can run",
+            task=spec.name, pool=spec.pool,
+        )
+    if not neutrino_settings().nats_url:
+        raise BrokerUnavailable(
+            f"task {spec.name} is queued through NATS, but this server has no NATS connection "
+            "configured (set NEUTRINO_NATS_URL or pass --nats-url)",
+            task=spec.name,
+        )
+    bridge = runtime.broker()
+    assert bridge is not None  # nats_url is set
+    return bridge
+
+
 def task_submit(
     *, spec: TaskSpec, args: dict[str, Any], retry_of: str | None = None, idempotency_key: str | None = None
 ) -> Task:
@@ -171,20 +209,7 @@ def task_submit(
     says why and nothing is left pending. A publish whose ack did not come back may still have
     been stored: that row stays pending and the sweeper republishes it under the same msg id.
     """
-    pool = pools_by_name().get(spec.pool)
-    if pool is None or not pool.enabled or pool.mode != PoolMode.NATS:
-        state = "does not exist" if pool is None else ("is disabled" if not pool.enabled else "is an http pool")
-        raise BrokerUnavailable(
-            f"pool {spec.pool} {state}; an admin must create or enable it before {spec.name} can run",
-            task=spec.name, pool=spec.pool,
-        )
-    broker = runtime.broker()
-    if broker is None:
-        raise BrokerUnavailable(
-            f"task {spec.name} is queued through NATS, but this server has no NATS connection "
-            "configured (set NEUTRINO_NATS_URL or pass --nats-url)",
-            task=spec.name,
-        )
+    task_submit_target(spec=spec)
     task = Task.objects.create(
         function_name=spec.name,
         status=TaskStatus.PENDING,
@@ -199,17 +224,17 @@ def task_submit(
     )
     task_id = str(task.id)
     try:
-        broker.publish_task(
+        runtime.publish_task(
             task_subject(spec.pool, spec.name),
             encode_task_message(task_id=task_id, function=spec.name, args=args,
                                 max_retries=spec.max_retries, timeout_ms=spec.timeout_ms),
             msg_id=task_id,
-            timeout_s=neutrino_settings().publish_timeout_s,
         )
     except BrokerDown as exc:
+        # The key is released: the caller's retry with it, once NATS is back, makes a new task.
         Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(
             status=TaskStatus.FAILED, completed_at=timezone.now(), error_type="BrokerUnavailable",
-            error=f"not queued: {exc}; submit it again when NATS is back",
+            error=f"not queued: {exc}; submit it again when NATS is back", idempotency_key=None,
         )
         raise BrokerUnavailable(f"NATS is unavailable, task {spec.name} was not queued: {exc}",
                                 task_id=task_id, task=spec.name)
@@ -218,17 +243,16 @@ def task_submit(
             error=f"broker did not confirm the publish yet ({exc}); it will be republished"
         )
         return task
-    now = timezone.now()
-    Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(status=TaskStatus.QUEUED, queued_at=now)
-    task.status, task.queued_at = TaskStatus.QUEUED, now
-    task_event(task_id, TaskStatus.QUEUED)
+    # The broker has it: the caller hears "queued" now; the row follows within one ledger batch (the
+    # writer publishes the event). A worker may claim it first; its claim accepts pending rows too.
+    runtime.ledger().record_queued(task_id)
+    task.status = TaskStatus.QUEUED
     return task
 
 
 def task_republish_pending(*, pool: str, older_than_s: float, limit: int = 500) -> int:
     """The sweeper: publish again the pending rows the broker never confirmed (same msg id, so deduped)."""
-    broker = runtime.broker()
-    if broker is None:
+    if not neutrino_settings().nats_url:
         return 0
     cutoff = timezone.now() - timedelta(seconds=older_than_s)
     rows = list(
@@ -238,13 +262,12 @@ def task_republish_pending(*, pool: str, older_than_s: float, limit: int = 500) 
     republished = 0
     for task in rows:
         try:
-            broker.publish_task(
+            runtime.publish_task(
                 task_subject(task.pool, task.function_name),
                 encode_task_message(task_id=str(task.id), function=task.function_name,
                                     args=task.args if isinstance(task.args, dict) else {},
                                     max_retries=task.max_retries, timeout_ms=task.timeout_ms),
                 msg_id=str(task.id),
-                timeout_s=neutrino_settings().publish_timeout_s,
             )
         except BrokerError as exc:
             logger.warning("sweeper could not republish task %s: %s", task.id, exc)
@@ -267,9 +290,10 @@ def task_mark_running(*, task_id: str, attempt: int, worker_id: str) -> bool:
     claimable = Q(status__in=[TaskStatus.PENDING, TaskStatus.QUEUED]) | Q(
         status=TaskStatus.RUNNING, attempt__lt=attempt
     )
+    now = timezone.now()
     updated = Task.objects.filter(claimable, id=task_id, cancel_requested=False).update(
-        status=TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id, started_at=timezone.now(),
-        progress=None, progress_message="",
+        status=TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id, started_at=now,
+        queued_at=Coalesce(F("queued_at"), Value(now)), progress=None, progress_message="",
     )
     if updated:
         task_event(task_id, TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id)
@@ -347,9 +371,7 @@ def task_cancel(*, task_id: uuid.UUID) -> Task:
     if updated:
         # Whichever process runs it (this one, another HTTP process, a worker) kills its child.
         runtime.executor().cancel(str(task_id))
-        broker = runtime.broker()
-        if broker is not None:
-            broker.publish_event(CANCEL_SUBJECT, {"task_id": str(task_id)})
+        runtime.publish_event(CANCEL_SUBJECT, {"task_id": str(task_id)})
         task_event(str(task_id), TaskStatus.CANCELLED)
     task = task_get(task_id=task_id)
     if not updated and task.status != TaskStatus.CANCELLED:
@@ -362,16 +384,16 @@ def task_cancel(*, task_id: uuid.UUID) -> Task:
     return task
 
 
-def task_retry(*, task_id: uuid.UUID) -> dict[str, Any]:
+def task_retry(*, task_id: uuid.UUID, idempotency_key: str | None = None) -> dict[str, Any]:
     """Run the task's function again with the same args, as a new task that records `retry_of`."""
     original = task_get(task_id=task_id, grace_s=LEDGER_GRACE_S)
     spec = task_spec(original.function_name)
     args = original.args if isinstance(original.args, dict) else {}
     if spec.runs_on_nats:
-        task = task_submit(spec=spec, args=args, retry_of=str(original.id))
+        task = task_submit(spec=spec, args=args, retry_of=str(original.id), idempotency_key=idempotency_key)
         return {"task_id": str(task.id), "status": task.status, "retry_of": str(original.id)}
     try:
-        outcome = task_run_sync(spec=spec, args=args, retry_of=str(original.id))
+        outcome = task_run_sync(spec=spec, args=args, retry_of=str(original.id), idempotency_key=idempotency_key)
     except (TaskFailed, TaskTimedOut, Conflict) as exc:
         return {
             "task_id": exc.details["task_id"],
@@ -385,3 +407,38 @@ def task_retry(*, task_id: uuid.UUID) -> dict[str, Any]:
         "retry_of": str(original.id),
         "result": json.loads(outcome.result_json),
     }
+
+
+# --- dashboard accounts ----------------------------------------------------------------------------
+
+
+ADMIN_PASSWORD_BYTES = 15  # token_urlsafe: 20 characters
+
+
+def admin_create(*, username: str, email: str = "", password: str | None = None) -> tuple[Any, str]:
+    """Create a staff superuser. Returns the user and its password (generated when not given).
+
+    Only the password's hash is stored. Raises Conflict when the username is taken.
+    """
+    from django.contrib.auth import get_user_model
+
+    user_model = get_user_model()
+    if user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username}).exists():
+        raise Conflict(f"a user named {username!r} already exists; "
+                       f"`neutrino manage changepassword {username}` sets a new password")
+    password = password or secrets.token_urlsafe(ADMIN_PASSWORD_BYTES)
+    user = user_model._default_manager.create_superuser(username=username, email=email, password=password)
+    return user, password
+
+
+def admin_ensure_first(*, username: str = "admin") -> str | None:
+    """On a database without any user, create the first admin and return its (generated) password.
+
+    Returns None when a user exists already (nothing is created, no password is known).
+    """
+    from django.contrib.auth import get_user_model
+
+    if get_user_model()._default_manager.exists():
+        return None
+    _, password = admin_create(username=username)
+    return password

@@ -42,6 +42,24 @@ class PublishTimeout(BrokerError):
     maybe_stored = True
 
 
+def _ack_result(subject: str, ack: asyncio.Future[Msg]) -> int | BrokerError:
+    """A JetStream publish ack (`{"stream": ..., "seq": N}`) as its sequence, or the error it reports."""
+    if not ack.done():
+        ack.cancel()
+        return PublishTimeout(f"JetStream did not acknowledge the publish to {subject} in time")
+    msg = ack.result()
+    try:
+        body = json.loads(msg.data) if msg.data else {}
+    except ValueError:
+        body = {}
+    if isinstance(body, dict) and isinstance(body.get("seq"), int):
+        return int(body["seq"])
+    error = body.get("error") if isinstance(body, dict) else None
+    status = (msg.headers or {}).get("Status", "") if msg.headers is not None else ""
+    described = error or (f"status {status} (no stream takes {subject}?)" if status else f"answer {msg.data[:200]!r}")
+    return PublishTimeout(f"publish to {subject} was not stored: {described}")
+
+
 class NatsBridge:
     def __init__(self, url: str, *, name: str = "neutrino-gateway", connect_timeout_s: float = 2.0) -> None:
         self.url = url
@@ -152,30 +170,37 @@ class NatsBridge:
     def publish_tasks(
         self, messages: Sequence[tuple[str, bytes, str]], *, timeout_s: float = 5.0
     ) -> list[int | BrokerError]:
-        """Publish many `(subject, payload, msg_id)` at once, pipelined: all are sent, then all acks awaited.
+        """Publish many `(subject, payload, msg_id)` to JetStream at once, pipelined: all are sent, then
+        all acks awaited (one reply inbox for the lot, not a request per message).
 
         Returns, in order, each message's stream sequence or the BrokerError it got (a
         PublishTimeout may still have been stored; republish it with the same msg id). Raises
         BrokerDown, with nothing sent, when not connected.
         """
 
-        async def publish_all(js: JetStreamContext, nc: Client) -> list[Any]:
-            return await asyncio.gather(
-                *(js.publish(subject, payload, timeout=timeout_s, headers={"Nats-Msg-Id": msg_id})
-                  for subject, payload, msg_id in messages),
-                return_exceptions=True,
-            )
+        async def publish_all(js: JetStreamContext, nc: Client) -> list[int | BrokerError]:
+            loop = asyncio.get_running_loop()
+            acks: list[asyncio.Future[Msg]] = [loop.create_future() for _ in messages]
+            inbox = nc.new_inbox()
+
+            async def on_ack(msg: Msg) -> None:
+                index = int(msg.subject.rsplit(".", 1)[1])
+                if 0 <= index < len(acks) and not acks[index].done():
+                    acks[index].set_result(msg)
+
+            subscription = await nc.subscribe(f"{inbox}.*", cb=on_ack)
+            try:
+                for index, (subject, payload, msg_id) in enumerate(messages):
+                    await nc.publish(subject, payload, reply=f"{inbox}.{index}", headers={"Nats-Msg-Id": msg_id})
+                await nc.flush(timeout=max(1, int(timeout_s)))
+                await asyncio.wait(acks, timeout=timeout_s)
+            finally:
+                await subscription.unsubscribe()
+            return [_ack_result(subject, ack) for (subject, _, _), ack in zip(messages, acks, strict=True)]
 
         if not messages:
             return []
-        outcomes = self.call(publish_all, timeout_s + 0.5 + len(messages) / 20_000)
-        results: list[int | BrokerError] = []
-        for (subject, _, _), outcome in zip(messages, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                results.append(PublishTimeout(f"publish to {subject} failed: {outcome!r}"))
-            else:
-                results.append(int(outcome.seq))
-        return results
+        return list(self.call(publish_all, timeout_s + 1.0 + len(messages) / 10_000))
 
     def publish_event(self, subject: str, body: dict[str, Any]) -> None:
         """Fire and forget: events feed live views, the database stays the record."""
@@ -184,6 +209,22 @@ class NatsBridge:
             return
         data = json.dumps(body, separators=(",", ":"), default=str).encode()
         self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._publish_quietly(nc, subject, data)))
+
+    def publish_events(self, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Fire and forget many `(subject, body)` events: one hand-off to the loop, which sends them together."""
+        nc = self._nc
+        if nc is None or not nc.is_connected or not events:
+            return
+        encoded = [(subject, json.dumps(body, separators=(",", ":"), default=str).encode()) for subject, body in events]
+
+        async def publish_all() -> None:
+            try:
+                for subject, data in encoded:
+                    await nc.publish(subject, data)
+            except Exception as exc:
+                logger.debug("event publish failed: %s", exc)
+
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(publish_all()))
 
     async def _publish_quietly(self, nc: Client, subject: str, data: bytes) -> None:
         try:

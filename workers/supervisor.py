@@ -1,7 +1,9 @@
 """`neutrino dev`: the whole system on one machine, as child processes of one supervisor.
 
 It starts nats-server (JetStream, store under ./data/nats), migrates the database,
-starts the HTTP server and one worker per enabled NATS pool, and restarts any of
+creates the first admin account when there is none (its password is printed once),
+starts the HTTP server (which brings the dashboard's websocket process along on
+--ws-port) and one worker per enabled NATS pool, and restarts any of
 them that dies. Pools an admin enables or disables while it runs gain or lose
 their worker within a few seconds. Ctrl-C stops the HTTP server and the workers
 (gracefully: running tasks finish or go back to the stream), then nats-server.
@@ -61,21 +63,28 @@ def _say(message: str) -> None:
     print(f"neutrino dev: {message}", file=sys.stderr, flush=True)
 
 
-def run_dev(*, host: str, port: int, nats_port: int) -> int:
+def run_dev(*, host: str, port: int, nats_port: int, ws_port: int | None = None,
+            allow_anonymous: bool = False) -> int:
     from pools_app.selectors import nats_pool_names
+    from tasks_app.services import admin_ensure_first
     from tasks_app.startup import check_tasks
 
+    ws_port = port + 1 if ws_port is None else ws_port
     data_dir = Path(settings.DATA_DIR)
     data_dir.mkdir(parents=True, exist_ok=True)
     call_command("migrate", interactive=False, verbosity=0)
     check_tasks()
+    password = admin_ensure_first(username="admin")
+    if password is not None:
+        _say(f"created the dashboard account 'admin' with password {password}  (shown once: only its hash "
+             "is stored; `neutrino createadmin` makes more)")
 
     nats = NatsServer(store_dir=data_dir / "nats", port=nats_port, log_file=data_dir / "nats-server.log")
     nats.start()
-    env = {**os.environ, "NEUTRINO_NATS_URL": nats.url}
+    env = {**os.environ, "NEUTRINO_NATS_URL": nats.url, "NEUTRINO_ALLOW_ANONYMOUS": "1" if allow_anonymous else "0"}
     cli = [sys.executable, "-m", "neutrino.cli"]
     http = Child("http server", [*cli, "serve", "--mode", "http", "--host", host, "--port", str(port),
-                                 "--workers", "1", "--threads", "16"])
+                                 "--ws-port", str(ws_port), "--workers", "1", "--threads", "16"])
     workers: dict[str, Child] = {}
     stopping = threading.Event()
 
@@ -87,7 +96,10 @@ def run_dev(*, host: str, port: int, nats_port: int) -> int:
 
     http.start(env)
     if wait_for_port(host if host != "0.0.0.0" else "127.0.0.1", port, 30):
-        _say(f"serving http://{host}:{port}/  (API docs: /api/docs, NATS: {nats.url}, data: {data_dir})")
+        _say(f"serving http://{host}:{port}/  (dashboard websocket: port {ws_port}, API docs: /api/docs, "
+             f"NATS: {nats.url}, data: {data_dir})")
+        _say("API: anonymous calls allowed (loopback only; --require-token turns this off)" if allow_anonymous
+             else "API: every call needs a token: `neutrino token create NAME`, then 'Authorization: Bearer <token>'")
     else:
         _say(f"the HTTP server did not open port {port} within 30 s; see its output above")
     try:

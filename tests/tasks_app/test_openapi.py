@@ -16,7 +16,8 @@ def test_each_task_is_documented_with_vendor_fields(client) -> None:
     assert args["properties"]["a"]["type"] == "integer" and set(args["required"]) == {"a", "b"}
     report = schema["paths"]["/api/generate_report"]["post"]
     assert report["x-neutrino-mode"] == "async" and report["x-neutrino-timeout"] == 300_000
-    assert "202" in report["responses"] and "200" not in report["responses"]
+    assert "202" in report["responses"] and "504" not in report["responses"]
+    assert "Idempotency-Key" in report["responses"]["200"]["description"], "a queued task's 200 is only a replay"
     assert schema["paths"]["/api/matmul"]["post"]["x-neutrino-pool"] == "gpu"
     assert "/api/{task_name}" not in schema["paths"]
 

@@ -1,0 +1,63 @@
+"""Django admin: API tokens can be created (the secret is shown once, in a message) and revoked there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from tasks_app.models import ApiToken
+from tasks_app.tokens import NAME_MAX, token_create
+
+
+class ApiTokenAddForm(forms.ModelForm):
+    class Meta:
+        model = ApiToken
+        fields = ["name", "user"]
+
+    def clean_name(self) -> str:
+        name = str(self.cleaned_data["name"]).strip()
+        if not name or len(name) > NAME_MAX:
+            raise forms.ValidationError(f"1 to {NAME_MAX} characters")
+        if ApiToken.objects.filter(name=name, revoked_at__isnull=True).exists():
+            raise forms.ValidationError("a live token has this name; revoke it first or pick another name")
+        return name
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "prefix", "user", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix"]
+    actions = ["revoke"]
+    readonly_fields = ["name", "prefix", "user", "created_at", "last_used_at", "revoked_at"]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = ApiTokenAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.readonly_fields if obj is not None else []
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.readonly_fields if obj is not None else ["name", "user"]
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if change:
+            return  # nothing about a token changes but its revocation (the action)
+        token, plaintext = token_create(name=obj.name, user=obj.user)
+        obj.pk, obj.prefix, obj.secret_hash = token.pk, token.prefix, token.secret_hash
+        obj.created_at = token.created_at
+        obj._state.adding = False
+        messages.warning(request, f"Token {token.name!r}: {plaintext}  (copy it now: it is shown once, "
+                                  "only its hash is stored)")
+
+    @admin.action(description="Revoke the selected tokens (calls with them get 401)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"revoked {count} token(s)", messages.SUCCESS)

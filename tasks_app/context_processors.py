@@ -1,0 +1,34 @@
+"""What every dashboard page's base template needs: the vendored front-end files and the current section."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+
+# Written by scripts/fetch_vendor.py: logical name -> file under static/ (its version in the name).
+MANIFEST = settings.BASE_DIR / "static" / "vendor" / "manifest.json"
+
+SECTIONS = {
+    "task_list": "tasks",
+    "task_detail": "tasks",
+    "overview": "overview",
+    "workers": "workers",
+    "pools": "pools",
+}
+
+
+@functools.cache
+def vendor_files() -> dict[str, str]:
+    return dict(json.loads(MANIFEST.read_text()))
+
+
+def dashboard(request: HttpRequest) -> dict[str, Any]:
+    match = getattr(request, "resolver_match", None)
+    return {
+        "vendor": vendor_files(),
+        "section": SECTIONS.get(match.url_name or "", "") if match else "",
+    }

