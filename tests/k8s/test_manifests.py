@@ -1,0 +1,274 @@
+"""Every manifest Neutrino renders is valid Kubernetes, runs a command the CLI accepts, and is shaped safely."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from neutrino.cli import build_parser, main
+from pools_app.k8s_kustomize import pod_containers
+from pools_app.k8s_render import (
+    K8S_DIR,
+    MANIFEST_IMAGE,
+    OVERLAYS,
+    SNAPSHOT_FILES,
+    default_pools,
+    deployment_name,
+    is_pool_deployment,
+    render,
+    snapshot_text,
+)
+from tests.k8s.conftest import gpu_pool, memory_pool
+from workers.topology import STREAM, consumer_name
+
+# The Kubernetes version the manifests are checked against (kubernetes-validate ships its schemas).
+KUBERNETES_VERSION = "1.30.0"
+
+
+def rendered(overlay: str) -> list[dict]:
+    return render(overlay=overlay, pools=[*default_pools(), gpu_pool(), memory_pool()])
+
+
+def by_name(objects: list[dict], kind: str, name: str) -> dict:
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
+    return found[0]
+
+
+def neutrino_containers(objects: list[dict]) -> list[tuple[dict, dict]]:
+    return [(obj, c) for obj in objects for c in pod_containers(obj) if c["name"] == "neutrino"]
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_every_object_validates_against_the_pinned_kubernetes_schema(overlay):
+    objects = rendered(overlay)
+    assert objects
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{overlay}: {obj['kind']} {obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
+
+
+def test_neutrino_k8s_render_prints_valid_yaml_with_the_database_pools(extra_pools, capsys):
+    assert main(["k8s", "render", "--overlay", "production", "--namespace", "tasks"]) == 0
+    documents = list(yaml.safe_load_all(capsys.readouterr().out))
+    for obj in documents:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        if obj["kind"] not in {"Namespace"}:
+            assert obj["metadata"]["namespace"] == "tasks"
+    pools = {o["metadata"]["labels"]["neutrino.dev/pool"]: o for o in documents if is_pool_deployment(o)}
+    assert sorted(pools) == ["async", "big_mem", "gpu", "train"]  # every NATS pool, not the fast (http) one
+    gpu = pools["train"]["spec"]["template"]["spec"]
+    assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert gpu["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert gpu["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert gpu["containers"][0]["image"] == "registry.example.com/neutrino-cuda:12.4"
+    memory = pools["big_mem"]
+    assert memory["metadata"]["name"] == "neutrino-pool-big-mem"
+    assert memory["spec"]["replicas"] == 1
+    assert memory["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "1", "memory": "16Gi"}, "limits": {"memory": "32Gi"}}
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> set[str]:
+    return {name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for name in action.choices}
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_every_neutrino_command_in_the_manifests_parses_with_the_cli(overlay):
+    parser = build_parser()
+    commands = _subcommands(parser)
+    checked = 0
+    for obj, container in neutrino_containers(rendered(overlay)):
+        args = container["args"]
+        if args[0] not in commands:
+            assert args == ["autoscale"], f"{obj['metadata']['name']}: unknown command {shlex.join(args)}"
+            continue  # `neutrino autoscale` arrives with the autoscaler (issue 6); this test then covers it
+        try:
+            parsed = parser.parse_args(args)
+        except SystemExit:
+            pytest.fail(f"{obj['kind']} {obj['metadata']['name']}: `neutrino {shlex.join(args)}` does not parse")
+        checked += 1
+        if is_pool_deployment(obj):
+            pool = obj["metadata"]["labels"]["neutrino.dev/pool"]
+            assert (parsed.command, parsed.mode, parsed.pool) == ("serve", "nats", pool)
+            assert parsed.nats_url == "nats://nats:4222"
+            assert parsed.concurrency >= 1
+    assert checked >= 4
+
+
+def test_the_autoscaler_command_parses_once_it_exists():
+    parser = build_parser()
+    if "autoscale" not in _subcommands(parser):
+        pytest.skip("`neutrino autoscale` is not in the CLI yet (issue 6)")
+    parser.parse_args(["autoscale"])
+
+
+def test_pool_snapshots_in_the_base_are_the_rendering_of_the_default_pools():
+    for pool in default_pools():
+        assert SNAPSHOT_FILES[pool.name].read_text() == snapshot_text(pool), (
+            f"{SNAPSHOT_FILES[pool.name]} is stale: regenerate it with `python -m pools_app.k8s_render`")
+
+
+def test_database_pools_replace_the_snapshots_without_duplicates():
+    objects = render(overlay="base", pools=[gpu_pool(name="gpu"), memory_pool()])
+    deployments = [o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"]
+    assert len(deployments) == len(set(deployments))
+    assert sorted(n for n in deployments if n.startswith("neutrino-pool-")) == [
+        "neutrino-pool-big-mem", "neutrino-pool-gpu"]  # no async: it is not in these pools
+    assert not any(n in deployments for n in ("neutrino-async", "neutrino-gpu"))
+    # Rendering the default pools gives exactly the kustomize base.
+    assert render(overlay="base", pools=default_pools()) == render(overlay="base", pools=None)
+
+
+def test_pool_deployment_replicas_names_and_refusals():
+    from pools_app.k8s_render import RenderError, pool_deployment, pool_deployments
+
+    assert pool_deployment(memory_pool(min_replicas=2))["spec"]["replicas"] == 2
+    assert pool_deployment(memory_pool(min_replicas=2, enabled=False))["spec"]["replicas"] == 0
+    assert deployment_name("Big_Mem") == "neutrino-pool-big-mem"
+    assert "strategy" not in pool_deployment(memory_pool())["spec"]
+    assert pool_deployment(gpu_pool())["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    with pytest.raises(RenderError, match="would both be Deployment 'neutrino-pool-big-mem'"):
+        pool_deployments([memory_pool(name="big_mem"), memory_pool(name="Big_Mem")])
+    with pytest.raises(RenderError, match="at most 63"):
+        pool_deployment(memory_pool(name="p" * 64))
+
+
+def test_neutrino_containers_are_non_root_read_only_bounded_and_probed():
+    objects = rendered("base")
+    for obj, container in neutrino_containers(objects):
+        where = f"{obj['kind']} {obj['metadata']['name']}"
+        pod = obj["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, where
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, where
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False, where
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"], where
+        assert {"name": "tmp", "emptyDir": {}} in pod["volumes"], where
+        assert container["resources"]["requests"] and container["resources"]["limits"], where
+        assert container["image"] == MANIFEST_IMAGE or is_pool_deployment(obj), where
+        env = {e["name"]: e for e in container["env"]}
+        for key in ("DATABASE_URL", "DJANGO_SECRET_KEY"):
+            assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "neutrino-secrets", "key": key}, where
+    for name in ("neutrino-gateway", "neutrino-fast"):
+        container = by_name(objects, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        assert {p["containerPort"] for p in container["ports"]} == {8000, 8001}
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    nats = by_name(objects, "StatefulSet", "nats")["spec"]["template"]["spec"]
+    assert all(c["securityContext"]["readOnlyRootFilesystem"] for c in nats["containers"])
+    assert nats["securityContext"]["runAsNonRoot"] is True
+
+
+def test_the_system_as_the_issue_lists_it():
+    objects = rendered("base")
+    nats = by_name(objects, "StatefulSet", "nats")
+    assert nats["spec"]["replicas"] == 3
+    assert nats["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    config = by_name(objects, "ConfigMap", "nats-config")["data"]["nats.conf"]
+    assert "sync_interval: always" in config and "store_dir: /data/jetstream" in config
+    assert by_name(objects, "Service", "nats-headless")["spec"]["clusterIP"] == "None"
+    exporter = next(c for c in nats["spec"]["template"]["spec"]["containers"] if c["name"] == "metrics")
+    assert "-jsz=consumers" in exporter["args"]
+    assert by_name(objects, "Deployment", "neutrino-gateway")["spec"]["replicas"] == 2
+    assert by_name(objects, "Service", "neutrino-gateway")["spec"]["type"] == "LoadBalancer"
+    fast = by_name(objects, "Deployment", "neutrino-fast")
+    assert fast["spec"]["replicas"] == 3
+    assert fast["spec"]["template"]["spec"]["containers"][0]["args"][:6] == [
+        "serve", "--mode", "http", "--pool", "fast", "--port"]
+    assert by_name(objects, "Service", "neutrino-fast")["spec"]["type"] == "ClusterIP"
+    hpa = by_name(objects, "HorizontalPodAutoscaler", "neutrino-fast-hpa")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 20)
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    assert by_name(objects, "Deployment", "neutrino-pool-gpu")["spec"]["replicas"] == 0
+    assert by_name(objects, "ConfigMap", "neutrino-gateway")["data"]["NEUTRINO_SYNC_UPSTREAM"] == (
+        "http://neutrino-fast:8000")
+    for name in ("nats", "neutrino-gateway"):
+        by_name(objects, "PodDisruptionBudget", name)
+    job = next(o for o in objects if o["kind"] == "Job")
+    assert job["metadata"]["name"].startswith("neutrino-migrate-")
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["manage", "migrate"]
+
+
+def test_the_autoscaler_gets_the_least_rbac_it_needs():
+    objects = rendered("base")
+    role = by_name(objects, "Role", "neutrino-autoscaler")
+    assert role["rules"] == [
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch", "update"]},
+    ]
+    assert not any(o["kind"] in {"ClusterRole", "ClusterRoleBinding"} for o in objects)
+    binding = by_name(objects, "RoleBinding", "neutrino-autoscaler")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "neutrino-autoscaler", "namespace": "neutrino"}]
+    moved = render(overlay="base", pools=None, namespace="jobs")
+    assert by_name(moved, "RoleBinding", "neutrino-autoscaler")["subjects"][0]["namespace"] == "jobs"
+    pod = by_name(objects, "Deployment", "neutrino-autoscaler")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "neutrino-autoscaler"
+    others = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] != "neutrino-autoscaler"]
+    assert all(o["spec"]["template"]["spec"]["automountServiceAccountToken"] is False for o in others)
+
+
+def test_single_node_is_sqlite_on_one_volume_one_gateway_one_nats():
+    objects = rendered("single-node")
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert ("Deployment", "neutrino-fast") not in names
+    assert ("HorizontalPodAutoscaler", "neutrino-fast-hpa") not in names
+    assert ("PodDisruptionBudget", "neutrino-gateway") not in names
+    assert by_name(objects, "Deployment", "neutrino-gateway")["spec"]["replicas"] == 1
+    assert by_name(objects, "ConfigMap", "neutrino-gateway")["data"]["NEUTRINO_SYNC_UPSTREAM"] == ""
+    assert by_name(objects, "ConfigMap", "neutrino-config")["data"]["NEUTRINO_DATA_DIR"] == "/data"
+    assert by_name(objects, "StatefulSet", "nats")["spec"]["replicas"] == 1
+    assert "cluster {" not in by_name(objects, "ConfigMap", "nats-config")["data"]["nats.conf"]
+    by_name(objects, "PersistentVolumeClaim", "neutrino-data")
+    containers = neutrino_containers(objects)
+    # gateway, migration, autoscaler, and the pools async, gpu, train and big_mem
+    assert len(containers) == 7
+    for obj, container in containers:
+        assert "DATABASE_URL" not in {e["name"] for e in container["env"]}, obj["metadata"]["name"]
+        assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"], obj["metadata"]["name"]
+        volumes = obj["spec"]["template"]["spec"]["volumes"]
+        assert {"name": "data", "persistentVolumeClaim": {"claimName": "neutrino-data"}} in volumes
+
+
+def test_production_spreads_nats_over_nodes():
+    objects = rendered("production")
+    affinity = by_name(objects, "StatefulSet", "nats")["spec"]["template"]["spec"]["affinity"]
+    term = affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    for name in ("neutrino-gateway", "neutrino-fast"):
+        assert by_name(objects, "Deployment", name)["spec"]["template"]["spec"]["topologySpreadConstraints"]
+
+
+def test_image_and_namespace_options():
+    objects = render(overlay="base", pools=[gpu_pool(), memory_pool()], namespace="ml", image="reg.io/n:2")
+    images = {c["image"] for _, c in neutrino_containers(objects)}
+    assert images == {"reg.io/n:2", "registry.example.com/neutrino-cuda:12.4"}  # a pool's own image stays
+    assert {o["metadata"]["namespace"] for o in objects} == {"ml"}
+    # A new image is a new migration Job (a Job's pod template cannot change in place).
+    jobs = {o["metadata"]["name"] for o in [*objects, *render(overlay="base", pools=None)] if o["kind"] == "Job"}
+    assert len(jobs) == 2
+
+
+def test_keda_scaled_objects_name_real_deployments_and_consumers():
+    objects = rendered("base")
+    deployments = {o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"}
+    keda = K8S_DIR / "extras" / "keda"
+    kustomization = yaml.safe_load((keda / "kustomization.yaml").read_text())
+    for file in kustomization["resources"]:
+        scaled = yaml.safe_load((keda / file).read_text())
+        assert scaled["apiVersion"] == "keda.sh/v1alpha1" and scaled["kind"] == "ScaledObject"
+        target = scaled["spec"]["scaleTargetRef"]["name"]
+        assert target in deployments
+        trigger = scaled["spec"]["triggers"][0]
+        assert trigger["type"] == "nats-jetstream"
+        pool = scaled["metadata"]["labels"]["neutrino.dev/pool"]
+        assert target == deployment_name(pool)
+        assert trigger["metadata"]["stream"] == STREAM
+        assert trigger["metadata"]["consumer"] == consumer_name(pool)
+    assert not any("extras" in str(path) for path in OVERLAYS.values())  # an alternative, in no overlay

@@ -1,0 +1,78 @@
+"""The probes Kubernetes calls: `/healthz` (alive) and `/readyz` (database and NATS), with no login."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.nats_server import free_port
+
+
+@pytest.fixture
+def nats_url(settings):
+    """Point this process's settings at a NATS URL; close whatever bridge it opened afterwards."""
+    from tasks_app import runtime
+    from tasks_app.conf import neutrino_settings
+
+    def use(url: str) -> None:
+        settings.NEUTRINO_NATS_URL = url
+        neutrino_settings.cache_clear()
+
+    yield use
+    bridge, runtime._broker = runtime._broker, None
+    if bridge is not None:
+        bridge.close(timeout_s=2.0)
+    neutrino_settings.cache_clear()
+
+
+@pytest.mark.django_db
+def test_healthz_answers_without_a_login(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert "no-cache" in response["Cache-Control"]
+
+
+@pytest.mark.django_db
+def test_readyz_checks_the_database_and_skips_nats_when_not_configured(client, nats_url):
+    nats_url("")
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "nats": "not configured"}}
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_naming_nats_when_it_cannot_be_reached(client, nats_url):
+    nats_url(f"nats://127.0.0.1:{free_port()}")
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failed"] == ["nats"]
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["nats"].startswith("error: not connected to NATS at nats://127.0.0.1:")
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_naming_the_database_before_the_migrations(client, nats_url):
+    from django.db import connection
+
+    from pools_app.models import Pool
+
+    nats_url("")
+    with connection.cursor() as cursor:  # as before the migration Job has run (rolled back after the test)
+        cursor.execute(f"DROP TABLE {Pool._meta.db_table}")
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failed"] == ["database"]
+    assert body["checks"]["database"].startswith("error: OperationalError") or "ProgrammingError" in (
+        body["checks"]["database"])
+
+
+def test_readyz_is_ok_with_a_live_nats(client, live_nats, db):
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.json()
+    assert response.json()["checks"] == {"database": "ok", "nats": "ok"}
+
+
+def test_probes_take_only_get(client, db):
+    assert client.post("/healthz").status_code == 405
