@@ -9,11 +9,20 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from django.db import transaction
+
 from workers.topology import event_subject
 
 
 def task_event(task_id: str, status: str, **extra: Any) -> None:
-    """Publish a state change and wake this process's long-polls on that task."""
+    """Publish a state change and wake this process's long-polls on that task.
+
+    Inside a transaction it waits for the commit: whoever the event wakes re-reads the row, and must
+    find the change there.
+    """
+    if not transaction.get_autocommit():
+        transaction.on_commit(lambda: task_event(task_id, status, **extra))
+        return
     from tasks_app import runtime
 
     runtime.publish_event(event_subject(str(task_id)), {"task_id": str(task_id), "status": str(status), **extra})
