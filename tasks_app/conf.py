@@ -29,6 +29,7 @@ class NeutrinoSettings:
     heartbeat_s: float
     sweep_after_s: float
     publish_timeout_s: float
+    stream_replicas: int
     ws_port: int = 0
     ws_url: str = ""
     allow_anonymous: bool = False
@@ -59,6 +60,7 @@ def neutrino_settings() -> NeutrinoSettings:
         heartbeat_s=float(settings.NEUTRINO_HEARTBEAT_S),
         sweep_after_s=float(settings.NEUTRINO_SWEEP_AFTER_S),
         publish_timeout_s=float(settings.NEUTRINO_PUBLISH_TIMEOUT_S),
+        stream_replicas=int(settings.NEUTRINO_STREAM_REPLICAS),
         ws_port=int(settings.NEUTRINO_WS_PORT),
         ws_url=str(settings.NEUTRINO_WS_URL),
         allow_anonymous=bool(settings.NEUTRINO_ALLOW_ANONYMOUS),
@@ -87,6 +89,8 @@ def _validate(conf: NeutrinoSettings) -> None:
     for name in ("ack_wait_s", "retry_backoff_s", "worker_grace_s", "heartbeat_s", "publish_timeout_s"):
         if getattr(conf, name) <= 0:
             raise ImproperlyConfigured(f"NEUTRINO_{name.upper()} must be positive")
+    if conf.stream_replicas not in (1, 3, 5):
+        raise ImproperlyConfigured("NEUTRINO_STREAM_REPLICAS must be 1, 3 or 5 (the NATS cluster's size)")
     if conf.max_deliver < 2:
         raise ImproperlyConfigured("NEUTRINO_MAX_DELIVER must be at least 2 so a crashed worker's task is retried")
     if not 0 <= conf.ws_port <= 65535:

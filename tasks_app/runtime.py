@@ -34,6 +34,7 @@ def executor() -> Executor:
             max_tasks_per_child=conf.max_tasks_per_child,
             max_result_bytes=conf.max_payload_bytes,
             start_method=conf.start_method,
+            pool="fast",
         )
     )
 
@@ -141,7 +142,8 @@ def ensure_topology() -> None:
 
     pools = nats_pool_names()
     try:
-        bridge.call(lambda js, nc: ensure_stream(js, pools), timeout_s=5.0)
+        replicas = neutrino_settings().stream_replicas
+        bridge.call(lambda js, nc: ensure_stream(js, pools, replicas=replicas), timeout_s=5.0)
     except Exception as exc:
         logger.warning("could not create or update the JetStream stream yet (%s); workers will", exc)
 

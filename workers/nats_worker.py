@@ -428,7 +428,7 @@ class PoolWorker:
         pools = await _db(nats_pool_names)
         if self.pool not in pools:
             pools.append(self.pool)
-        await ensure_stream(self.js, pools)
+        await ensure_stream(self.js, pools, replicas=self.conf.stream_replicas)
         await ensure_consumer(
             self.js, self.pool,
             ConsumerSettings(ack_wait_s=self.conf.ack_wait_s, max_deliver=self.conf.max_deliver),

@@ -93,8 +93,13 @@ def decode_task_message(data: bytes) -> TaskMessage:
         raise BadMessage(f"not a task message ({exc}): {data[:200]!r}") from exc
 
 
-async def ensure_stream(js: JetStreamContext, pools: list[str], *, duplicate_window_s: float = 120.0) -> None:
-    """Create the stream, or update its subjects to exactly the given NATS pools."""
+async def ensure_stream(
+    js: JetStreamContext, pools: list[str], *, duplicate_window_s: float = 120.0, replicas: int = 1
+) -> None:
+    """Create the stream, or update it to exactly the given NATS pools' subjects.
+
+    `replicas` is 3 on a NATS cluster (NEUTRINO_STREAM_REPLICAS): with 1, a queued task lives on one server.
+    """
     subjects = sorted(pool_subject(p) for p in set(pools))
     if not subjects:
         return
@@ -104,13 +109,18 @@ async def ensure_stream(js: JetStreamContext, pools: list[str], *, duplicate_win
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         duplicate_window=duplicate_window_s,
+        num_replicas=replicas,
     )
     try:
         info = await js.stream_info(STREAM)
     except NotFoundError:
         await js.add_stream(config)
         return
-    if sorted(info.config.subjects or []) != subjects or info.config.duplicate_window != duplicate_window_s:
+    if (
+        sorted(info.config.subjects or []) != subjects
+        or info.config.duplicate_window != duplicate_window_s
+        or (info.config.num_replicas or 1) != replicas
+    ):
         await js.update_stream(config)
 
 
