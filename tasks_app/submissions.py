@@ -103,26 +103,41 @@ def _same_request(task: Task, *, spec: TaskSpec, args: dict[str, Any]) -> None:
 
 
 def task_call(*, spec: TaskSpec, args: dict[str, Any], key: str | None) -> CallOutcome:
-    """Run a sync task or queue a queued one, at most once per key. Raises what the services raise."""
-    if key is not None:
-        existing = task_by_key(key=key)
-        if existing is not None:
-            _same_request(existing, spec=spec, args=args)
-            return _replay(spec, existing)
-    try:
-        if spec.runs_on_nats:
-            pool_check_backlog(spec=spec, adding=1)
-            task = services.task_submit(spec=spec, args=args, idempotency_key=key)
-            return CallOutcome(202, body=queued_body(task))
-        outcome = services.task_run_sync(spec=spec, args=args, idempotency_key=key)
-    except IntegrityError:
-        # Another call with this key got there first (between our lookup and our INSERT).
-        existing = task_by_key(key=key) if key is not None else None
-        if existing is None:
-            raise
-        _same_request(existing, spec=spec, args=args)
-        return _replay(spec, existing)
-    return CallOutcome(200, content=sync_content(outcome.task_id, outcome.result_json, outcome.duration_ms))
+    """Run a sync task or queue a queued one, at most once per key. Raises what the services raise.
+
+    The key is claimed by the INSERT itself (no lookup first): only a key already taken costs a read,
+    which finds the task to answer with, or releases a key past its TTL and claims it again.
+    """
+    for _ in range(2):
+        try:
+            if spec.runs_on_nats:
+                try:
+                    pool_check_backlog(spec=spec, adding=1)
+                except Overloaded:
+                    # A full pool still answers a repeat with the task the first call queued.
+                    existing = task_by_key(key=key) if key is not None else None
+                    if existing is None:
+                        raise
+                    return _replay_checked(spec, args, existing)
+                task = services.task_submit(spec=spec, args=args, idempotency_key=key)
+                return CallOutcome(202, body=queued_body(task))
+            outcome = services.task_run_sync(spec=spec, args=args, idempotency_key=key)
+            return CallOutcome(200, content=sync_content(outcome.task_id, outcome.result_json,
+                                                         outcome.duration_ms))
+        except IntegrityError:
+            if key is None:
+                raise
+            existing = task_by_key(key=key)
+            if existing is not None:
+                return _replay_checked(spec, args, existing)
+            # The key was past its TTL and is released now: claim it again.
+    raise Conflict("this Idempotency-Key is being claimed by another call right now; try again",
+                   field="Idempotency-Key")
+
+
+def _replay_checked(spec: TaskSpec, args: dict[str, Any], existing: Task) -> CallOutcome:
+    _same_request(existing, spec=spec, args=args)
+    return _replay(spec, existing)
 
 
 def queued_body(task: Task) -> dict[str, Any]:

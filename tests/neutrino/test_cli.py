@@ -19,8 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    # Its own SQLite file, whatever database the suite runs on: these servers migrate it themselves.
+    inherited = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     return {
-        **os.environ,
+        **inherited,
         "DJANGO_SETTINGS_MODULE": "neutrino_site.settings",
         "NEUTRINO_DATA_DIR": str(tmp_path),
         "NEUTRINO_SQLITE_PATH": str(tmp_path / "cli.db"),

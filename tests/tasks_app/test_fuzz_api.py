@@ -1,0 +1,78 @@
+"""schemathesis against the API's own OpenAPI document, through the WSGI app in this process.
+
+For each documented operation (the polling API and a set of tasks: sync ones that answer, raise or
+return what JSON cannot hold, queued ones, their batch submits), a bounded number of generated requests,
+valid and invalid, with a fixed seed. Every answer must be documented for its operation, match its
+schema and content type, and never be a 5xx, except a task's own failure (500 or 504 with the task id,
+as DESIGN.md says). Queued tasks go to a nats-server of this test's own.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+
+SEED = 20261126
+MAX_EXAMPLES = 25
+# Tasks with something to find: free-form JSON (echo), typed args (add, fast_api), a task that raises
+# (boom) or returns a set (not_json), an async def, and queued tasks of two pools. Tasks that sleep or
+# kill their process are left to their own tests: they would spend the time budget waiting.
+FUZZED_TASKS = ("add", "echo", "boom", "not_json", "async_add", "fast_api", "wk_add", "wk_noop", "matmul")
+
+
+@schemathesis.check
+def no_server_error_but_a_tasks_own(ctx, response, case) -> None:
+    """No 5xx, except a task's own failure: 500 or 504 that names the task it made."""
+    if response.status_code < 500:
+        return None
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        body = None
+    if response.status_code in (500, 504) and isinstance(body, dict) and body.get("task_id"):
+        return None
+    raise AssertionError(
+        f"{case.operation.label} answered {response.status_code}: {response.content[:500]!r}"
+    )
+
+
+CHECKS = [
+    no_server_error_but_a_tasks_own,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
+def load_schema() -> schemathesis.BaseSchema:
+    from django.core.wsgi import get_wsgi_application
+
+    config = schemathesis.Config.from_dict({
+        "seed": SEED,
+        "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "mode": "all"},
+    })
+    schema = schemathesis.openapi.from_wsgi("/api/openapi.json", get_wsgi_application(), config=config)
+    tasks = "|".join(FUZZED_TASKS)
+    return schema.include(path_regex=rf"^/tasks|^/api/({tasks})(/batch)?$")
+
+
+schema = load_schema()
+
+
+@schema.parametrize()
+# The fixtures (pools, the nats-server) are meant to be shared by an operation's generated requests.
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
+def test_every_answer_is_documented_and_no_5xx_but_a_tasks_own(case, default_pools, private_nats) -> None:
+    case.call_and_validate(checks=CHECKS)
