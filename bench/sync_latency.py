@@ -6,6 +6,8 @@ over keep-alive connections, and prints p50/p95/p99 latency and requests/s. Run:
 
     .venv/bin/python bench/sync_latency.py [--requests 3000] [--workers 2]
 
+The third figure is the same call through a gateway that forwards it to a fast-pool server
+(NEUTRINO_SYNC_UPSTREAM, as in Kubernetes): its difference from "ledger on" is the cost of the hop.
 It prints figures and never passes or fails on them.
 """
 
@@ -66,7 +68,8 @@ def run_load(port: int, total: int, concurrency: int, path: str) -> tuple[list[f
     return samples, len(samples) / elapsed
 
 
-def start_server(*, ledger: bool, workers: int, data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(*, ledger: bool, workers: int, data_dir: Path, upstream: str = "",
+                 migrate: bool = True) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {
         **os.environ,
@@ -76,12 +79,14 @@ def start_server(*, ledger: bool, workers: int, data_dir: Path) -> tuple[subproc
         "PYTHONPATH": str(ROOT),
         "NEUTRINO_NATS_URL": "",
         "NEUTRINO_ALLOW_ANONYMOUS": "1",
+        "NEUTRINO_SYNC_UPSTREAM": upstream,
     }
-    subprocess.run([sys.executable, "-m", "neutrino.cli", "manage", "migrate", "-v0"], env=env, check=True,
-                   cwd=ROOT)
+    if migrate:
+        subprocess.run([sys.executable, "-m", "neutrino.cli", "manage", "migrate", "-v0"], env=env, check=True,
+                       cwd=ROOT)
     process = subprocess.Popen(
         [sys.executable, "-m", "neutrino.cli", "serve", "--mode", "http", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(workers)],
+         "--port", str(port), "--ws-port", "0", "--workers", str(workers)],
         env=env, cwd=ROOT,
     )
     if not wait_for_port("127.0.0.1", port, 30):
@@ -90,22 +95,40 @@ def start_server(*, ledger: bool, workers: int, data_dir: Path) -> tuple[subproc
     return process, port
 
 
+def report(label: str, port: int, requests: int) -> None:
+    run_load(port, 300, 4, "/api/noop")  # warm every process and child
+    for concurrency in (1, 16):
+        samples, rate = run_load(port, requests, concurrency, "/api/noop")
+        print(
+            f"{label:<11} c={concurrency:<3} n={len(samples):<6} "
+            f"p50={statistics.median(samples):6.3f} ms  p95={percentile(samples, 95):6.3f} ms  "
+            f"p99={percentile(samples, 99):6.3f} ms  {rate:8.0f} req/s",
+            flush=True,
+        )
+
+
 def measure(label: str, *, ledger: bool, workers: int, requests: int) -> None:
     with tempfile.TemporaryDirectory(prefix="neutrino-bench-") as tmp:
         process, port = start_server(ledger=ledger, workers=workers, data_dir=Path(tmp))
         try:
-            run_load(port, 300, 4, "/api/noop")  # warm every process and child
-            for concurrency in (1, 16):
-                samples, rate = run_load(port, requests, concurrency, "/api/noop")
-                print(
-                    f"{label:<11} c={concurrency:<3} n={len(samples):<6} "
-                    f"p50={statistics.median(samples):6.3f} ms  p95={percentile(samples, 95):6.3f} ms  "
-                    f"p99={percentile(samples, 99):6.3f} ms  {rate:8.0f} req/s",
-                    flush=True,
-                )
+            report(label, port, requests)
         finally:
             process.terminate()
             process.wait(30)
+
+
+def measure_via_gateway(*, workers: int, requests: int) -> None:
+    """The same calls through a gateway that forwards them to a fast-pool server (NEUTRINO_SYNC_UPSTREAM)."""
+    with tempfile.TemporaryDirectory(prefix="neutrino-bench-") as tmp:
+        fast, fast_port = start_server(ledger=True, workers=workers, data_dir=Path(tmp))
+        gateway, gateway_port = start_server(ledger=True, workers=workers, data_dir=Path(tmp), migrate=False,
+                                             upstream=f"http://127.0.0.1:{fast_port}")
+        try:
+            report("via gateway", gateway_port, requests)
+        finally:
+            for process in (gateway, fast):
+                process.terminate()
+                process.wait(30)
 
 
 def main() -> None:
@@ -117,6 +140,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs", flush=True)
     measure("ledger on", ledger=True, workers=args.workers, requests=args.requests)
     measure("ledger off", ledger=False, workers=args.workers, requests=args.requests)
+    measure_via_gateway(workers=args.workers, requests=args.requests)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Thin: parse, call a service, answer. Both routers authenticate with `tasks_app.a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import datetime
@@ -15,7 +16,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router, Schema, Status
 
-from tasks_app import selectors, services, submissions
+from tasks_app import selectors, services, submissions, upstream
 from tasks_app.api_auth import api_auth, request_caller
 from tasks_app.conf import neutrino_settings
 from tasks_app.errors import BadRequest, InvalidArguments, PayloadTooLarge, TaskNotFound
@@ -94,8 +95,8 @@ ERRORS = {**COMMON, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut}
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
-def read_json_body(request: HttpRequest) -> dict[str, Any]:
-    """The request's JSON object, refusing oversized bodies before reading them."""
+def read_raw_body(request: HttpRequest) -> bytes:
+    """The request's body, refusing oversized bodies before reading them."""
     limit = neutrino_settings().max_payload_bytes
     declared = request.META.get("CONTENT_LENGTH") or "0"
     if declared.isdigit() and int(declared) > limit:
@@ -106,6 +107,12 @@ def read_json_body(request: HttpRequest) -> dict[str, Any]:
     raw = request.body
     if len(raw) > limit:
         raise PayloadTooLarge(f"request body is over the {limit} byte limit", limit=limit)
+    return raw
+
+
+def read_json_body(request: HttpRequest) -> dict[str, Any]:
+    """The request's JSON object (see `read_raw_body` for the size limit)."""
+    raw = read_raw_body(request)
     if not raw.strip():
         return {}
     content_type = request.META.get("CONTENT_TYPE", "")
@@ -149,6 +156,14 @@ def answer(outcome: submissions.CallOutcome) -> HttpResponse:
 )
 def call_task(request: HttpRequest, task_name: str) -> Any:
     spec = task_spec(task_name)
+    if not spec.runs_on_nats and neutrino_settings().sync_upstream:
+        # A gateway in front of the fast pool: that pool validates, runs and records the call.
+        return upstream.forward_sync_call(request=request, spec=spec, body=read_raw_body(request))
+    if not spec.runs_on_nats:
+        # A caller (or a gateway passing its caller's deadline on) may ask for a shorter timeout.
+        timeout_ms = upstream.requested_timeout_ms(request, spec)
+        if timeout_ms != spec.timeout_ms:
+            spec = dataclasses.replace(spec, timeout_ms=timeout_ms)
     key = request_key(request)
     body = read_json_body(request)
     unknown = set(body) - {"args"}

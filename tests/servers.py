@@ -1,0 +1,66 @@
+"""Helpers for tests that run `neutrino` as a user does: real processes on free ports, real HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from workers.nats_server import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    # Its own SQLite file, whatever database the suite runs on: these servers migrate it themselves.
+    inherited = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    return {
+        **inherited,
+        "DJANGO_SETTINGS_MODULE": "neutrino_site.settings",
+        "NEUTRINO_DATA_DIR": str(tmp_path),
+        "NEUTRINO_SQLITE_PATH": str(tmp_path / "cli.db"),
+        "NEUTRINO_TASK_MODULES": "tests.fixtures.api_tasks",
+        "NEUTRINO_NATS_URL": "",
+        "NEUTRINO_ALLOW_ANONYMOUS": "1",
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
+
+
+def neutrino(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "neutrino.cli", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def request(port: int, method: str, path: str, body: dict | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    data = json.dumps(body).encode() if body is not None else None
+    conn.request(method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+@contextmanager
+def http_server(env: dict[str, str], *, workers: int = 1) -> Iterator[int]:
+    """`neutrino serve --mode http` on a free port (the database must be migrated); yields the port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "neutrino.cli", "serve", "--mode", "http", "--host", "127.0.0.1",
+         "--port", str(port), "--ws-port", "0", "--workers", str(workers)], env=env, cwd=ROOT,
+    )
+    try:
+        assert wait_for_port("127.0.0.1", port, 30), "neutrino serve did not open its port"
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
