@@ -16,7 +16,7 @@ import importlib
 import inspect
 import keyword
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -91,6 +91,23 @@ class Task(Generic[P, R]):
 
 _APPS: list[Neutrino] = []
 
+F = TypeVar("F", bound=Callable[[], Any])
+
+
+@dataclass(frozen=True)
+class StartHook:
+    """A function run once in each worker child before its first task (`@app.on_worker_start`)."""
+
+    fn: Callable[[], Any]
+    pools: frozenset[str] | None  # None: the children of every pool, the HTTP servers' sync pool too
+
+    @property
+    def name(self) -> str:
+        return _where(self.fn)
+
+    def applies_to(self, pool: str) -> bool:
+        return self.pools is None or pool in self.pools
+
 
 class Neutrino:
     """A set of tasks. A task module makes one: `app = Neutrino()`."""
@@ -98,7 +115,64 @@ class Neutrino:
     def __init__(self, name: str = "neutrino") -> None:
         self.name = name
         self.tasks: dict[str, TaskSpec] = {}
+        self.start_hooks: list[StartHook] = []
         _APPS.append(self)
+
+    @overload
+    def on_worker_start(self, fn: F, /) -> F: ...
+
+    @overload
+    def on_worker_start(self, *, pools: Iterable[str] | None = None) -> Callable[[F], F]: ...
+
+    def on_worker_start(  # type: ignore[misc]  # the overloads carry the precise types
+        self, fn: F | None = None, /, *, pools: Iterable[str] | None = None
+    ) -> F | Callable[[F], F]:
+        """Register a function to run once in each worker child process, before its first task.
+
+        Use it to load something expensive once (a model onto the GPU, a tokenizer, a connection pool)
+        and keep it resident across the tasks that child runs. A task reaches it through a module-level
+        global that the hook fills::
+
+            app = Neutrino()
+            MODEL: dict[str, Any] = {}          # filled once per child by the hook below
+
+            @app.on_worker_start(pools=["gpu"])
+            def load_model() -> None:
+                import torch
+                MODEL["net"] = torch.load("net.pt").cuda().eval()
+
+            @app.task(execution_mode="gpu")
+            def infer(x: list[float]) -> list[float]:
+                return MODEL["net"](torch.tensor(x).cuda()).tolist()
+
+        When it runs: in each child as it starts, after the task modules are imported and before the
+        child says it is ready, so the worker takes no task until every hook of its pool has run; a
+        child that replaces a crashed or recycled one (NEUTRINO_MAX_TASKS_PER_CHILD) runs them again.
+        Never in the worker's main process, so CUDA is first touched in a child (gpu pools start their
+        children with "spawn", never fork). With `pools`, only children serving those pools run it;
+        bare, every child does, the HTTP servers' sync children ("fast") included.
+        A hook takes no arguments; an `async def` hook is run to completion. A hook that raises stops
+        the worker from starting, with its traceback in the error. It must finish within the executor's
+        start-up limit (120 s), like the import of the task modules.
+        """
+        chosen = None if pools is None else frozenset(_pool_names(pools))
+
+        def register(func: F) -> F:
+            if not callable(func):
+                raise TaskDefinitionError(f"@app.on_worker_start expects a function, got {func!r}")
+            try:
+                inspect.signature(func).bind()
+            except TypeError:
+                raise TaskDefinitionError(
+                    f"start-up hook {_where(func)} must be callable without arguments") from None
+            except ValueError:  # no signature to read (a builtin): let it be
+                pass
+            self.start_hooks.append(StartHook(fn=func, pools=chosen))
+            return func
+
+        if fn is not None:
+            return register(fn)
+        return register
 
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
@@ -160,6 +234,21 @@ class Neutrino:
                 raise TaskDefinitionError(f"@app.task expects a function, got {fn!r}")
             return register(fn)
         return register
+
+
+def _pool_names(pools: Iterable[str]) -> list[str]:
+    if isinstance(pools, str):
+        pools = [pools]
+    names = list(pools)
+    for name in names:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise TaskDefinitionError(f"@app.on_worker_start(pools=...): {name!r} is not a pool name")
+    return names
+
+
+def worker_start_hooks(pool: str) -> list[StartHook]:
+    """The start-up hooks of the loaded task modules that apply to a child of `pool`, in registration order."""
+    return [hook for app in _APPS for hook in app.start_hooks if hook.applies_to(pool)]
 
 
 def _where(fn: Callable[..., Any]) -> str:

@@ -76,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the rollouts")
     # Development and tests: talk to this API server URL instead (default: $NEUTRINO_KUBE_URL).
     up.add_argument("--kube-url", default="", help=argparse.SUPPRESS)
+
+    autoscale = commands.add_parser(
+        "autoscale", help="scale the NATS pools' Deployments from their queue depth (runs in the cluster)")
+    autoscale.add_argument("--namespace", default="",
+                           help="namespace of the pool Deployments (default: $NEUTRINO_KUBE_NAMESPACE or neutrino)")
+    autoscale.add_argument("--interval-s", type=float, default=5.0, help="seconds between decisions (default 5)")
+    autoscale.add_argument("--once", action="store_true", help="decide and scale once, then exit")
+    autoscale.add_argument("--context", default=None, help="kubeconfig context (default: in-cluster, else current)")
+    autoscale.add_argument("--nats-url", default=None, help="NATS server (default: $NEUTRINO_NATS_URL)")
+    autoscale.add_argument("--kube-url", default="", help=argparse.SUPPRESS)  # a fake API server in tests
     return parser
 
 
@@ -106,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_k8s(args)
     if args.command == "up":
         return cmd_up(args)
+    if args.command == "autoscale":
+        return cmd_autoscale(args)
     raise AssertionError(args.command)
 
 
@@ -141,6 +153,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.pool not in (None, "fast"):
             print(f"neutrino serve --mode http serves the fast pool, not {args.pool!r}", file=sys.stderr)
             return 2
+        from neutrino_site.metrics_dir import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir()  # before Django and prometheus_client load, before gunicorn forks
         _setup_django()
         from tasks_app.startup import check_tasks
 
@@ -293,6 +308,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     options = RenderOptions(overlay=args.overlay, namespace=args.namespace, image=args.image)
     return up_command(options, context=args.context, kube_url=args.kube_url, dry_run=args.dry_run,
                       timeout_s=args.timeout, out=sys.stdout, err=sys.stderr)
+
+
+
+def cmd_autoscale(args: argparse.Namespace) -> int:
+    _setup_django()
+    from pools_app.k8s_autoscale import AutoscaleOptions, autoscale_command
+
+    options = AutoscaleOptions(namespace=args.namespace, interval_s=args.interval_s, once=args.once,
+                               context=args.context, kube_url=args.kube_url)
+    return autoscale_command(options, out=sys.stdout, err=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,7 @@ def _serve_gunicorn(*, host: str, port: int, workers: int, threads: int) -> None
         "loglevel": "warning",
         "post_worker_init": _post_worker_init,
         "worker_exit": _worker_exit,
+        "child_exit": _child_exit,  # /metrics: a dead process's files (PROMETHEUS_MULTIPROC_DIR)
         "proc_name": "neutrino-http",
     }
     NeutrinoGunicorn(options).run()
@@ -106,6 +107,12 @@ def _post_worker_init(worker: Any) -> None:
     # keep it out of the collector's generations so a collection stays short on the request path.
     gc.collect()
     gc.freeze()
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from neutrino_site.metrics import child_exit
+
+    child_exit(server, worker)
 
 
 def _worker_exit(server: Any, worker: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
@@ -27,6 +28,10 @@ class Pool(models.Model):
     kind = models.CharField(max_length=8, choices=PoolKind.choices, default=PoolKind.CPU)
     mode = models.CharField(max_length=8, choices=PoolMode.choices, default=PoolMode.NATS)
     enabled = models.BooleanField(default=True)
+    draining = models.BooleanField(
+        default=False,
+        help_text="New tasks are refused (503); its workers finish the waiting ones, then it can be deleted.",
+    )
     concurrency = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
 
     # Scaling (read by the autoscaler).
@@ -62,6 +67,14 @@ class Pool(models.Model):
     def subject(self) -> str:
         return f"neutrino.{self.name}.*"
 
+    def clean(self) -> None:
+        """Rules across fields (min <= max, a gpu pool asks for a GPU, Kubernetes quantities, ...)."""
+        from pools_app.validation import pool_errors
+
+        errors = pool_errors(self)
+        if errors:
+            raise ValidationError(errors)
+
 
 class Worker(models.Model):
     """A worker process, known by its heartbeats."""
@@ -83,3 +96,34 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return self.worker_id
+
+
+class ScalingDecision(models.Model):
+    """One tick of the autoscaler for one pool: what it saw, what it wanted and why.
+
+    Written by `pools_app.services.scaling_decision_record`, which keeps a day of them. `pool` is the
+    name, not a foreign key: the history of a deleted pool stays readable until it ages out.
+    """
+
+    pool = models.CharField(max_length=64)
+    at = models.DateTimeField()
+    pending = models.PositiveIntegerField(help_text="Messages in the stream not yet delivered.")
+    in_flight = models.PositiveIntegerField(help_text="Messages delivered to a worker, not yet acknowledged.")
+    current = models.PositiveIntegerField(help_text="Replicas running (local) or set (Kubernetes) before the tick.")
+    desired = models.PositiveIntegerField()
+    reason = models.CharField(max_length=300)
+    actuator = models.CharField(max_length=16, default="local", help_text="local (neutrino dev) or kubernetes.")
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["pool", "-at"], name="idx_scaling_pool_at"),
+            models.Index(fields=["at"], name="idx_scaling_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pool} {self.current}->{self.desired} at {self.at:%H:%M:%S}: {self.reason}"
+
+    @property
+    def backlog(self) -> int:
+        return self.pending + self.in_flight

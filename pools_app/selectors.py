@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Q
 
-from pools_app.models import Pool, PoolMode, Worker
+from pools_app.models import Pool, PoolMode, ScalingDecision, Worker
 
 _CACHE_S = 2.0
 _cache: tuple[float, dict[str, Pool]] = (0.0, {})
@@ -70,3 +70,86 @@ def worker_states(*, now: datetime, heartbeat_s: float, pool: str | None = None)
             state = "live"
         states.append(WorkerState(worker=worker, state=state, silent_s=silent_s))
     return states
+
+
+# --- queues and the autoscaler's record (the pool screens, /metrics, the actuators) ---------------
+
+
+def pool_active_counts(*, pools: list[str]) -> dict[str, int]:
+    """Tasks pending, queued or running per pool (0 for a pool with none)."""
+    from django.db.models import Count
+
+    from tasks_app.models import ACTIVE_STATUSES, Task
+
+    counts = {name: 0 for name in pools}
+    rows = (Task.objects.filter(pool__in=pools, status__in=ACTIVE_STATUSES)
+            .values("pool").annotate(n=Count("id")).values_list("pool", "n"))
+    for name, n in rows:
+        counts[str(name)] = int(n)
+    return counts
+
+
+def pool_oldest_waiting(*, pools: list[str]) -> dict[str, datetime]:
+    """When the oldest task still waiting (pending or queued) of each pool was created; absent: none waits."""
+    from tasks_app.models import Task, TaskStatus
+
+    oldest: dict[str, datetime] = {}
+    for name in pools:
+        created = (Task.objects.filter(pool=name, status__in=[TaskStatus.PENDING, TaskStatus.QUEUED])
+                   .order_by("created_at").values_list("created_at", flat=True).first())
+        if created is not None:
+            oldest[name] = created
+    return oldest
+
+
+def scaling_latest(*, pools: list[str]) -> dict[str, ScalingDecision]:
+    """The newest decision per pool (absent: none recorded in the last day)."""
+    latest: dict[str, ScalingDecision] = {}
+    for name in pools:
+        row = ScalingDecision.objects.filter(pool=name).order_by("-at", "-id").first()
+        if row is not None:
+            latest[name] = row
+    return latest
+
+
+def scaling_history(*, pool: str, since: datetime) -> list[ScalingDecision]:
+    """A pool's decisions since `since`, oldest first (one a tick: ~1800 an hour for `neutrino dev`)."""
+    return list(ScalingDecision.objects.filter(pool=pool, at__gte=since).order_by("at", "id"))
+
+
+@dataclass(frozen=True)
+class PoolLive:
+    """What a pool's live view shows: its queue, its workers and what the autoscaler wants."""
+
+    pool: Pool
+    pending: int | None  # None: JetStream did not answer (or the pool has no queue)
+    in_flight: int | None
+    oldest_waiting_s: float | None  # None: no task waits
+    active_tasks: int  # pending, queued or running rows
+    workers: list[WorkerState]
+    latest: ScalingDecision | None
+    history: list[ScalingDecision]
+
+    @property
+    def live_workers(self) -> int:
+        return sum(1 for w in self.workers if w.state == "live")
+
+    @property
+    def queued(self) -> bool:
+        return self.pool.mode == PoolMode.NATS
+
+
+def pool_live(*, pool: Pool, now: datetime, heartbeat_s: float, depth: tuple[int, int] | None,
+              history_for: timedelta = timedelta(hours=1)) -> PoolLive:
+    oldest = pool_oldest_waiting(pools=[pool.name]).get(pool.name)
+    history = scaling_history(pool=pool.name, since=now - history_for)
+    return PoolLive(
+        pool=pool,
+        pending=None if depth is None else depth[0],
+        in_flight=None if depth is None else depth[1],
+        oldest_waiting_s=None if oldest is None else max(0.0, (now - oldest).total_seconds()),
+        active_tasks=pool_active_counts(pools=[pool.name])[pool.name],
+        workers=worker_states(now=now, heartbeat_s=heartbeat_s, pool=pool.name),
+        latest=history[-1] if history else scaling_latest(pools=[pool.name]).get(pool.name),
+        history=history,
+    )

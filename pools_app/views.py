@@ -1,6 +1,7 @@
 """The dashboard's pool screens: the live workers, and the pools with their workers and queue depth.
 
-Management of pools (create, scale, Kubernetes) comes later; these screens only read.
+These two only read; creating, editing and deleting pools, and each pool's live view, are in
+`pools_app.manage_views`.
 """
 
 from __future__ import annotations

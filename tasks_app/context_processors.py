@@ -18,6 +18,9 @@ SECTIONS = {
     "overview": "overview",
     "workers": "workers",
     "pools": "pools",
+    "pool_new": "pools",
+    "pool_detail": "pools",
+    "pool_edit": "pools",
 }
 
 

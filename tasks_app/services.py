@@ -31,6 +31,7 @@ from tasks_app.errors import (
     TaskTimedOut,
 )
 from tasks_app.events import task_event
+from tasks_app.metrics import sync_task_finished
 from tasks_app.models import ACTIVE_STATUSES, Task, TaskStatus
 from tasks_app.registry import task_spec
 from tasks_app.selectors import LEDGER_GRACE_S, task_get
@@ -128,7 +129,10 @@ def task_run_sync(
             traceback=getattr(exc, "traceback", "") or "",
             worker_id=getattr(exc, "worker_id", "") or GATEWAY_ID,
         )
+        sync_task_finished(function=spec.name, pool=spec.pool, status=status, duration_s=None)
         raise error from None
+    sync_task_finished(function=spec.name, pool=spec.pool, status=TaskStatus.COMPLETED,
+                       duration_s=outcome.duration_ms / 1000)
     record_finish(
         status=TaskStatus.COMPLETED,
         completed_at=timezone.now(),
@@ -183,8 +187,9 @@ def _failure(spec: TaskSpec, task_id: str, exc: ex.ExecutorError) -> tuple[str, 
 def task_submit_target(*, spec: TaskSpec) -> NatsBridge:
     """The broker a queued task goes to. Raises BrokerUnavailable (503) when its pool or NATS is missing."""
     pool = pools_by_name().get(spec.pool)
-    if pool is None or not pool.enabled or pool.mode != PoolMode.NATS:
-        state = "does not exist" if pool is None else ("is disabled" if not pool.enabled else "is an http pool")
+    if pool is None or not pool.enabled or pool.mode != PoolMode.NATS or pool.draining:
+        state = ("does not exist" if pool is None else "is disabled" if not pool.enabled
+                 else "is an http pool" if pool.mode != PoolMode.NATS else "is draining (it takes no new tasks)")
         raise BrokerUnavailable(
             f"pool {spec.pool} {state}; an admin must create or enable it before {spec.name} can run",
             task=spec.name, pool=spec.pool,

@@ -8,17 +8,20 @@ parent -> child
     None                                   exit cleanly (the child is being retired)
 
 child -> parent
-    ("ready", pid)                                            task modules loaded; sent once
-    ("init_error", message)                                   task modules failed to load; the child exits
+    ("ready", pid)                                            task modules loaded, start-up hooks run; sent once
+    ("init_error", message)                                   task modules failed to load, or a start-up hook
+                                                              (`@app.on_worker_start`) raised; the child exits
     ("progress", task_id, fraction, message)                  `neutrino.progress(...)` from the task
     ("ok", task_id, result_json, duration_ms)                 the function returned
     ("error", task_id, kind, exc_type, error, traceback, duration_ms)
         kind is "raised" (the function or the argument binding raised), "result" (the result is not
         JSON or too big) or "unknown" (no such function in the task modules)
 
-The child loads the task modules once, then serves one task at a time until the parent sends None
-or closes its end of the pipe. It ignores SIGINT (Ctrl-C belongs to the parent) and, on Linux, asks
-the kernel to SIGKILL it when its parent dies. This module imports no Django.
+The child loads the task modules once, runs the start-up hooks that apply to its pool once
+(`@app.on_worker_start`: a model loaded there stays resident for every task the child runs), then
+serves one task at a time until the parent sends None or closes its end of the pipe. It ignores
+SIGINT (Ctrl-C belongs to the parent) and, on Linux, asks the kernel to SIGKILL it when its parent
+dies. This module imports no Django.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Any
 
 import pydantic
 
-from neutrino.app import TaskSpec, load_tasks
+from neutrino.app import TaskSpec, load_tasks, worker_start_hooks
 from neutrino.progress import set_reporter
 
 _MAX_TRACEBACK_CHARS = 32_000
@@ -48,8 +51,18 @@ _PR_SET_PDEATHSIG = 1
 Reply = tuple[Any, ...]
 
 
-def child_main(conn: Connection, task_modules: tuple[str, ...], max_result_bytes: int) -> None:
-    """Entry point of a child process: load the task modules, then serve tasks until told to stop."""
+class StartHookFailed(Exception):
+    """A start-up hook (`@app.on_worker_start`) raised; the child does not become ready."""
+
+    def __init__(self, hook: str, pool: str, cause: BaseException) -> None:
+        super().__init__(f"start-up hook {hook} (pool {pool or '-'}) raised {type(cause).__name__}: "
+                         f"{_safe_str(cause)}")
+        self.cause = cause
+
+
+def child_main(conn: Connection, task_modules: tuple[str, ...], max_result_bytes: int, pool: str = "") -> None:
+    """Entry point of a child process: load the task modules, run the pool's start-up hooks, then serve
+    tasks until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     _release_fork_server()
@@ -60,7 +73,8 @@ def child_main(conn: Connection, task_modules: tuple[str, ...], max_result_bytes
         sys.path.append(cwd)
     try:
         tasks = load_tasks(task_modules)
-    except BaseException as exc:  # an import error, or any exception a module raised while importing
+        _run_start_hooks(pool)
+    except BaseException as exc:  # an import error, any exception a module raised while importing, a hook
         try:
             conn.send(("init_error", _describe_init_error(exc, task_modules)))
         except OSError:
@@ -155,7 +169,20 @@ def encode_result(result: Any, max_result_bytes: int) -> str:
     return text
 
 
+def _run_start_hooks(pool: str) -> None:
+    """`@app.on_worker_start` functions that apply to this pool, once, before the child says it is ready."""
+    for hook in worker_start_hooks(pool):
+        try:
+            result = hook.fn()
+            if inspect.iscoroutine(result):
+                asyncio.run(result)
+        except BaseException as exc:
+            raise StartHookFailed(hook.name, pool, exc) from exc
+
+
 def _describe_init_error(exc: BaseException, task_modules: tuple[str, ...]) -> str:
+    if isinstance(exc, StartHookFailed):
+        return f"{exc}\n{_format_tb(exc.cause)}"
     message = _safe_str(exc)
     if type(exc).__name__ == "TaskDefinitionError":
         return message

@@ -132,6 +132,7 @@ class ExecutorSettings:
     max_tasks_per_child: int = 1000  # recycle a child after N tasks (0 = never)
     max_result_bytes: int = 1_000_000  # a JSON-encoded result larger than this fails
     start_method: str = "forkserver"  # or "spawn"; never plain "fork" (threads + CUDA)
+    pool: str = ""  # the pool the children serve: picks the start-up hooks (`@app.on_worker_start`) they run
 
     def __post_init__(self) -> None:
         if isinstance(self.task_modules, str) or not all(isinstance(m, str) for m in self.task_modules):
@@ -798,7 +799,8 @@ class Executor:
             try:
                 process = self._ctx.Process(  # type: ignore[attr-defined]
                     target=child_main,
-                    args=(child_end, self.settings.task_modules, self.settings.max_result_bytes),
+                    args=(child_end, self.settings.task_modules, self.settings.max_result_bytes,
+                          self.settings.pool),
                     name="neutrino-executor-child",
                     daemon=False,  # a daemonic process may not start processes; tasks may want to
                 )
@@ -817,7 +819,8 @@ class Executor:
             if self._closed or remaining <= 0:
                 if not self._closed:
                     errors.append(
-                        f"worker processes did not import the task modules within {_START_TIMEOUT_S:.0f} s"
+                        f"worker processes did not import the task modules and run their start-up hooks "
+                        f"within {_START_TIMEOUT_S:.0f} s"
                     )
                 for conn, process in pending.items():
                     process.kill()

@@ -3,10 +3,13 @@
 It starts nats-server (JetStream, store under ./data/nats), migrates the database,
 creates the first admin account when there is none (its password is printed once),
 starts the HTTP server (which brings the dashboard's websocket process along on
---ws-port) and one worker per enabled NATS pool, and restarts any of
-them that dies. Pools an admin enables or disables while it runs gain or lose
-their worker within a few seconds. Ctrl-C stops the HTTP server and the workers
-(gracefully: running tasks finish or go back to the stream), then nats-server.
+--ws-port) and restarts it if it dies. The NATS pools' workers follow the autoscaler
+(`workers.local_scaler`): every couple of seconds it reads each pool's queue depth,
+decides how many workers the pool wants (between its min and max replicas; a pool with
+min 0, like gpu, has none until a task waits) and starts or stops (SIGTERM, graceful)
+worker processes to match; pools an admin adds, changes, disables or deletes are
+followed the same way. Ctrl-C stops the HTTP server and the workers (gracefully:
+running tasks finish or go back to the stream), then nats-server.
 """
 
 from __future__ import annotations
@@ -14,49 +17,23 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
 
+from workers.bridge import NatsBridge
+from workers.local_scaler import Child, LocalScaler, ScalerSettings
 from workers.nats_server import NatsServer, wait_for_port
+from workers.topology import ConsumerSettings
 
 logger = logging.getLogger("neutrino.dev")
 
 CHECK_EVERY_S = 2.0
 RESTART_BACKOFF_S = 1.0
-
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    started_at: float = field(default=0.0)
-
-    def start(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(self.argv, env=env, start_new_session=True)
-        self.started_at = time.monotonic()
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self, timeout_s: float) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            logger.warning("%s did not stop within %.0f s; killing it", self.name, timeout_s)
-            self.process.kill()
-            self.process.wait(5)
 
 
 def _say(message: str) -> None:
@@ -65,7 +42,7 @@ def _say(message: str) -> None:
 
 def run_dev(*, host: str, port: int, nats_port: int, ws_port: int | None = None,
             allow_anonymous: bool = False) -> int:
-    from pools_app.selectors import nats_pool_names
+    from tasks_app.conf import neutrino_settings
     from tasks_app.services import admin_ensure_first
     from tasks_app.startup import check_tasks
 
@@ -85,7 +62,16 @@ def run_dev(*, host: str, port: int, nats_port: int, ws_port: int | None = None,
     cli = [sys.executable, "-m", "neutrino.cli"]
     http = Child("http server", [*cli, "serve", "--mode", "http", "--host", host, "--port", str(port),
                                  "--ws-port", str(ws_port), "--workers", "1", "--threads", "16"])
-    workers: dict[str, Child] = {}
+    conf = neutrino_settings()
+    bridge = NatsBridge(nats.url, name="neutrino-dev-autoscaler").start()
+    scaler = LocalScaler(ScalerSettings(
+        worker_argv=lambda pool: [*cli, "serve", "--mode", "nats", "--pool", pool],
+        env=env,
+        grace_s=conf.worker_grace_s,
+        consumer=ConsumerSettings(ack_wait_s=conf.ack_wait_s, max_deliver=conf.max_deliver),
+        stream_replicas=conf.stream_replicas,
+        say=_say,
+    ), bridge)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -104,28 +90,22 @@ def run_dev(*, host: str, port: int, nats_port: int, ws_port: int | None = None,
         _say(f"the HTTP server did not open port {port} within 30 s; see its output above")
     try:
         while not stopping.is_set():
-            wanted = set(nats_pool_names())
-            for pool in sorted(wanted - set(workers)):
-                workers[pool] = Child(f"worker[{pool}]", [*cli, "serve", "--mode", "nats", "--pool", pool])
-                workers[pool].start(env)
-                _say(f"started a worker for pool {pool} (pid {workers[pool].process.pid})")  # type: ignore[union-attr]
-            for pool in sorted(set(workers) - wanted):
-                _say(f"pool {pool} was disabled or removed; stopping its worker")
-                workers.pop(pool).stop(settings.NEUTRINO_WORKER_GRACE_S + 5)
-            for child in [http, *workers.values()]:
-                if not child.alive() and time.monotonic() - child.started_at > RESTART_BACKOFF_S:
-                    code = child.process.returncode if child.process else None
-                    child.restarts += 1
-                    _say(f"{child.name} exited with {code}; restarting it (restart #{child.restarts})")
-                    child.start(env)
+            try:
+                scaler.step()
+            except Exception:  # a database hiccup must not take the whole dev server down
+                logger.exception("autoscaler step failed; trying again in %.0f s", CHECK_EVERY_S)
+            if not http.alive() and time.monotonic() - http.started_at > RESTART_BACKOFF_S:
+                code = http.process.returncode if http.process else None
+                http.restarts += 1
+                _say(f"{http.name} exited with {code}; restarting it (restart #{http.restarts})")
+                http.start(env)
             stopping.wait(CHECK_EVERY_S)
     finally:
         _say("stopping")
-        for child in [http, *workers.values()]:
-            if child.process is not None and child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-        for child in [http, *workers.values()]:
-            child.stop(settings.NEUTRINO_WORKER_GRACE_S + 5)
+        http.terminate()
+        scaler.stop_all(settings.NEUTRINO_WORKER_GRACE_S + 5)
+        http.stop(settings.NEUTRINO_WORKER_GRACE_S + 5)
+        bridge.close(timeout_s=2.0)
         nats.stop()
         _say("stopped")
     return 0

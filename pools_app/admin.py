@@ -1,0 +1,104 @@
+"""Django admin for pools (the same form and rules as the dashboard's screens) and the autoscaler's record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from pools_app.forms import PoolForm
+from pools_app.models import Pool, ScalingDecision, Worker
+from pools_app.selectors import pool_active_counts
+from pools_app.services import pool_delete, pool_save, pool_set_draining, pool_set_enabled
+from tasks_app.errors import NeutrinoError
+
+
+@admin.register(Pool)
+class PoolAdmin(admin.ModelAdmin):
+    form = PoolForm
+    list_display = ["name", "kind", "mode", "enabled", "draining", "concurrency", "min_replicas", "max_replicas",
+                    "target_backlog_per_replica", "scale_down_delay_s"]
+    list_filter = ["kind", "mode", "enabled", "draining"]
+    actions = ["enable", "disable", "drain", "stop_draining"]
+    fieldsets = [
+        (None, {"fields": ["name", "kind", "mode", "enabled", "concurrency"]}),
+        ("Scaling", {"fields": ["min_replicas", "max_replicas", "target_backlog_per_replica", "scale_down_delay_s",
+                                "max_backlog"]}),
+        ("Kubernetes", {"fields": ["image", "cpu_request", "cpu_limit", "memory_request", "memory_limit",
+                                   "gpu_count", "gpu_resource", "node_selector", "tolerations"]}),
+    ]
+
+    def save_model(self, request: HttpRequest, obj: Pool, form: Any, change: bool) -> None:
+        pool_save(pool=obj)
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, Any, list[str]]:
+        """A pool with tasks waiting or running shows as protected, so the admin refuses to delete it."""
+        deleted, counts, perms, protected = super().get_deleted_objects(objs, request)
+        pools = list(objs)
+        active = pool_active_counts(pools=[p.name for p in pools])
+        for pool in pools:
+            if pool.name == "fast":
+                protected.append("pool fast: it runs the sync tasks inside the HTTP servers")
+            elif active.get(pool.name):
+                protected.append(f"pool {pool.name}: {active[pool.name]} task(s) pending, queued or running; "
+                                 "drain it first (action: Drain)")
+        return deleted, counts, perms, protected
+
+    def delete_model(self, request: HttpRequest, obj: Pool) -> None:
+        pool_delete(pool=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
+        for pool in queryset:
+            pool_delete(pool=pool)
+
+    def _each(self, request: HttpRequest, queryset: QuerySet[Pool], action: Any, done: str) -> None:
+        for pool in queryset:
+            try:
+                action(pool)
+            except NeutrinoError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+            else:
+                self.message_user(request, f"pool {pool.name} {done}", messages.SUCCESS)
+
+    @admin.action(description="Enable the selected pools")
+    def enable(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
+        self._each(request, queryset, lambda p: pool_set_enabled(pool=p, enabled=True), "is enabled")
+
+    @admin.action(description="Disable the selected pools (their workers stop)")
+    def disable(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
+        self._each(request, queryset, lambda p: pool_set_enabled(pool=p, enabled=False), "is disabled")
+
+    @admin.action(description="Drain: refuse new tasks, let the workers finish the waiting ones")
+    def drain(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
+        self._each(request, queryset, lambda p: pool_set_draining(pool=p, draining=True), "is draining")
+
+    @admin.action(description="Stop draining: take new tasks again")
+    def stop_draining(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
+        self._each(request, queryset, lambda p: pool_set_draining(pool=p, draining=False), "takes tasks again")
+
+
+@admin.register(ScalingDecision)
+class ScalingDecisionAdmin(admin.ModelAdmin):
+    list_display = ["at", "pool", "pending", "in_flight", "current", "desired", "reason", "actuator"]
+    list_filter = ["pool", "actuator"]
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    list_display = ["worker_id", "pool", "host", "pid", "concurrency", "running", "last_heartbeat", "stopped_at"]
+    list_filter = ["pool"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,154 @@
+"""Writes of pools and of the autoscaler's decisions.
+
+A change to a pool takes effect without a restart: after the commit, the JetStream stream's subjects
+and the pool's consumer are brought up to date (`pool_topology_sync`), submits see the pool within
+the gateway's 2 s pools cache, and local workers follow through `neutrino dev`'s autoscaler.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from pools_app.models import Pool, PoolMode, ScalingDecision
+from pools_app.selectors import forget_cached_pools, nats_pool_names, pool_active_counts
+from pools_app.validation import HTTP_POOL
+from tasks_app.errors import Conflict
+
+logger = logging.getLogger("neutrino.pools")
+
+DECISIONS_KEPT_FOR = timedelta(days=1)
+PRUNE_EVERY_S = 60.0
+_last_prune = 0.0
+
+
+# --- the autoscaler's record -------------------------------------------------------------------
+
+
+def scaling_decision_record(*, pool: str, pending: int, in_flight: int, current: int, desired: int, reason: str,
+                            actuator: str, at: datetime | None = None) -> ScalingDecision:
+    """Record one decision; rows older than a day are deleted (at most once a minute per process)."""
+    global _last_prune
+    row = ScalingDecision.objects.create(
+        pool=pool, at=at or timezone.now(), pending=max(0, pending), in_flight=max(0, in_flight),
+        current=max(0, current), desired=max(0, desired), reason=reason[:300], actuator=actuator,
+    )
+    if time.monotonic() - _last_prune >= PRUNE_EVERY_S:
+        _last_prune = time.monotonic()
+        scaling_decisions_prune(older_than=DECISIONS_KEPT_FOR)
+    return row
+
+
+def scaling_decisions_prune(*, older_than: timedelta) -> int:
+    deleted, _ = ScalingDecision.objects.filter(at__lt=timezone.now() - older_than).delete()
+    return int(deleted)
+
+
+# --- pools -------------------------------------------------------------------------------------
+
+
+def pool_save(*, pool: Pool) -> Pool:
+    """Validate and save a new or changed pool, then update the stream and its consumer after the commit.
+
+    Raises `django.core.exceptions.ValidationError` ({field: [messages]}) for bad values.
+    """
+    pool.full_clean()
+    pool.save()
+    _changed()
+    return pool
+
+
+def pool_set_enabled(*, pool: Pool, enabled: bool) -> Pool:
+    """Enable or disable a pool. Disabled: submits answer 503 and its workers stop (they drain first)."""
+    if pool.name == HTTP_POOL and not enabled:
+        raise Conflict(f"the {HTTP_POOL} pool runs the sync tasks inside the HTTP servers; it cannot be disabled")
+    pool.enabled = enabled
+    pool.save(update_fields=["enabled", "updated_at"])
+    _changed()
+    return pool
+
+
+def pool_set_draining(*, pool: Pool, draining: bool) -> Pool:
+    """Drain a pool (new tasks answer 503, its workers finish the waiting ones) or take it back into service."""
+    if pool.mode != PoolMode.NATS:
+        raise Conflict(f"pool {pool.name} runs in the HTTP servers and has no queue to drain")
+    pool.draining = draining
+    pool.save(update_fields=["draining", "updated_at"])
+    _changed()
+    return pool
+
+
+def pool_delete(*, pool: Pool) -> None:
+    """Delete a pool, refused while it has tasks waiting or running (drain it first)."""
+    if pool.name == HTTP_POOL:
+        raise Conflict(f"the {HTTP_POOL} pool runs the sync tasks inside the HTTP servers; it cannot be deleted")
+    active = pool_active_counts(pools=[pool.name]).get(pool.name, 0)
+    if active:
+        raise Conflict(
+            f"pool {pool.name} has {active} task(s) pending, queued or running; drain it first (new tasks are "
+            "refused while its workers finish these), then delete it",
+            pool=pool.name, active=active,
+        )
+    name, was_nats = pool.name, pool.mode == PoolMode.NATS
+    pool.delete()
+    _changed(removed=[name] if was_nats else [])
+
+
+def _changed(*, removed: Iterable[str] = ()) -> None:
+    forget_cached_pools()
+    gone = list(removed)
+    transaction.on_commit(lambda: pool_topology_sync(removed=gone))
+
+
+def pool_topology_sync(*, removed: Iterable[str] = (), timeout_s: float = 5.0) -> str:
+    """Stream subjects = the enabled NATS pools; each has its consumer; removed pools lose theirs.
+
+    Returns "" when done, else why not (no NATS configured or reachable): the supervisor, the
+    autoscaler and each worker bring the topology up to date again when they next look.
+    """
+    from tasks_app import runtime
+    from tasks_app.conf import neutrino_settings
+    from workers.bridge import BrokerError
+    from workers.topology import ConsumerSettings
+
+    bridge = runtime.broker()
+    if bridge is None:
+        return "no NATS server configured"
+    conf = neutrino_settings()
+    pools = nats_pool_names()
+    consumer = ConsumerSettings(ack_wait_s=conf.ack_wait_s, max_deliver=conf.max_deliver)
+    gone = [name for name in removed if name not in pools]
+    try:
+        bridge.call(lambda js, nc: topology_apply(js, pools=pools, consumer=consumer, removed=gone,
+                                                  replicas=conf.stream_replicas), timeout_s)
+    except BrokerError as exc:
+        logger.warning("pools changed, but the stream could not be updated yet: %s", exc)
+        return str(exc)
+    except Exception as exc:  # a JetStream API error: say so, the next look retries
+        logger.warning("pools changed, but JetStream refused the update: %r", exc)
+        return repr(exc)
+    return ""
+
+
+async def topology_apply(js: Any, *, pools: list[str], consumer: Any, removed: Iterable[str] = (),
+                         replicas: int = 1) -> None:
+    """The stream for `pools` (with `replicas`: NEUTRINO_STREAM_REPLICAS), a consumer per pool, and no consumer
+    for the `removed` ones (async, any loop)."""
+    from nats.js.errors import NotFoundError
+
+    from workers.topology import STREAM, consumer_name, ensure_consumer, ensure_stream
+
+    await ensure_stream(js, pools, replicas=replicas)
+    for name in pools:
+        await ensure_consumer(js, name, consumer)
+    for name in removed:
+        try:
+            await js.delete_consumer(STREAM, consumer_name(name))
+        except NotFoundError:
+            pass
