@@ -19,11 +19,8 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.stack import completed_count, neutrino_stack  # noqa: E402
 from bench.sync_latency import percentile  # noqa: E402
-from workers.nats_server import NatsServer, free_port, wait_for_port  # noqa: E402
 
 BODY = json.dumps({"args": {}}).encode()
 HEADERS = {"Content-Type": "application/json"}
@@ -51,23 +48,6 @@ def submit_loop(port: int, count: int, out: list[float]) -> None:
     conn.close()
 
 
-def completed_count(data: Path) -> int:
-    """Completed no-op rows, read straight from the database (no Django start-up per poll)."""
-    sql = "SELECT COUNT(*) FROM tasks_app_task WHERE function_name = 'async_noop' AND status = 'completed'"
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        import psycopg
-
-        with psycopg.connect(url) as conn:
-            row = conn.execute(sql).fetchone()
-    else:
-        import sqlite3
-
-        with sqlite3.connect(data / "neutrino.db", timeout=30) as conn:
-            row = conn.execute(sql).fetchone()
-    return int(row[0]) if row else 0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--enqueue", type=int, default=2000, help="sequential submits for the latency figure")
@@ -76,76 +56,43 @@ def main() -> None:
     parser.add_argument("--http-workers", type=int, default=2)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="neutrino-bench-") as tmp:
-        data = Path(tmp)
-        nats = NatsServer(store_dir=data / "nats").start()
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "neutrino_site.settings",
-            "NEUTRINO_DATA_DIR": str(data),
-            "NEUTRINO_TASK_MODULES": "bench.bench_tasks",
-            "NEUTRINO_NATS_URL": nats.url,
-            "PYTHONPATH": str(ROOT),
-            "NEUTRINO_LOG_LEVEL": "WARNING",
-            "NEUTRINO_ALLOW_ANONYMOUS": "1",
-        }
-        subprocess.run([sys.executable, "-m", "neutrino.cli", "manage", "migrate", "-v0"], env=env, cwd=ROOT,
-                       check=True)
-        port = free_port()
-        http_server = subprocess.Popen(
-            [sys.executable, "-m", "neutrino.cli", "serve", "--mode", "http", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", str(args.http_workers)], env=env, cwd=ROOT)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "neutrino.cli", "serve", "--mode", "nats", "--pool", "async",
-             "--concurrency", str(args.concurrency)], env=env, cwd=ROOT)
-        try:
-            if not wait_for_port("127.0.0.1", port, 30):
-                raise SystemExit("the HTTP server did not start")
-            db = "PostgreSQL" if os.environ.get("DATABASE_URL") else "SQLite"
-            print(f"async no-op tasks: 1 worker (concurrency {args.concurrency}), {args.http_workers} HTTP "
-                  f"processes, {db}, {os.cpu_count()} CPUs", flush=True)
-            warm: list[float] = []
-            submit_loop(port, 200, warm)
+    with neutrino_stack(http_workers=args.http_workers, concurrency=args.concurrency) as stack:
+        port, data = stack.port, stack.data
+        print(f"async no-op tasks: 1 worker (concurrency {args.concurrency}), {args.http_workers} HTTP "
+              f"processes, {stack.database()}, {os.cpu_count()} CPUs", flush=True)
+        warm: list[float] = []
+        submit_loop(port, 200, warm)
 
-            samples: list[float] = []
-            submit_loop(port, args.enqueue, samples)
-            print(f"enqueue (202)  n={len(samples):<6} p50={statistics.median(samples):6.3f} ms  "
-                  f"p95={percentile(samples, 95):6.3f} ms  p99={percentile(samples, 99):6.3f} ms", flush=True)
+        samples: list[float] = []
+        submit_loop(port, args.enqueue, samples)
+        print(f"enqueue (202)  n={len(samples):<6} p50={statistics.median(samples):6.3f} ms  "
+              f"p95={percentile(samples, 95):6.3f} ms  p99={percentile(samples, 99):6.3f} ms", flush=True)
 
-            target = completed_count(data) + args.tasks
-            # Let the first batches drain so the end-to-end figure starts from an idle worker.
-            deadline = time.monotonic() + 120
-            while completed_count(data) < target - args.tasks and time.monotonic() < deadline:
-                time.sleep(0.5)
-            started = time.perf_counter()
-            clients = 8
-            threads = [threading.Thread(target=submit_loop, args=(port, args.tasks // clients, []))
-                       for _ in range(clients)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            submitted_s = time.perf_counter() - started
-            target = target - args.tasks + (args.tasks // clients) * clients
-            deadline = time.monotonic() + 600
+        target = completed_count(data) + args.tasks
+        # Let the first batches drain so the end-to-end figure starts from an idle worker.
+        deadline = time.monotonic() + 120
+        while completed_count(data) < target - args.tasks and time.monotonic() < deadline:
+            time.sleep(0.5)
+        started = time.perf_counter()
+        clients = 8
+        threads = [threading.Thread(target=submit_loop, args=(port, args.tasks // clients, []))
+                   for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        submitted_s = time.perf_counter() - started
+        target = target - args.tasks + (args.tasks // clients) * clients
+        deadline = time.monotonic() + 600
+        done = completed_count(data)
+        while done < target and time.monotonic() < deadline:
+            time.sleep(0.2)
             done = completed_count(data)
-            while done < target and time.monotonic() < deadline:
-                time.sleep(0.2)
-                done = completed_count(data)
-            elapsed = time.perf_counter() - started
-            n = (args.tasks // clients) * clients
-            print(f"end to end     n={n:<6} submitted in {submitted_s:5.2f} s ({n / submitted_s:6.0f}/s), "
-                  f"all completed in {elapsed:5.2f} s: {n / elapsed:6.0f} tasks/s"
-                  + ("" if done >= target else f"  (only {done - (target - n)} completed)"), flush=True)
-        finally:
-            for process in (worker, http_server):
-                process.send_signal(signal.SIGTERM)
-            for process in (worker, http_server):
-                try:
-                    process.wait(60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-            nats.stop()
+        elapsed = time.perf_counter() - started
+        n = (args.tasks // clients) * clients
+        print(f"end to end     n={n:<6} submitted in {submitted_s:5.2f} s ({n / submitted_s:6.0f}/s), "
+              f"all completed in {elapsed:5.2f} s: {n / elapsed:6.0f} tasks/s"
+              + ("" if done >= target else f"  (only {done - (target - n)} completed)"), flush=True)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,10 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.async_throughput import completed_count  # noqa: E402
+from bench.stack import CLI, completed_count, neutrino_stack  # noqa: E402
 from bench.sync_latency import percentile  # noqa: E402
 from neutrino import NeutrinoClient  # noqa: E402
-from workers.nats_server import NatsServer, free_port, wait_for_port  # noqa: E402
 
 
 def timed(samples: list[float], fn: Callable[[], object]) -> None:
@@ -60,76 +57,43 @@ def main() -> None:
     parser.add_argument("--http-workers", type=int, default=2)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="neutrino-bench-") as tmp:
-        data = Path(tmp)
-        nats = NatsServer(store_dir=data / "nats").start()
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "neutrino_site.settings",
-            "NEUTRINO_DATA_DIR": str(data),
-            "NEUTRINO_TASK_MODULES": "bench.bench_tasks",
-            "NEUTRINO_NATS_URL": nats.url,
-            "NEUTRINO_ALLOW_ANONYMOUS": "0",
-            "NEUTRINO_WS_PORT": "0",
-            "PYTHONPATH": str(ROOT),
-            "NEUTRINO_LOG_LEVEL": "WARNING",
-        }
-        cli = [sys.executable, "-m", "neutrino.cli"]
-        subprocess.run([*cli, "manage", "migrate", "-v0"], env=env, cwd=ROOT, check=True)
-        token = subprocess.run([*cli, "token", "create", "bench"], env=env, cwd=ROOT, check=True,
+    with neutrino_stack(http_workers=args.http_workers, concurrency=args.concurrency, anonymous=False) as stack:
+        data = stack.data
+        token = subprocess.run([*CLI, "token", "create", "bench"], env=stack.env, cwd=ROOT, check=True,
                                capture_output=True, text=True).stdout.strip()
-        port = free_port()
-        http_server = subprocess.Popen(
-            [*cli, "serve", "--mode", "http", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(args.http_workers)], env=env, cwd=ROOT)
-        worker = subprocess.Popen(
-            [*cli, "serve", "--mode", "nats", "--pool", "async", "--concurrency", str(args.concurrency)],
-            env=env, cwd=ROOT)
-        try:
-            if not wait_for_port("127.0.0.1", port, 30):
-                raise SystemExit("the HTTP server did not start")
-            db = "PostgreSQL" if os.environ.get("DATABASE_URL") else "SQLite"
-            print(f"client round trips: {args.http_workers} HTTP processes, 1 worker (concurrency "
-                  f"{args.concurrency}), {db}, {os.cpu_count()} CPUs", flush=True)
-            with NeutrinoClient(f"http://127.0.0.1:{port}", token=token) as client:
-                for _ in range(200):  # warm up: connections, children, the first async task
-                    client.call_sync("noop")
-                client.call_async("async_noop").wait(timeout=120)
+        db = stack.database()
+        print(f"client round trips: {args.http_workers} HTTP processes, 1 worker (concurrency "
+              f"{args.concurrency}), {db}, {os.cpu_count()} CPUs", flush=True)
+        with NeutrinoClient(stack.url, token=token) as client:
+            for _ in range(200):  # warm up: connections, children, the first async task
+                client.call_sync("noop")
+            client.call_async("async_noop").wait(timeout=120)
 
-                samples: list[float] = []
-                for _ in range(args.sync):
-                    timed(samples, lambda: client.call_sync("noop"))
-                report("call_sync('noop')", samples)
+            samples: list[float] = []
+            for _ in range(args.sync):
+                timed(samples, lambda: client.call_sync("noop"))
+            report("call_sync('noop')", samples)
 
-                samples = []
-                for _ in range(args.async_calls):
-                    timed(samples, lambda: client.call_async("async_noop").wait(timeout=60))
-                report("call_async('async_noop').wait()", samples)
+            samples = []
+            for _ in range(args.async_calls):
+                timed(samples, lambda: client.call_async("async_noop").wait(timeout=60))
+            report("call_async('async_noop').wait()", samples)
 
-                target = completed_count(data) + args.many
-                items: list[dict[str, object]] = [{} for _ in range(args.many)]
-                started = time.perf_counter()
-                client.submit_many("async_noop", items, chunk_size=args.chunk)
-                submitted_s = time.perf_counter() - started
-                deadline = time.monotonic() + 600
+            target = completed_count(data) + args.many
+            items: list[dict[str, object]] = [{} for _ in range(args.many)]
+            started = time.perf_counter()
+            client.submit_many("async_noop", items, chunk_size=args.chunk)
+            submitted_s = time.perf_counter() - started
+            deadline = time.monotonic() + 600
+            done = completed_count(data)
+            while done < target and time.monotonic() < deadline:
+                time.sleep(0.1)
                 done = completed_count(data)
-                while done < target and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                    done = completed_count(data)
-                elapsed = time.perf_counter() - started
-                print(f"submit_many {args.many} no-op tasks     submitted in {submitted_s:5.2f} s "
-                      f"({args.many / submitted_s:6.0f}/s), all completed in {elapsed:5.2f} s: "
-                      f"{args.many / elapsed:6.0f} tasks/s"
-                      + ("" if done >= target else f"  (only {done - (target - args.many)} completed)"), flush=True)
-        finally:
-            for process in (worker, http_server):
-                process.send_signal(signal.SIGTERM)
-            for process in (worker, http_server):
-                try:
-                    process.wait(60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-            nats.stop()
+            elapsed = time.perf_counter() - started
+            print(f"submit_many {args.many} no-op tasks     submitted in {submitted_s:5.2f} s "
+                  f"({args.many / submitted_s:6.0f}/s), all completed in {elapsed:5.2f} s: "
+                  f"{args.many / elapsed:6.0f} tasks/s"
+                  + ("" if done >= target else f"  (only {done - (target - args.many)} completed)"), flush=True)
 
 
 if __name__ == "__main__":

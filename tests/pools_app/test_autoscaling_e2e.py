@@ -11,7 +11,6 @@ import os
 import stat
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +23,7 @@ from pools_app.models import Pool, ScalingDecision, Worker
 from pools_app.selectors import forget_cached_pools
 from tasks_app.models import Task
 from tests.conftest import _worker_database_env
+from tests.servers import wait_for
 from workers.bridge import NatsBridge
 from workers.local_scaler import LocalScaler, ScalerSettings
 from workers.topology import STREAM, ConsumerSettings, pool_depth
@@ -35,15 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 STEP_S = 0.5
 
 
-def wait_for(predicate: Callable[[], T], *, timeout_s: float = 30.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def nats_run(url: str, fn: Callable[[Any], Any]) -> Any:

@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from pools_app.models import Worker
 from tasks_app import runtime
 from tasks_app.models import Task
+from tests.servers import wait_for
 from workers.nats_server import NatsServer
 from workers.topology import (
     EVENTS_SUBJECT,
@@ -43,15 +44,6 @@ T = TypeVar("T")
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def wait_for(predicate: Callable[[], T], *, timeout_s: float = 20.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def nats_call(url: str, fn: Callable[[Client, JetStreamContext], Awaitable[T]]) -> T:

@@ -1,0 +1,90 @@
+"""The whole system for a benchmark, as `neutrino dev` runs it but on a scratch database:
+nats-server, the HTTP server and one worker of the async pool, each a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from workers.nats_server import NatsServer, free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "neutrino.cli"]
+
+
+@dataclass(frozen=True)
+class Stack:
+    port: int
+    env: dict[str, str]
+    data: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def database(self) -> str:
+        return "PostgreSQL" if os.environ.get("DATABASE_URL") else "SQLite"
+
+
+@contextmanager
+def neutrino_stack(*, http_workers: int, concurrency: int, anonymous: bool = True) -> Iterator[Stack]:
+    """Start the stack on free ports (DATABASE_URL, when set, should name a scratch database)."""
+    with tempfile.TemporaryDirectory(prefix="neutrino-bench-") as tmp:
+        data = Path(tmp)
+        nats = NatsServer(store_dir=data / "nats").start()
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "neutrino_site.settings",
+            "NEUTRINO_DATA_DIR": str(data),
+            "NEUTRINO_TASK_MODULES": "bench.bench_tasks",
+            "NEUTRINO_NATS_URL": nats.url,
+            "NEUTRINO_ALLOW_ANONYMOUS": "1" if anonymous else "0",
+            "NEUTRINO_WS_PORT": "0",
+            "PYTHONPATH": str(ROOT),
+            "NEUTRINO_LOG_LEVEL": "WARNING",
+        }
+        subprocess.run([*CLI, "manage", "migrate", "-v0"], env=env, cwd=ROOT, check=True)
+        port = free_port()
+        processes = [
+            subprocess.Popen([*CLI, "serve", "--mode", "http", "--host", "127.0.0.1", "--port", str(port),
+                              "--workers", str(http_workers)], env=env, cwd=ROOT),
+            subprocess.Popen([*CLI, "serve", "--mode", "nats", "--pool", "async", "--concurrency",
+                              str(concurrency)], env=env, cwd=ROOT),
+        ]
+        try:
+            if not wait_for_port("127.0.0.1", port, 30):
+                raise SystemExit("the HTTP server did not start within 30 s")
+            yield Stack(port=port, env=env, data=data)
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            nats.stop()
+
+
+def completed_count(data: Path, function: str = "async_noop") -> int:
+    """Completed rows of `function`, read straight from the database (no Django start-up per poll)."""
+    sql = "SELECT COUNT(*) FROM tasks_app_task WHERE function_name = %s AND status = 'completed'"
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            row = conn.execute(sql, (function,)).fetchone()
+    else:
+        import sqlite3
+
+        with sqlite3.connect(data / "neutrino.db", timeout=30) as conn:
+            row = conn.execute(sql.replace("%s", "?"), (function,)).fetchone()
+    return int(row[0]) if row else 0
