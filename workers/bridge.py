@@ -115,6 +115,8 @@ class NatsBridge:
         logger.debug("NATS error: %s", exc)
 
     async def _on_disconnected(self) -> None:
+        if self._closed:
+            return  # closing on purpose
         logger.warning("disconnected from NATS at %s; reconnecting", self.url)
 
     async def _on_reconnected(self) -> None:

@@ -63,9 +63,13 @@ class Child:
             self.process.send_signal(signal.SIGTERM)
 
     def stop(self, timeout_s: float) -> None:
+        self.terminate()
+        self.wait_or_kill(timeout_s)
+
+    def wait_or_kill(self, timeout_s: float) -> None:
+        """Wait for a child already told to stop (a second SIGTERM would cut its grace period short)."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -227,6 +231,6 @@ class LocalScaler:
             child.terminate()
         deadline = time.monotonic() + timeout_s
         for child in everyone:
-            child.stop(max(0.1, deadline - time.monotonic()))
+            child.wait_or_kill(max(0.1, deadline - time.monotonic()))
         self.running.clear()
         self.stopping.clear()
