@@ -14,8 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pydantic
-from django.db.models import F, Q, Value
-from django.db.models.functions import Coalesce
+from django.db import connection
 from django.utils import timezone
 
 from neutrino.app import TaskSpec
@@ -290,15 +289,50 @@ def task_republish_pending(*, pool: str, older_than_s: float, limit: int = 500) 
 # --- a late result from an older attempt or a cancel that won the race can never move a finished task.
 
 
+# The two transitions every queued task makes are written as plain SQL: built through the ORM, a
+# conditional UPDATE cost 0.25-0.43 ms of Python per call against 0.05 ms for the statement itself, and
+# that, twice per task, was most of what bounded a worker's rate for short tasks. The values still go
+# through each field's own conversion, so SQLite and PostgreSQL store exactly what the ORM would.
+
+
+def _update_task(*, set_values: dict[str, Any], where_sql: str, where_values: list[Any]) -> int:
+    """`UPDATE tasks SET <set_values> WHERE <where_sql>`; values converted by their model fields."""
+    table = connection.ops.quote_name(Task._meta.db_table)
+    assignments, params = [], []
+    for name, value in set_values.items():
+        field = Task._meta.get_field(name)
+        column = connection.ops.quote_name(field.column)
+        if isinstance(value, _KeepIfSet):
+            assignments.append(f"{column} = COALESCE({column}, %s)")
+            value = value.value
+        else:
+            assignments.append(f"{column} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET {', '.join(assignments)} WHERE {where_sql}", [*params, *where_values])
+        return int(cursor.rowcount)
+
+
+@dataclass(frozen=True)
+class _KeepIfSet:
+    """Set a column only where it is still NULL."""
+
+    value: Any
+
+
+def _task_pk(task_id: str) -> Any:
+    return Task._meta.pk.get_db_prep_value(uuid.UUID(str(task_id)), connection)  # type: ignore[union-attr]
+
+
 def task_mark_running(*, task_id: str, attempt: int, worker_id: str) -> bool:
     """Claim a task for this attempt. False when it is finished, cancelled or claimed by a newer attempt."""
-    claimable = Q(status__in=[TaskStatus.PENDING, TaskStatus.QUEUED]) | Q(
-        status=TaskStatus.RUNNING, attempt__lt=attempt
-    )
     now = timezone.now()
-    updated = Task.objects.filter(claimable, id=task_id, cancel_requested=False).update(
-        status=TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id, started_at=now,
-        queued_at=Coalesce(F("queued_at"), Value(now)), progress=None, progress_message="",
+    updated = _update_task(
+        set_values={"status": TaskStatus.RUNNING, "attempt": attempt, "worker_id": worker_id, "started_at": now,
+                    "queued_at": _KeepIfSet(now), "progress": None, "progress_message": ""},
+        where_sql="id = %s AND cancel_requested = %s AND (status IN (%s, %s) OR (status = %s AND attempt < %s))",
+        where_values=[_task_pk(task_id), False, TaskStatus.PENDING.value, TaskStatus.QUEUED.value,
+                      TaskStatus.RUNNING.value, attempt],
     )
     if updated:
         task_event(task_id, TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id)
@@ -306,9 +340,12 @@ def task_mark_running(*, task_id: str, attempt: int, worker_id: str) -> bool:
 
 
 def task_mark_completed(*, task_id: str, attempt: int, result: Any, duration_ms: float, worker_id: str) -> bool:
-    updated = Task.objects.filter(id=task_id, status=TaskStatus.RUNNING, attempt=attempt).update(
-        status=TaskStatus.COMPLETED, result=result, duration_ms=duration_ms, worker_id=worker_id,
-        completed_at=timezone.now(), error="", error_type="", traceback="",
+    updated = _update_task(
+        set_values={"status": TaskStatus.COMPLETED, "result": result, "duration_ms": duration_ms,
+                    "worker_id": worker_id, "completed_at": timezone.now(), "error": "", "error_type": "",
+                    "traceback": ""},
+        where_sql="id = %s AND status = %s AND attempt = %s",
+        where_values=[_task_pk(task_id), TaskStatus.RUNNING.value, attempt],
     )
     if updated:
         task_event(task_id, TaskStatus.COMPLETED)
