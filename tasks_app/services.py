@@ -321,7 +321,7 @@ class _KeepIfSet:
 
 
 def _task_pk(task_id: str) -> Any:
-    return Task._meta.pk.get_db_prep_value(uuid.UUID(str(task_id)), connection)  # type: ignore[union-attr]
+    return Task._meta.pk.get_db_prep_value(uuid.UUID(str(task_id)), connection)
 
 
 def task_mark_running(*, task_id: str, attempt: int, worker_id: str) -> bool:
@@ -331,8 +331,8 @@ def task_mark_running(*, task_id: str, attempt: int, worker_id: str) -> bool:
         set_values={"status": TaskStatus.RUNNING, "attempt": attempt, "worker_id": worker_id, "started_at": now,
                     "queued_at": _KeepIfSet(now), "progress": None, "progress_message": ""},
         where_sql="id = %s AND cancel_requested = %s AND (status IN (%s, %s) OR (status = %s AND attempt < %s))",
-        where_values=[_task_pk(task_id), False, TaskStatus.PENDING.value, TaskStatus.QUEUED.value,
-                      TaskStatus.RUNNING.value, attempt],
+        where_values=[_task_pk(task_id), False, str(TaskStatus.PENDING), str(TaskStatus.QUEUED),
+                      str(TaskStatus.RUNNING), attempt],
     )
     if updated:
         task_event(task_id, TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id)
@@ -345,7 +345,7 @@ def task_mark_completed(*, task_id: str, attempt: int, result: Any, duration_ms:
                     "worker_id": worker_id, "completed_at": timezone.now(), "error": "", "error_type": "",
                     "traceback": ""},
         where_sql="id = %s AND status = %s AND attempt = %s",
-        where_values=[_task_pk(task_id), TaskStatus.RUNNING.value, attempt],
+        where_values=[_task_pk(task_id), str(TaskStatus.RUNNING), attempt],
     )
     if updated:
         task_event(task_id, TaskStatus.COMPLETED)
