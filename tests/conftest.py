@@ -223,3 +223,14 @@ def start_worker(live_nats, tmp_path):
         worker.stop()
     for index, worker in enumerate(started):
         print(f"----- worker {index} (pid {worker.pid}, exit {worker.process.returncode}) -----\n{worker.log()}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_runtime_before_the_test_database_goes(django_db_setup, django_db_blocker):
+    """The ledger writer and the NATS bridge hold connections of their own: close them before
+    pytest-django drops the test database (PostgreSQL refuses to drop a database in use)."""
+    yield
+    from tasks_app import runtime
+
+    with django_db_blocker.unblock():
+        runtime.shutdown()
