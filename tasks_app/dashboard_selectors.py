@@ -21,7 +21,7 @@ from typing import Any
 from django.db import connection
 
 from tasks_app import runtime
-from tasks_app.models import ACTIVE_STATUSES, ExecutionMode, Task, TaskStatus
+from tasks_app.models import ACTIVE_STATUSES, ExecutionMode, Task, TaskAttempt, TaskStatus
 from tasks_app.selectors import TaskFilters, TaskPage, decode_cursor, task_list, task_queryset
 from workers.bridge import BrokerError
 from workers.topology import PoolDepth, pool_depth
@@ -216,6 +216,7 @@ class TaskStory:
     ancestors: list[Task]  # oldest first, ending with the task this one retried
     retries: list[Task]  # newest first
     timeline: list[tuple[str, datetime | None]]
+    past_attempts: list[TaskAttempt]  # attempts that ended without finishing the task, oldest first
 
 
 def pretty_json(value: Any) -> str:
@@ -251,6 +252,7 @@ def task_story(*, task: Task) -> TaskStory:
         ancestors=list(reversed(ancestors)),
         retries=retries,
         timeline=timeline,
+        past_attempts=list(task.past_attempts.order_by("attempt")[:50]),
     )
 
 

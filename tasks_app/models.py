@@ -109,3 +109,27 @@ class ApiToken(models.Model):
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+class TaskAttempt(models.Model):
+    """An attempt of a queued task that ended without finishing it: retried after an error, handed back by
+    a stopping worker, or lost with a worker that died. The current (or last) attempt is the task row."""
+
+    class Outcome(models.TextChoices):
+        RETRIED = "retried"
+        HANDED_BACK = "handed back"
+        LOST = "lost"
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="past_attempts")
+    attempt = models.PositiveIntegerField()
+    worker_id = models.CharField(max_length=200, blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["task", "attempt"]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} attempt {self.attempt} ({self.outcome})"

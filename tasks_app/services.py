@@ -31,7 +31,7 @@ from tasks_app.errors import (
 )
 from tasks_app.events import task_event
 from tasks_app.metrics import sync_task_finished
-from tasks_app.models import ACTIVE_STATUSES, Task, TaskStatus
+from tasks_app.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskStatus
 from tasks_app.registry import task_spec
 from tasks_app.selectors import LEDGER_GRACE_S, task_get
 from workers import executor as ex
@@ -324,8 +324,27 @@ def _task_pk(task_id: str) -> Any:
     return Task._meta.pk.get_db_prep_value(uuid.UUID(str(task_id)), connection)
 
 
+def _record_past_attempt(*, task_id: str, attempt: int, outcome: str, error: str = "",
+                         seen: dict[str, Any] | None = None) -> None:
+    """Keep an attempt that ended without finishing the task, for the detail page's timeline."""
+    if seen is None:
+        return
+    TaskAttempt.objects.create(task_id=task_id, attempt=attempt, worker_id=seen["worker_id"],
+                               started_at=seen["started_at"], ended_at=timezone.now(), outcome=outcome,
+                               error=error[:2000])
+
+
+def _running_attempt(task_id: str, attempt: int | None = None) -> dict[str, Any] | None:
+    rows = Task.objects.filter(id=task_id, status=TaskStatus.RUNNING)
+    if attempt is not None:
+        rows = rows.filter(attempt=attempt)
+    return rows.values("attempt", "worker_id", "started_at").first()
+
+
 def task_mark_running(*, task_id: str, attempt: int, worker_id: str) -> bool:
     """Claim a task for this attempt. False when it is finished, cancelled or claimed by a newer attempt."""
+    # A redelivery (attempt > 1) may take over from a worker that died mid-run: note that attempt first.
+    previous = _running_attempt(task_id) if attempt > 1 else None
     now = timezone.now()
     updated = _update_task(
         set_values={"status": TaskStatus.RUNNING, "attempt": attempt, "worker_id": worker_id, "started_at": now,
@@ -335,6 +354,10 @@ def task_mark_running(*, task_id: str, attempt: int, worker_id: str) -> bool:
                       str(TaskStatus.RUNNING), attempt],
     )
     if updated:
+        if previous is not None and previous["attempt"] < attempt:
+            _record_past_attempt(task_id=task_id, attempt=previous["attempt"], outcome=TaskAttempt.Outcome.LOST,
+                                 error="its worker stopped answering; the message was delivered again",
+                                 seen=previous)
         task_event(task_id, TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id)
     return bool(updated)
 
@@ -355,11 +378,14 @@ def task_mark_completed(*, task_id: str, attempt: int, result: Any, duration_ms:
 def task_mark_retrying(*, task_id: str, attempt: int, error: str, error_type: str, traceback: str,
                        duration_ms: float | None) -> bool:
     """A failed attempt that will be tried again: back to queued, keeping the error for the record."""
+    seen = _running_attempt(task_id, attempt)
     updated = Task.objects.filter(id=task_id, status=TaskStatus.RUNNING, attempt=attempt).update(
         status=TaskStatus.QUEUED, error=error, error_type=error_type, traceback=traceback,
         duration_ms=duration_ms,
     )
     if updated:
+        _record_past_attempt(task_id=task_id, attempt=attempt, outcome=TaskAttempt.Outcome.RETRIED, error=error,
+                             seen=seen)
         task_event(task_id, TaskStatus.QUEUED, attempt=attempt)
     return bool(updated)
 
@@ -382,10 +408,13 @@ def task_mark_failed(*, task_id: str, attempt: int | None, error: str, error_typ
 
 def task_mark_requeued(*, task_id: str, attempt: int) -> bool:
     """A worker shutting down hands a running task back to the stream."""
+    seen = _running_attempt(task_id, attempt)
     updated = Task.objects.filter(id=task_id, status=TaskStatus.RUNNING, attempt=attempt).update(
         status=TaskStatus.QUEUED, worker_id="",
     )
     if updated:
+        _record_past_attempt(task_id=task_id, attempt=attempt, outcome=TaskAttempt.Outcome.HANDED_BACK,
+                             error="the worker stopped before the task finished", seen=seen)
         task_event(task_id, TaskStatus.QUEUED)
     return bool(updated)
 

@@ -192,6 +192,23 @@ def test_detail_shows_everything_about_a_task(staff_client, make_task) -> None:
     assert '&quot;message&quot;: &quot;bad&quot;' in html
 
 
+def test_detail_timeline_lists_each_past_attempt_and_its_worker(staff_client, make_task) -> None:
+    from django.utils import timezone
+
+    from tasks_app.models import TaskAttempt
+
+    task = make_task(function_name="flaky", status="completed", execution_mode="async", pool="async",
+                     attempt=3, max_retries=3, worker_id="host:3")
+    for attempt, outcome, worker in ((1, "retried", "host:1"), (2, "lost", "host:2")):
+        TaskAttempt.objects.create(task=task, attempt=attempt, worker_id=worker, started_at=timezone.now(),
+                                   ended_at=timezone.now(), outcome=outcome, error=f"<b>attempt {attempt} failed</b>")
+    html = staff_client.get(f"/ui/tasks/{task.id}").content.decode()
+    assert '<span class="t-label">attempt 1</span>' in html and "retried on" in html and "host:1" in html
+    assert '<span class="t-label">attempt 2</span>' in html and "lost on" in html and "host:2" in html
+    assert "3 of 4" in html and "host:3" in html
+    assert "&lt;b&gt;attempt 1 failed&lt;/b&gt;" in html  # a task's error is text, never markup
+
+
 def test_detail_of_an_unknown_task_is_404(staff_client) -> None:
     assert staff_client.get(f"/ui/tasks/{uuid.uuid4()}").status_code == 404
 

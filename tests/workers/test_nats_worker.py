@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 
 from pools_app.models import Worker
 from tasks_app import runtime
-from tasks_app.models import Task
+from tasks_app.models import Task, TaskAttempt
 from tests.servers import wait_for
 from workers.nats_server import NatsServer
 from workers.topology import (
@@ -161,6 +161,9 @@ def test_retries_with_backoff_until_success(client, pools, live_nats, start_work
     assert row.result == {"runs": 3}
     assert counter.read_text() == "3"
     assert row.error == "" and row.traceback == ""
+    past = list(TaskAttempt.objects.filter(task_id=task_id).order_by("attempt"))
+    assert [(a.attempt, a.outcome) for a in past] == [(1, "retried"), (2, "retried")]
+    assert all(a.worker_id and a.started_at and "raised" in a.error for a in past)
 
 
 def test_exhausted_retries_fail_with_error_and_traceback(client, pools, live_nats, start_worker):
@@ -300,6 +303,8 @@ def test_killed_worker_task_finishes_on_another_worker(client, pools, live_nats,
     assert row.attempt == 2
     assert row.worker_id == survivor.worker_id
     assert len(lines(runs)) == 2  # one start per delivery: the killed one and the one that completed
+    lost = TaskAttempt.objects.get(task_id=task_id)
+    assert (lost.attempt, lost.outcome, lost.worker_id) == (1, "lost", victim.worker_id)
     time.sleep(1.0)  # nothing runs it a third time
     assert len(lines(runs)) == 2
     assert task_row(task_id).status == "completed"
