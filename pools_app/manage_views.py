@@ -33,6 +33,7 @@ from pools_app.services import pool_delete, pool_save, pool_set_draining, pool_s
 from tasks_app.conf import neutrino_settings
 from tasks_app.dashboard_selectors import pool_depths
 from tasks_app.errors import NeutrinoError
+from tasks_app.views import wants_partial
 
 HISTORY = timedelta(hours=1)
 REFRESH_S = 3
@@ -131,9 +132,7 @@ def pool_detail_view(request: HttpRequest, name: str) -> HttpResponse:
         "refresh_s": REFRESH_S,
         "can_manage": request.user.is_staff,
     }
-    htmx = getattr(request, "htmx", None)
-    partial = bool(htmx) and not htmx.history_restore_request and htmx.target == "pool-live"
-    template = "pools_app/_pool_live.html" if partial else "pools_app/pool_detail.html"
+    template = "pools_app/_pool_live.html" if wants_partial(request, "pool-live") else "pools_app/pool_detail.html"
     response = render(request, template, context)
     response["Vary"] = "HX-Request, HX-Target"
     return response

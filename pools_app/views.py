@@ -15,6 +15,7 @@ from pools_app.models import Pool, PoolMode
 from pools_app.selectors import LOST_AFTER_BEATS, worker_states
 from tasks_app.conf import neutrino_settings
 from tasks_app.dashboard_selectors import pool_depths
+from tasks_app.views import wants_partial
 
 
 @require_GET
@@ -26,8 +27,10 @@ def workers_view(request: HttpRequest) -> HttpResponse:
         "heartbeat_s": heartbeat_s,
         "lost_after_s": LOST_AFTER_BEATS * heartbeat_s,
         "live_count": sum(1 for s in states if s.state == "live"),
+        "refresh_s": max(1, round(heartbeat_s)),
     }
-    return render(request, "pools_app/workers.html", context)
+    template = "pools_app/_workers.html" if wants_partial(request, "workers-live") else "pools_app/workers.html"
+    return render(request, template, context)
 
 
 @require_GET

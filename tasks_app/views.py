@@ -25,6 +25,9 @@ from tasks_app.models import Task
 from tasks_app.pages import detail_url, live_url, task_detail_context, task_list_page_context
 from tasks_app.selectors import LEDGER_GRACE_S, task_get
 
+# Pages drawn from heartbeats and aggregates redraw themselves on a timer (the task pages follow events).
+OVERVIEW_REFRESH_S = 10
+
 
 def wants_partial(request: HttpRequest, target: str) -> bool:
     """An htmx request that swaps `#target` (not a history restore, which needs the whole page)."""
@@ -112,6 +115,7 @@ def overview_view(request: HttpRequest) -> HttpResponse:
         "chart": minute_chart(overview.buckets),
         "depths": [(pool, None if depths is None else depths.get(pool)) for pool in pools],
         "depth_known": depths is not None,
+        "refresh_s": OVERVIEW_REFRESH_S,
     }
     template = "tasks_app/_overview.html" if wants_partial(request, "overview") else "tasks_app/overview.html"
     return _vary_on_htmx(render(request, template, context))

@@ -367,3 +367,11 @@ def test_pools_page_lists_pools_with_their_workers(staff_client, default_pools) 
     for name in ("fast", "async", "gpu"):
         assert f"<h2>{name}</h2>" in html
     assert "box:9" in html and "runs in the HTTP servers" in html and "unknown" in html
+
+
+@pytest.mark.parametrize(("path", "target"), [("/ui/workers", "workers-live"), ("/ui/overview", "overview")])
+def test_heartbeat_and_aggregate_pages_redraw_themselves(staff_client, path, target) -> None:
+    page = staff_client.get(path).content.decode()
+    assert f'id="{target}"' in page and 'hx-trigger="every ' in page and "<html" in page
+    partial = staff_client.get(path, headers={"HX-Request": "true", "HX-Target": target}).content.decode()
+    assert f'id="{target}"' in partial and "<html" not in partial
