@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workers.nats_server import NatsServer, free_port, wait_for_port
+from workers.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "neutrino.cli"]
@@ -64,12 +65,9 @@ def neutrino_stack(*, http_workers: int, concurrency: int, anonymous: bool = Tru
             yield Stack(port=port, env=env, data=data)
         finally:
             for process in processes:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)  # both at once; then wait for each
             for process in processes:
-                try:
-                    process.wait(60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+                stop_process(process, 60, terminate=False)
             nats.stop()
 
 

@@ -28,6 +28,8 @@ import threading
 import time
 from typing import Any
 
+from workers.processes import stop_process
+
 logger = logging.getLogger("neutrino.server")
 
 SIDECAR_STOP_TIMEOUT_S = 10.0
@@ -165,15 +167,8 @@ class WebsocketSidecar:
     def stop(self, timeout_s: float = SIDECAR_STOP_TIMEOUT_S) -> None:
         self._stopping.set()
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            logger.warning("the websocket process did not stop within %.0f s; killing it", timeout_s)
-            process.kill()
-            process.wait(5)
+        if process is not None and stop_process(process, timeout_s):
+            logger.warning("the websocket process did not stop within %.0f s; it was killed", timeout_s)
 
 
 def serve_websockets(*, host: str, port: int, parent_pid: int | None = None) -> None:

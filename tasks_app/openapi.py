@@ -37,10 +37,7 @@ def task_paths(generic: dict[str, Any], generic_batch: dict[str, Any] | None = N
                 "operationId": f"task_{name}",
                 "summary": f"{'Run' if spec.execution_mode == 'sync' else 'Queue'} {name}",
                 "description": spec.description or f"{spec.execution_mode} task on pool {spec.pool}",
-                "tags": [f"{spec.execution_mode} tasks"],
-                "x-neutrino-mode": spec.execution_mode,
-                "x-neutrino-timeout": spec.timeout_ms,
-                "x-neutrino-pool": spec.pool,
+                **_task_fields(spec),
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -103,6 +100,16 @@ def task_paths(generic: dict[str, Any], generic_batch: dict[str, Any] | None = N
     return paths
 
 
+def _task_fields(spec: Any) -> dict[str, Any]:
+    """The tag and the seed's vendor fields every operation of a task carries."""
+    return {
+        "tags": [f"{spec.execution_mode} tasks"],
+        "x-neutrino-mode": spec.execution_mode,
+        "x-neutrino-timeout": spec.timeout_ms,
+        "x-neutrino-pool": spec.pool,
+    }
+
+
 def _batch_operation(template: dict[str, Any], name: str, spec: Any, args_schema: dict[str, Any]) -> dict[str, Any]:
     operation = copy.deepcopy(template)
     operation["parameters"] = [IDEMPOTENCY_PARAMETER]
@@ -110,10 +117,7 @@ def _batch_operation(template: dict[str, Any], name: str, spec: Any, args_schema
         {
             "operationId": f"task_{name}_batch",
             "summary": f"Queue many {name} tasks, all or nothing",
-            "tags": [f"{spec.execution_mode} tasks"],
-            "x-neutrino-mode": spec.execution_mode,
-            "x-neutrino-timeout": spec.timeout_ms,
-            "x-neutrino-pool": spec.pool,
+            **_task_fields(spec),
             "requestBody": {
                 "required": True,
                 "content": {

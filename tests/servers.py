@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from workers.nats_server import free_port, wait_for_port
+from workers.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -74,8 +74,4 @@ def http_server(env: dict[str, str], *, workers: int = 1) -> Iterator[int]:
         assert wait_for_port("127.0.0.1", port, 30), "neutrino serve did not open its port"
         yield port
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, 30)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workers.bridge import NatsBridge
+from workers.processes import stop_process
 from workers.topology import ConsumerSettings
 
 logger = logging.getLogger("neutrino.dev")
@@ -68,14 +69,8 @@ class Child:
 
     def wait_or_kill(self, timeout_s: float) -> None:
         """Wait for a child already told to stop (a second SIGTERM would cut its grace period short)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            logger.warning("%s did not stop within %.0f s; killing it", self.name, timeout_s)
-            self.process.kill()
-            self.process.wait(5)
+        if self.process is not None and stop_process(self.process, timeout_s, terminate=False):
+            logger.warning("%s did not stop within %.0f s; it was killed", self.name, timeout_s)
 
 
 @dataclass

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from workers.processes import stop_process
+
 
 class NatsServerError(RuntimeError):
     pass
@@ -84,14 +86,8 @@ class NatsServer:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout_s)
+        if process is not None:
+            stop_process(process, timeout_s)
 
     def kill(self) -> None:
         """Stop it abruptly (tests of a broker crash)."""
