@@ -30,7 +30,7 @@ COPY static ./static
 COPY examples ./examples
 COPY k8s ./k8s
 # The `neutrino` command, as pyproject.toml's [project.scripts] defines it, without a build step.
-RUN printf '#!/opt/venv/bin/python\nimport sys\nfrom neutrino.cli import main\nsys.exit(main())\n' \
+RUN printf '#!/opt/venv/bin/python\nimport sys\nfrom neutrino_site.cli import main\nsys.exit(main())\n' \
         > /opt/venv/bin/neutrino \
     && chmod 0755 /opt/venv/bin/neutrino \
     && python -m compileall -q /app

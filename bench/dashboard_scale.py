@@ -182,13 +182,13 @@ def run(args: argparse.Namespace, vendor: str) -> None:
     from django.core.management import call_command
     from django.utils import timezone
 
-    from tasks_app.dashboard_selectors import (
+    from tasks_app.models import Task
+    from tasks_app.selectors.dashboard import (
         list_query_from_params,
         task_overview,
         task_page,
         task_status_counts,
     )
-    from tasks_app.models import Task
 
     call_command("migrate", interactive=False, verbosity=0)
     existing = Task.objects.count()

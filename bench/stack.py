@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.nats_server import NatsServer, free_port, wait_for_port
-from workers.processes import stop_process
+from workers.engine.nats_server import NatsServer, free_port, wait_for_port
+from workers.engine.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "neutrino.cli"]
+CLI = [sys.executable, "-m", "neutrino_site.cli"]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workers.nats_server import free_port, wait_for_port  # noqa: E402
+from workers.engine.nats_server import free_port, wait_for_port  # noqa: E402
 
 BODY = json.dumps({"args": {}}).encode()
 HEADERS = {"Content-Type": "application/json"}
@@ -82,10 +82,10 @@ def start_server(*, ledger: bool, workers: int, data_dir: Path, upstream: str = 
         "NEUTRINO_SYNC_UPSTREAM": upstream,
     }
     if migrate:
-        subprocess.run([sys.executable, "-m", "neutrino.cli", "manage", "migrate", "-v0"], env=env, check=True,
+        subprocess.run([sys.executable, "-m", "neutrino_site.cli", "manage", "migrate", "-v0"], env=env, check=True,
                        cwd=ROOT)
     process = subprocess.Popen(
-        [sys.executable, "-m", "neutrino.cli", "serve", "--mode", "http", "--host", "127.0.0.1",
+        [sys.executable, "-m", "neutrino_site.cli", "serve", "--mode", "http", "--host", "127.0.0.1",
          "--port", str(port), "--ws-port", "0", "--workers", str(workers)],
         env=env, cwd=ROOT,
     )

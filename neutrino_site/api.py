@@ -11,9 +11,9 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.openapi.schema import OpenAPISchema
 
-from tasks_app.api import gateway_router, tasks_router
-from tasks_app.errors import NeutrinoError
-from tasks_app.openapi import task_paths
+from tasks_app.api.openapi import task_paths
+from tasks_app.api.routes import gateway_router, tasks_router
+from tasks_app.core.errors import NeutrinoError
 
 
 class NeutrinoAPI(NinjaAPI):

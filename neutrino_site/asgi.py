@@ -25,8 +25,8 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 from django.urls import Resolver404, resolve  # noqa: E402
 
 from neutrino_site.auth import SameHostOriginValidator  # noqa: E402
-from tasks_app.conf import neutrino_settings  # noqa: E402
-from tasks_app.routing import websocket_urlpatterns  # noqa: E402
+from tasks_app.core.conf import neutrino_settings  # noqa: E402
+from tasks_app.dashboard.routing import websocket_urlpatterns  # noqa: E402
 
 django_app = get_asgi_application()
 

@@ -82,8 +82,8 @@ def process_families() -> list[Metric]:
 
 def cluster_families() -> list[Metric]:
     from pools_app.metrics import PoolCollector
-    from tasks_app.conf import neutrino_settings
-    from tasks_app.dashboard_selectors import pool_depths
+    from tasks_app.core.conf import neutrino_settings
+    from tasks_app.selectors.dashboard import pool_depths
 
     pools = PoolCollector(heartbeat_s=neutrino_settings().heartbeat_s,
                           depths=lambda names: pool_depths(pools=names, timeout_s=2.0))

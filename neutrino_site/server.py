@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from workers.processes import stop_process
+from workers.engine.processes import stop_process
 
 logger = logging.getLogger("neutrino.server")
 
@@ -38,7 +38,7 @@ PARENT_CHECK_S = 1.0
 
 
 def serve_http(*, host: str, port: int, workers: int, threads: int, asgi: bool = False) -> None:
-    from tasks_app.conf import neutrino_settings
+    from tasks_app.core.conf import neutrino_settings
 
     ws_port = neutrino_settings().ws_port
     if ws_port and ws_port == port:

@@ -1,6 +1,6 @@
 """Django settings, 12-factor: every environment variable Neutrino reads is read here.
 
-Neutrino's own settings are the NEUTRINO_* names; `tasks_app.conf.neutrino_settings()`
+Neutrino's own settings are the NEUTRINO_* names; `tasks_app.core.conf.neutrino_settings()`
 validates them once at start-up into one typed object.
 """
 
@@ -81,7 +81,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "tasks_app.context_processors.dashboard",
+                "tasks_app.dashboard.context_processors.dashboard",
             ],
         },
     },
@@ -150,7 +150,7 @@ LOGGING = {
     },
 }
 
-# --- Neutrino (validated by tasks_app.conf) ---------------------------------------------------
+# --- Neutrino (validated by tasks_app.core.conf) ---------------------------------------------------
 NEUTRINO_TASK_MODULES = _env_list("NEUTRINO_TASK_MODULES", ["examples.tasks"])
 NEUTRINO_SYNC_PROCESSES = int(os.environ.get("NEUTRINO_SYNC_PROCESSES", "0")) or (os.cpu_count() or 2)
 NEUTRINO_MAX_TASKS_PER_CHILD = int(os.environ.get("NEUTRINO_MAX_TASKS_PER_CHILD", "1000"))
@@ -184,7 +184,7 @@ NEUTRINO_KUBE_URL = os.environ.get("NEUTRINO_KUBE_URL", "")
 # `neutrino autoscale`: the namespace of the pool Deployments it scales (its own, in the manifests).
 NEUTRINO_KUBE_NAMESPACE = os.environ.get("NEUTRINO_KUBE_NAMESPACE", "")
 
-# The API's front door (tasks_app.api_auth): bearer tokens (`neutrino token create NAME`), anonymous calls
+# The API's front door (tasks_app.api.auth): bearer tokens (`neutrino token create NAME`), anonymous calls
 # (refused unless allowed: `neutrino dev` on 127.0.0.1 allows them), a per-caller rate limit in
 # requests/s per server process (0: off; burst 0: one second's worth), the bulk submit's maximum and
 # how long an Idempotency-Key returns the same task.

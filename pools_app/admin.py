@@ -12,7 +12,7 @@ from pools_app.forms import PoolForm
 from pools_app.models import Pool, ScalingDecision, Worker
 from pools_app.selectors import pool_active_counts
 from pools_app.services import pool_delete, pool_save, pool_set_draining, pool_set_enabled
-from tasks_app.errors import NeutrinoError
+from tasks_app.core.errors import NeutrinoError
 
 
 @admin.register(Pool)

@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pools_app.models import Pool, PoolMode
 from pools_app.selectors import pool_oldest_waiting, scaling_latest, worker_states
-from workers.topology import PoolDepth
+from workers.engine.topology import PoolDepth
 
 
 class PoolCollector:

@@ -19,7 +19,7 @@ from django.utils import timezone
 from pools_app.models import Pool, PoolMode, ScalingDecision
 from pools_app.selectors import forget_cached_pools, nats_pool_names, pool_active_counts
 from pools_app.validation import HTTP_POOL
-from tasks_app.errors import Conflict
+from tasks_app.core.errors import Conflict
 
 logger = logging.getLogger("neutrino.pools")
 
@@ -113,9 +113,9 @@ def pool_topology_sync(*, removed: Iterable[str] = (), timeout_s: float = 5.0) -
     autoscaler and each worker bring the topology up to date again when they next look.
     """
     from tasks_app import runtime
-    from tasks_app.conf import neutrino_settings
-    from workers.bridge import BrokerError
-    from workers.topology import ConsumerSettings
+    from tasks_app.core.conf import neutrino_settings
+    from workers.engine.broker.bridge import BrokerError
+    from workers.engine.topology import ConsumerSettings
 
     bridge = runtime.broker()
     if bridge is None:
@@ -142,7 +142,7 @@ async def topology_apply(js: Any, *, pools: list[str], consumer: Any, removed: I
     for the `removed` ones (async, any loop)."""
     from nats.js.errors import NotFoundError
 
-    from workers.topology import STREAM, consumer_name, ensure_consumer, ensure_stream
+    from workers.engine.topology import STREAM, consumer_name, ensure_consumer, ensure_stream
 
     await ensure_stream(js, pools, replicas=replicas)
     for name in pools:

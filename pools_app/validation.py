@@ -11,7 +11,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from workers.topology import RESERVED_POOL_NAMES
+from workers.engine.topology import RESERVED_POOL_NAMES
 
 HTTP_POOL = "fast"  # the one pool whose tasks run inside the HTTP servers
 DEPLOYMENT_PREFIX = "neutrino-pool-"

@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from tasks_app.models import ApiToken
-from tasks_app.tokens import NAME_MAX, token_create
+from tasks_app.services.tokens import NAME_MAX, token_create
 
 
 class ApiTokenAddForm(forms.ModelForm):

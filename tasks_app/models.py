@@ -82,7 +82,7 @@ class Task(models.Model):
 class ApiToken(models.Model):
     """A bearer token for the API. Only a SHA-256 of the secret is stored; `prefix` identifies it in lists.
 
-    Created by `tasks_app.tokens.token_create` (CLI, Django admin), which shows the secret once.
+    Created by `tasks_app.services.tokens.token_create` (CLI, Django admin), which shows the secret once.
     """
 
     name = models.CharField(max_length=100)

@@ -11,12 +11,12 @@ import logging
 import threading
 from typing import Any
 
-from tasks_app.conf import neutrino_settings
-from tasks_app.ledger import LedgerWriter
-from workers.bridge import BrokerDown, NatsBridge, PublishTimeout
-from workers.executor import Executor, ExecutorSettings
-from workers.nats_sync import AckTimeout, NoResponders, NotConnected, PublishRejected, SyncPublisher, supported
-from workers.topology import CANCEL_SUBJECT, ensure_stream
+from tasks_app.adapters.ledger import LedgerWriter
+from tasks_app.core.conf import neutrino_settings
+from workers.engine.broker.bridge import BrokerDown, NatsBridge, PublishTimeout
+from workers.engine.broker.wire import AckTimeout, NoResponders, NotConnected, PublishRejected, SyncPublisher, supported
+from workers.engine.executor import Executor, ExecutorSettings
+from workers.engine.topology import CANCEL_SUBJECT, ensure_stream
 
 logger = logging.getLogger("neutrino.runtime")
 _broker_lock = threading.Lock()
@@ -48,7 +48,7 @@ def ledger() -> LedgerWriter:
 
 
 def _publish_written(rows: list[dict[str, Any]]) -> None:
-    from tasks_app.events import task_event
+    from tasks_app.adapters.events import task_event
 
     for row in rows:
         if "status" in row:
@@ -126,7 +126,7 @@ def _on_cancel(body: dict[str, Any]) -> None:
 
 def warm_up() -> None:
     """Load the task modules, start the sync pool and connect to NATS before the first call."""
-    from tasks_app.registry import registered_tasks
+    from tasks_app.core.registry import registered_tasks
 
     registered_tasks()
     executor().start()

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from tasks_app import views
+from tasks_app.dashboard import views
 
 urlpatterns = [
     path("", views.task_list_view, name="task_list"),

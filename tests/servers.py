@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from workers.nats_server import free_port, wait_for_port
-from workers.processes import stop_process
+from workers.engine.nats_server import free_port, wait_for_port
+from workers.engine.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -49,7 +49,7 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def neutrino(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "neutrino.cli", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "neutrino_site.cli", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -67,7 +67,7 @@ def http_server(env: dict[str, str], *, workers: int = 1) -> Iterator[int]:
     """`neutrino serve --mode http` on a free port (the database must be migrated); yields the port."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "neutrino.cli", "serve", "--mode", "http", "--host", "127.0.0.1",
+        [sys.executable, "-m", "neutrino_site.cli", "serve", "--mode", "http", "--host", "127.0.0.1",
          "--port", str(port), "--ws-port", "0", "--workers", str(workers)], env=env, cwd=ROOT,
     )
     try:

@@ -1,5 +1,6 @@
-"""The worker side of Neutrino: process-pool executor, JetStream consumer loop, local supervisor.
+"""The worker side of Neutrino, in two layers.
 
-The low layer (`workers.executor`, `workers.child`) imports no Django, so the gateway's sync path
-and the NATS workers share it.
+`workers.engine` imports no Django: the process-pool executor and its children, the JetStream topology,
+the NATS clients and the embedded nats-server. `workers.pool_worker` is the worker process of one pool
+(a Django process built on the apps and the engine); `workers.dev` is `neutrino dev`'s supervisor.
 """

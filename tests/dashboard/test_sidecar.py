@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tests.dashboard.conftest import ROOT, TASK_MODULES
-from workers.nats_server import free_port, wait_for_port
+from workers.engine.nats_server import free_port, wait_for_port
 
 
 def port_open(port: int) -> bool:
@@ -31,12 +31,12 @@ def start_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, int]:
            "NEUTRINO_SQLITE_PATH": str(tmp_path / "sidecar.db"), "NEUTRINO_TASK_MODULES": TASK_MODULES,
            "NEUTRINO_NATS_URL": "", "PYTHONPATH": str(ROOT)}
     env.pop("DATABASE_URL", None)
-    migrate = subprocess.run([sys.executable, "-m", "neutrino.cli", "manage", "migrate", "-v0"], env=env, cwd=ROOT,
+    migrate = subprocess.run([sys.executable, "-m", "neutrino_site.cli", "manage", "migrate", "-v0"], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert migrate.returncode == 0, migrate.stderr
     port, ws_port = free_port(), free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "neutrino.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "neutrino_site.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
          "--ws-port", str(ws_port), "--workers", "1"], env=env, cwd=ROOT,
     )
     assert wait_for_port("127.0.0.1", port, 30) and wait_for_port("127.0.0.1", ws_port, 30)

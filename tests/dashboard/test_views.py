@@ -153,7 +153,7 @@ def test_htmx_gets_only_the_list_partial_and_history_restores_get_the_page(staff
 
 
 def test_filter_form_pushes_its_url_and_the_list_connects_its_websocket(staff_client, make_task, settings) -> None:
-    from tasks_app.conf import neutrino_settings
+    from tasks_app.core.conf import neutrino_settings
 
     settings.NEUTRINO_WS_PORT = 8101
     neutrino_settings.cache_clear()

@@ -12,8 +12,8 @@ import urllib.request
 import pytest
 from kubernetes import client as k8s
 
-from pools_app.k8s_client import KubeClient, KubeError, api_client
-from pools_app.k8s_render import deployment_name, pool_deployment
+from pools_app.k8s.client import KubeClient, KubeError, api_client
+from pools_app.k8s.render import deployment_name, pool_deployment
 from tests.k8s.conftest import gpu_pool, memory_pool
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pools_app.k8s_kustomize import KustomizeError, build, split_image, strategic_merge
+from pools_app.k8s.kustomize import KustomizeError, build, split_image, strategic_merge
 
 
 def test_strategic_merge_rules():

@@ -9,9 +9,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from neutrino.cli import build_parser, main
-from pools_app.k8s_kustomize import pod_containers
-from pools_app.k8s_render import (
+from neutrino_site.cli import build_parser, main
+from pools_app.k8s.kustomize import pod_containers
+from pools_app.k8s.render import (
     K8S_DIR,
     MANIFEST_IMAGE,
     OVERLAYS,
@@ -23,7 +23,7 @@ from pools_app.k8s_render import (
     snapshot_text,
 )
 from tests.k8s.conftest import gpu_pool, memory_pool
-from workers.topology import STREAM, consumer_name
+from workers.engine.topology import STREAM, consumer_name
 
 # The Kubernetes version the manifests are checked against (kubernetes-validate ships its schemas).
 KUBERNETES_VERSION = "1.30.0"
@@ -113,7 +113,7 @@ def test_the_autoscaler_command_parses_once_it_exists():
 def test_pool_snapshots_in_the_base_are_the_rendering_of_the_default_pools():
     for pool in default_pools():
         assert SNAPSHOT_FILES[pool.name].read_text() == snapshot_text(pool), (
-            f"{SNAPSHOT_FILES[pool.name]} is stale: regenerate it with `python -m pools_app.k8s_render`")
+            f"{SNAPSHOT_FILES[pool.name]} is stale: regenerate it with `python -m pools_app.k8s.render`")
 
 
 def test_database_pools_replace_the_snapshots_without_duplicates():
@@ -128,7 +128,7 @@ def test_database_pools_replace_the_snapshots_without_duplicates():
 
 
 def test_pool_deployment_replicas_names_and_refusals():
-    from pools_app.k8s_render import RenderError, pool_deployment, pool_deployments
+    from pools_app.k8s.render import RenderError, pool_deployment, pool_deployments
 
     assert pool_deployment(memory_pool(min_replicas=2))["spec"]["replicas"] == 2
     assert pool_deployment(memory_pool(min_replicas=2, enabled=False))["spec"]["replicas"] == 0

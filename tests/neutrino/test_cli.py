@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import cli_env, http_server, neutrino, request
-from workers.nats_server import free_port
+from workers.engine.nats_server import free_port
 
 
 @pytest.fixture

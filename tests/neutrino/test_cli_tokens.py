@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from neutrino.cli import build_parser, main
+from neutrino_site.cli import build_parser, main
 from tasks_app.models import ApiToken
-from tasks_app.tokens import hash_secret
+from tasks_app.services.tokens import hash_secret
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -299,7 +299,7 @@ def test_the_rate_limit_raises_overloaded(live_stack) -> None:
 
 
 def test_an_unreachable_server_is_gateway_unavailable() -> None:
-    from workers.nats_server import free_port
+    from workers.engine.nats_server import free_port
 
     client = NeutrinoClient(f"http://127.0.0.1:{free_port()}", submit_retries=1, timeout=5)
     with client, pytest.raises(GatewayUnavailable, match="cannot reach") as caught:

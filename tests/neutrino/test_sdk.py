@@ -122,8 +122,8 @@ def test_load_tasks_reports_a_module_that_cannot_be_imported() -> None:
 
 def test_sdk_imports_no_django() -> None:
     code = (
-        "import sys, neutrino, neutrino.app, neutrino.progress, neutrino.cli; "
-        "import workers.executor; "
+        "import sys, neutrino, neutrino.app, neutrino.progress, neutrino_site.cli; "
+        "import workers.engine.executor; "
         "bad = [m for m in sys.modules if m == 'django' or m.startswith('django.')]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from workers.nats_server import free_port
+from workers.engine.nats_server import free_port
 
 
 @pytest.fixture
 def nats_url(settings):
     """Point this process's settings at a NATS URL; close whatever bridge it opened afterwards."""
     from tasks_app import runtime
-    from tasks_app.conf import neutrino_settings
+    from tasks_app.core.conf import neutrino_settings
 
     def use(url: str) -> None:
         settings.NEUTRINO_NATS_URL = url

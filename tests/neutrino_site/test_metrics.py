@@ -24,8 +24,8 @@ from pools_app.models import ScalingDecision, Worker
 from tasks_app.metrics import forget_cached_queued
 from tasks_app.models import Task
 from tests.servers import cli_env, http_server, neutrino
-from workers.topology import STREAM, ensure_consumer, ensure_stream, task_subject
-from workers.topology import ConsumerSettings as Consumer
+from workers.engine.topology import STREAM, ensure_consumer, ensure_stream, task_subject
+from workers.engine.topology import ConsumerSettings as Consumer
 
 pytestmark = pytest.mark.timeout(90)
 

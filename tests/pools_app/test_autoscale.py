@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from pools_app.autoscale import Decision, ScalingPolicy, ScalingState, decide, wanted_replicas
+from pools_app.autoscaler.decide import Decision, ScalingPolicy, ScalingState, decide, wanted_replicas
 
 
 @dataclass(frozen=True)

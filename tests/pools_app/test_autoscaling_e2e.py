@@ -19,14 +19,14 @@ import nats
 import pytest
 from django.db import connection
 
+from pools_app.autoscaler.local import LocalScaler, ScalerSettings
 from pools_app.models import Pool, ScalingDecision, Worker
 from pools_app.selectors import forget_cached_pools
 from tasks_app.models import Task
 from tests.conftest import _worker_database_env
 from tests.servers import wait_for
-from workers.bridge import NatsBridge
-from workers.local_scaler import LocalScaler, ScalerSettings
-from workers.topology import STREAM, ConsumerSettings, pool_depth
+from workers.engine.broker.bridge import NatsBridge
+from workers.engine.topology import STREAM, ConsumerSettings, pool_depth
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
 
@@ -117,7 +117,7 @@ def autoscaler(live_nats, default_pools, tmp_path) -> Iterator[Callable[..., Run
         }
         said: list[str] = []
         settings = ScalerSettings(
-            worker_argv=lambda pool: [sys.executable, "-m", "neutrino.cli", "serve", "--mode", "nats",
+            worker_argv=lambda pool: [sys.executable, "-m", "neutrino_site.cli", "serve", "--mode", "nats",
                                       "--pool", pool],
             env=full_env, grace_s=10.0, consumer=ConsumerSettings(ack_wait_s=5.0, max_deliver=10),
             say=said.append,

@@ -11,15 +11,15 @@ from typing import Any
 import nats
 import pytest
 
-from neutrino.cli import main
-from pools_app.k8s_autoscale import AutoscaleOptions, KubeScaler, autoscale_command
-from pools_app.k8s_client import KubeClient, api_client
-from pools_app.k8s_render import deployment_name, pool_deployment
+from neutrino_site.cli import main
+from pools_app.autoscaler.kube import AutoscaleOptions, KubeScaler, autoscale_command
+from pools_app.k8s.client import KubeClient, api_client
+from pools_app.k8s.render import deployment_name, pool_deployment
 from pools_app.models import Pool, ScalingDecision
 from pools_app.selectors import forget_cached_pools
 from tests.fakes.k8s_api import FakeKubeAPI
-from workers.bridge import NatsBridge
-from workers.topology import STREAM, ConsumerSettings, ensure_stream, task_subject
+from workers.engine.broker.bridge import NatsBridge
+from workers.engine.topology import STREAM, ConsumerSettings, ensure_stream, task_subject
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 NS = "neutrino"

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from pools_app.models import Pool, ScalingDecision, Worker
 from tasks_app.models import Task
-from workers.topology import STREAM, consumer_name
+from workers.engine.topology import STREAM, consumer_name
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 

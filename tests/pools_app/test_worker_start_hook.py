@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from neutrino import Neutrino, TaskDefinitionError
-from workers.executor import Executor, ExecutorSettings, TaskRaised
+from workers.engine.executor import Executor, ExecutorSettings, TaskRaised
 
 pytestmark = pytest.mark.timeout(120)
 

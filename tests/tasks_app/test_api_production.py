@@ -15,7 +15,7 @@ from django.utils import timezone
 from pools_app.models import Pool
 from pools_app.selectors import forget_cached_pools
 from tasks_app.models import ApiToken, Task
-from tasks_app.tokens import token_create, token_revoke
+from tasks_app.services.tokens import token_create, token_revoke
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -101,7 +101,7 @@ def test_a_bad_token_is_refused_even_where_anonymous_calls_are_allowed(client, n
 
 
 def test_token_names_are_unique_among_live_tokens(tokens_required) -> None:
-    from tasks_app.errors import Conflict
+    from tasks_app.core.errors import Conflict
 
     token_create(name="svc")
     with pytest.raises(Conflict):
@@ -285,7 +285,7 @@ def test_a_repeated_batch_with_the_same_key_answers_the_same_ids(client, pools, 
 
 
 def test_a_batch_the_stream_does_not_store_stays_pending_for_the_sweeper(client, pools, private_nats) -> None:
-    from workers.topology import STREAM
+    from workers.engine.topology import STREAM
 
     private_nats.run(lambda js: js.delete_stream(STREAM))
     response = post(client, "/api/wk_noop/batch", {"items": [{"args": {"n": i}} for i in range(3)]})

@@ -78,7 +78,7 @@ def test_rejected_calls_write_no_row(client, ledger_flush) -> None:
 
 
 def test_body_over_the_limit_is_413_before_parsing(client, settings) -> None:
-    from tasks_app.conf import neutrino_settings
+    from tasks_app.core.conf import neutrino_settings
 
     limit = neutrino_settings().max_payload_bytes
     payload = '{"args": {"value": "' + "x" * (limit + 10) + '"}}'
@@ -142,7 +142,7 @@ def test_result_that_is_not_json_fails_with_a_message(client) -> None:
 
 
 def test_result_over_the_size_limit_fails_with_a_message(client) -> None:
-    from tasks_app.conf import neutrino_settings
+    from tasks_app.core.conf import neutrino_settings
 
     response = call(client, "big_result", {"size": neutrino_settings().max_payload_bytes + 100})
     assert response.status_code == 500
@@ -150,7 +150,7 @@ def test_result_over_the_size_limit_fails_with_a_message(client) -> None:
 
 
 def test_async_task_without_nats_is_503_with_a_message(client, settings, default_pools) -> None:
-    from tasks_app.conf import neutrino_settings
+    from tasks_app.core.conf import neutrino_settings
 
     settings.NEUTRINO_NATS_URL = ""
     neutrino_settings.cache_clear()

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from tasks_app.ledger import LedgerWriter
+from tasks_app.adapters.ledger import LedgerWriter
 from tasks_app.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)

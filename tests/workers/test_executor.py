@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from neutrino.app import TaskDefinitionError
-from workers.executor import (
+from workers.engine.executor import (
     Executor,
     ExecutorClosed,
     ExecutorSettings,

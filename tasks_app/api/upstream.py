@@ -1,0 +1,89 @@
+"""Forwarding sync calls to the fast pool: the gateway of the seed's phase 3.
+
+With NEUTRINO_SYNC_UPSTREAM set (in Kubernetes: `http://neutrino-fast:8000`), a gateway process does
+not run sync tasks itself: it passes the call, body and credentials unchanged, to the fast pool's
+Service over pooled keep-alive connections, and passes the answer back unchanged. The fast pool runs
+the task and writes its row, so a forwarded call is one row, not two, and its errors (404, 422, 500,
+504 ...) reach the caller as the fast pool wrote them. Queued tasks are still published by the gateway.
+
+The caller's deadline travels on: the forwarded request carries the task's timeout (or the smaller one
+the caller asked for with `X-Neutrino-Timeout-Ms`), and the gateway waits that long plus a margin for
+the hop. If the fast pool cannot be reached the caller gets 503; if it does not answer in time, 504.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+from django.http import HttpRequest, HttpResponse
+
+from neutrino.app import TaskSpec
+from tasks_app.core.conf import neutrino_settings
+from tasks_app.core.errors import BrokerUnavailable, TaskTimedOut
+
+TIMEOUT_HEADER = "X-Neutrino-Timeout-Ms"
+# Headers the fast pool needs to answer as the gateway would have; the rest stays at the gateway.
+FORWARDED_HEADERS = ("content-type", "authorization", "idempotency-key", "accept")
+PASSED_BACK_HEADERS = ("content-type", "retry-after")
+HOP_MARGIN_S = 5.0  # queueing at the fast pool and the network, on top of the task's own timeout
+
+_lock = threading.Lock()
+_client: httpx.Client | None = None
+
+
+def _http_client() -> httpx.Client:
+    global _client
+    if _client is None:
+        with _lock:
+            if _client is None:
+                _client = httpx.Client(
+                    base_url=neutrino_settings().sync_upstream.rstrip("/"),
+                    limits=httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=60),
+                    http2=False,
+                )
+    return _client
+
+
+def requested_timeout_ms(request: HttpRequest, spec: TaskSpec) -> int:
+    """The task's timeout, or the smaller one the caller asked for (never a larger one)."""
+    raw = request.headers.get(TIMEOUT_HEADER, "")
+    if raw.isdigit() and int(raw) > 0:
+        return min(int(raw), spec.timeout_ms)
+    return spec.timeout_ms
+
+
+def forward_sync_call(*, request: HttpRequest, spec: TaskSpec, body: bytes) -> HttpResponse:
+    timeout_ms = requested_timeout_ms(request, spec)
+    headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
+    headers[TIMEOUT_HEADER] = str(timeout_ms)
+    upstream = neutrino_settings().sync_upstream
+    try:
+        answer = _http_client().post(
+            f"/api/{spec.name}", content=body, headers=headers, timeout=timeout_ms / 1000 + HOP_MARGIN_S
+        )
+    except httpx.TimeoutException:
+        raise TaskTimedOut(
+            f"the fast pool at {upstream} did not answer {spec.name} within {timeout_ms} ms (+{HOP_MARGIN_S:.0f} s)",
+            task=spec.name,
+            timeout_ms=timeout_ms,
+        ) from None
+    except httpx.TransportError as exc:
+        raise BrokerUnavailable(
+            f"the fast pool at {upstream} cannot be reached ({exc.__class__.__name__}: {exc}); "
+            "check NEUTRINO_SYNC_UPSTREAM and that the fast pool is running",
+            task=spec.name,
+        ) from None
+    response = HttpResponse(answer.content, status=answer.status_code)
+    for name in PASSED_BACK_HEADERS:
+        if name in answer.headers:
+            response[name] = answer.headers[name]
+    return response
+
+
+def close() -> None:
+    global _client
+    with _lock:
+        client, _client = _client, None
+    if client is not None:
+        client.close()

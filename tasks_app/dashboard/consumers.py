@@ -1,0 +1,88 @@
+"""The dashboard's websocket: one consumer per open page, fed by the process's EventRelay.
+
+It relays batches of changed task ids from the group to its browser as htmx out-of-band swaps,
+rendered by `tasks_app.dashboard.pages.live_update` from the database. Per browser, at most one payload
+every MIN_INTERVAL_S goes out: ids that arrive while a payload renders or waits are merged into
+the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import parse_qsl
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from tasks_app.core.conf import neutrino_settings
+from tasks_app.dashboard import live
+from tasks_app.dashboard.pages import csrf_cookie_name, live_update
+
+logger = logging.getLogger("neutrino.live")
+
+MIN_INTERVAL_S = 0.3
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_BAD_REQUEST = 4400
+
+
+class TaskEventsConsumer(AsyncWebsocketConsumer):
+    """`/ws/dashboard/?view=list&<the list's filters>` or `/ws/dashboard/?view=task&id=<task id>`."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        self.params = dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
+        if self.params.get("view") not in ("list", "task"):
+            await self.close(code=CLOSE_BAD_REQUEST)
+            return
+        self.user = user
+        self.csrf_secret = self.scope.get("cookies", {}).get(csrf_cookie_name())
+        self.pending: set[str] = set()
+        self.everything = True  # the first payload: the current state, whatever changed
+        self.sender: asyncio.Task[None] | None = None
+        await live.ensure_relay(neutrino_settings().nats_url)
+        await self.channel_layer.group_add(live.GROUP, self.channel_name)
+        await self.accept()
+        self._wake()
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "user"):
+            await self.channel_layer.group_discard(live.GROUP, self.channel_name)
+        sender = getattr(self, "sender", None)
+        if sender is not None and not sender.done():
+            sender.cancel()
+
+    async def tasks_changed(self, event: dict[str, Any]) -> None:
+        """A batch from the relay: remember the ids; the sender renders them."""
+        task_ids = event.get("task_ids")
+        if task_ids is None:
+            self.everything = True
+        else:
+            self.pending.update(task_ids)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.sender is None or self.sender.done():
+            self.sender = asyncio.get_running_loop().create_task(self._send_pending())
+
+    async def _send_pending(self) -> None:
+        while self.pending or self.everything:
+            changed = None if self.everything else sorted(self.pending)
+            self.pending, self.everything = set(), False
+            try:
+                payload = await database_sync_to_async(live_update)(
+                    params=self.params, changed=changed, user=self.user, csrf_secret=self.csrf_secret
+                )
+            except ValueError:
+                await self.close(code=CLOSE_BAD_REQUEST)
+                return
+            except Exception:
+                logger.exception("live update for %r failed", self.params)
+                payload = None
+            if payload:
+                await self.send(text_data=payload)
+                await asyncio.sleep(MIN_INTERVAL_S)

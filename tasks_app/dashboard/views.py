@@ -1,0 +1,121 @@
+"""The dashboard's task screens. One view per screen: the whole page, or the partial htmx asks for.
+
+Thin: parse the request, call a selector or a service, render. Live updates come over the
+websocket (tasks_app.dashboard.consumers), not from these views.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.utils import timezone
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_GET, require_POST
+
+from pools_app.selectors import nats_pool_names
+from tasks_app.core.errors import NeutrinoError, TaskNotFound
+from tasks_app.dashboard.charts import minute_chart
+from tasks_app.dashboard.pages import detail_url, live_url, task_detail_context, task_list_page_context
+from tasks_app.models import Task
+from tasks_app.selectors.dashboard import list_query_from_params, pool_depths, task_overview
+from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
+from tasks_app.services import tasks as services
+
+# Pages drawn from heartbeats and aggregates redraw themselves on a timer (the task pages follow events).
+OVERVIEW_REFRESH_S = 10
+
+
+def wants_partial(request: HttpRequest, target: str) -> bool:
+    """An htmx request that swaps `#target` (not a history restore, which needs the whole page)."""
+    htmx = getattr(request, "htmx", None)
+    if not htmx:
+        return False
+    return not htmx.history_restore_request and htmx.target == target
+
+
+def _vary_on_htmx(response: HttpResponse) -> HttpResponse:
+    patch_vary_headers(response, ("HX-Request", "HX-Target"))
+    return response
+
+
+@require_GET
+def task_list_view(request: HttpRequest) -> HttpResponse:
+    query = list_query_from_params(request.GET, now=timezone.now())
+    context = task_list_page_context(request, query=query)
+    template = "tasks_app/_task_list.html" if wants_partial(request, "task-list") else "tasks_app/task_list.html"
+    return _vary_on_htmx(render(request, template, context))
+
+
+def _task_or_404(task_id: uuid.UUID) -> Task:
+    try:
+        # A sync task that just answered may still sit in a ledger writer's batch: wait a moment.
+        return task_get(task_id=task_id, grace_s=LEDGER_GRACE_S)
+    except TaskNotFound:
+        raise Http404(f"no task with id {task_id}")
+
+
+@require_GET
+def task_detail_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
+    task = _task_or_404(task_id)
+    context = {
+        **task_detail_context(task=task, user=request.user),
+        "ws_url": live_url(request, {"view": "task", "id": str(task_id)}),
+    }
+    template = "tasks_app/_task_live.html" if wants_partial(request, "task-live") else "tasks_app/task_detail.html"
+    return _vary_on_htmx(render(request, template, context))
+
+
+def _require_staff(request: HttpRequest) -> None:
+    if not request.user.is_staff:
+        raise PermissionDenied("only staff users can cancel or retry tasks")
+
+
+@require_POST
+def task_cancel_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
+    _require_staff(request)
+    try:
+        task = services.task_cancel(task_id=task_id)
+    except TaskNotFound:
+        raise Http404(f"no task with id {task_id}")
+    except NeutrinoError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Task {task.id} is {task.status}.")
+    return HttpResponseRedirect(detail_url(task_id))
+
+
+@require_POST
+def task_retry_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
+    _require_staff(request)
+    try:
+        outcome = services.task_retry(task_id=task_id)
+    except TaskNotFound as exc:
+        if "task" in exc.details:  # the function is not registered here
+            messages.error(request, exc.message)
+            return HttpResponseRedirect(detail_url(task_id))
+        raise Http404(f"no task with id {task_id}")
+    except NeutrinoError as exc:
+        messages.error(request, exc.message)
+        return HttpResponseRedirect(detail_url(task_id))
+    messages.success(request, f"Retry of {task_id} started as task {outcome['task_id']} ({outcome['status']}).")
+    return HttpResponseRedirect(detail_url(outcome["task_id"]))
+
+
+@require_GET
+def overview_view(request: HttpRequest) -> HttpResponse:
+    overview = task_overview(now=timezone.now())
+    pools = nats_pool_names()
+    depths = pool_depths(pools=pools)
+    context = {
+        "overview": overview,
+        "chart": minute_chart(overview.buckets),
+        "depths": [(pool, None if depths is None else depths.get(pool)) for pool in pools],
+        "depth_known": depths is not None,
+        "refresh_s": OVERVIEW_REFRESH_S,
+    }
+    template = "tasks_app/_overview.html" if wants_partial(request, "overview") else "tasks_app/overview.html"
+    return _vary_on_htmx(render(request, template, context))

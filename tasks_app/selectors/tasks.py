@@ -1,0 +1,165 @@
+"""Reads: one task, and pages of tasks newest first (keyset pagination)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from tasks_app.adapters.events import waiters
+from tasks_app.core.errors import BadRequest, TaskNotFound
+from tasks_app.models import FINISHED_STATUSES, Task, TaskStatus
+
+MAX_PAGE = 500
+MAX_WAIT_S = 60.0
+# Events wake a long-poll at once; this re-read covers an event lost while NATS reconnects.
+WAIT_RECHECK_S = 1.0
+# Longer than the ledger writer's batch linger, so a just-answered sync call is found.
+LEDGER_GRACE_S = 0.25
+
+
+@dataclass(frozen=True)
+class TaskFilters:
+    status: str | None = None
+    function: str | None = None
+    pool: str | None = None
+    execution_mode: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    id_prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    items: list[Task]
+    next_cursor: str | None
+
+
+def task_get(*, task_id: uuid.UUID, grace_s: float = 0.0) -> Task:
+    """One task. With `grace_s`, a row still in a ledger writer's batch (a sync call that just
+    answered, in this or another server process) is waited for that long before 404."""
+    task = Task.objects.filter(id=task_id).first()
+    if task is None and grace_s > 0:
+        from tasks_app import runtime
+
+        runtime.ledger().flush(timeout_s=grace_s)
+        deadline = time.monotonic() + grace_s
+        while task is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+            task = Task.objects.filter(id=task_id).first()
+    if task is None:
+        raise TaskNotFound(f"no task with id {task_id}", task_id=str(task_id))
+    return task
+
+
+def task_wait(*, task_id: uuid.UUID, wait_s: float) -> Task:
+    """The task once it has finished, or as it is when `wait_s` (at most 60 s) runs out."""
+    task = task_get(task_id=task_id, grace_s=LEDGER_GRACE_S)
+    if task.status in FINISHED_STATUSES or wait_s <= 0:
+        return task
+    deadline = time.monotonic() + min(wait_s, MAX_WAIT_S)
+    event = waiters.register(str(task_id))
+    try:
+        while (remaining := deadline - time.monotonic()) > 0:
+            event.wait(min(remaining, WAIT_RECHECK_S))
+            event.clear()
+            task = task_get(task_id=task_id)
+            if task.status in FINISHED_STATUSES:
+                break
+    finally:
+        waiters.unregister(str(task_id), event)
+    return task
+
+
+def task_queryset(*, filters: TaskFilters) -> QuerySet[Task]:
+    qs = Task.objects.all()
+    if filters.status:
+        if filters.status not in TaskStatus.values:
+            raise BadRequest(
+                f"unknown status {filters.status!r}; expected one of {', '.join(TaskStatus.values)}",
+                field="status",
+            )
+        qs = qs.filter(status=filters.status)
+    if filters.function:
+        qs = qs.filter(function_name=filters.function)
+    if filters.pool:
+        qs = qs.filter(pool=filters.pool)
+    if filters.execution_mode:
+        qs = qs.filter(execution_mode=filters.execution_mode)
+    if filters.created_after:
+        qs = qs.filter(created_at__gte=filters.created_after)
+    if filters.created_before:
+        qs = qs.filter(created_at__lt=filters.created_before)
+    if filters.id_prefix:
+        qs = _id_prefix_filter(qs, filters.id_prefix)
+    return qs
+
+
+def _id_prefix_filter(qs: QuerySet[Task], prefix: str) -> QuerySet[Task]:
+    """Match ids starting with `prefix` as a primary-key range, so it uses the index on any database."""
+    hexdigits = prefix.replace("-", "").lower()
+    if not hexdigits or len(hexdigits) > 32 or any(c not in "0123456789abcdef" for c in hexdigits):
+        return qs.none()
+    low = uuid.UUID(hexdigits.ljust(32, "0"))
+    high = uuid.UUID(hexdigits.ljust(32, "f"))
+    return qs.filter(id__gte=low, id__lte=high)
+
+
+def task_list(*, filters: TaskFilters, limit: int = 50, cursor: str | None = None) -> TaskPage:
+    """A page of tasks, newest first. `cursor` is the opaque `next_cursor` of the previous page."""
+    limit = max(1, min(limit, MAX_PAGE))
+    qs = task_queryset(filters=filters).order_by("-created_at", "-id")
+    if cursor:
+        created_at, last_id = decode_cursor(cursor)
+        qs = qs.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=last_id))
+    items = list(qs[: limit + 1])
+    next_cursor = encode_cursor(items[limit - 1]) if len(items) > limit else None
+    return TaskPage(items=items[:limit], next_cursor=next_cursor)
+
+
+def encode_cursor(task: Task) -> str:
+    raw = f"{task.created_at.isoformat()}|{task.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, task_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), uuid.UUID(task_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("invalid cursor; pass the next_cursor of a previous page unchanged", field="cursor")
+
+
+def task_as_dict(task: Task) -> dict[str, Any]:
+    return {
+        "task_id": str(task.id),
+        "function_name": task.function_name,
+        "status": task.status,
+        "pool": task.pool,
+        "execution_mode": task.execution_mode,
+        "args": task.args,
+        "result": task.result,
+        "error": task.error or None,
+        "error_type": task.error_type or None,
+        "traceback": task.traceback or None,
+        "attempt": task.attempt,
+        "max_retries": task.max_retries,
+        "timeout_ms": task.timeout_ms,
+        "worker_id": task.worker_id or None,
+        "created_at": task.created_at,
+        "queued_at": task.queued_at,
+        "started_at": task.started_at,
+        "completed_at": task.completed_at,
+        "duration_ms": task.duration_ms,
+        "progress": task.progress,
+        "progress_message": task.progress_message or None,
+        "retry_of": str(task.retry_of_id) if task.retry_of_id else None,
+        "cancel_requested": task.cancel_requested,
+    }

@@ -1,0 +1,388 @@
+"""Submits as the public API makes them: idempotency keys, pool backpressure and bulk submits.
+
+Services over `tasks_app.services.tasks` (which runs and queues one task):
+
+- `task_call`: one call of a task. With an Idempotency-Key, a repeat of a call made in the last
+  NEUTRINO_IDEMPOTENCY_TTL_S (24 h) answers with the task the first call made (a sync call's result or
+  error, a queued task's current state), never with a second task. The key is claimed by the row's
+  unique `idempotency_key` column, so two racing repeats still make one task.
+- `task_submit_many`: many queued tasks of one function, all or nothing: every item is validated
+  first, all rows are written in one transaction, then published pipelined and marked queued.
+- `pool_check_backlog`: a pool with `max_backlog` refuses submits (429 + Retry-After) while that many
+  tasks wait in it (pending + queued rows, counted on an index, stopping at the limit).
+
+Keys are stored as `<caller scope>:<key>` (`#<index>` appended per batch item), so one token never
+replays another's task. After the TTL a key is released the next time it is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from neutrino.app import TaskSpec
+from pools_app.selectors import pools_by_name
+from tasks_app.core.conf import neutrino_settings
+from tasks_app.core.errors import (
+    BadRequest,
+    BrokerUnavailable,
+    Conflict,
+    InvalidArguments,
+    Overloaded,
+    TaskFailed,
+    TaskTimedOut,
+)
+from tasks_app.core.registry import task_spec
+from tasks_app.models import FINISHED_STATUSES, Task, TaskStatus
+from tasks_app.selectors import tasks as selectors
+from tasks_app.services import tasks as services
+from workers.engine.broker.bridge import BrokerDown, BrokerError
+from workers.engine.topology import encode_task_message, event_subject, task_subject
+
+logger = logging.getLogger("neutrino.submissions")
+
+KEY_MAX_CHARS = 128
+# What a refused submit is told to wait: long enough for workers to drain some of the backlog.
+BACKLOG_RETRY_AFTER_S = 5
+UPDATE_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """What the gateway answers: `status` with `body` (a dict) or `content` (JSON text, a sync result)."""
+
+    status: int
+    body: dict[str, Any] | None = None
+    content: str | None = None
+    replayed: bool = False
+
+
+# --- idempotency keys --------------------------------------------------------------------------
+
+
+def idempotency_key(*, scope: str, header: str | None) -> str | None:
+    """The stored form of an Idempotency-Key header (None when there is none). Raises BadRequest."""
+    if header is None:
+        return None
+    key = header.strip()
+    if not key or len(key) > KEY_MAX_CHARS or not key.isascii() or not key.isprintable():
+        raise BadRequest(
+            f"Idempotency-Key must be 1 to {KEY_MAX_CHARS} printable ASCII characters (a UUID is a good key)",
+            field="Idempotency-Key",
+        )
+    return f"{scope}:{key}"
+
+
+def task_by_key(*, key: str) -> Task | None:
+    """The task a key made within the TTL. A key older than that is released here and None returned."""
+    task = Task.objects.filter(idempotency_key=key).first()
+    if task is None:
+        return None
+    if task.created_at < timezone.now() - timedelta(seconds=neutrino_settings().idempotency_ttl_s):
+        Task.objects.filter(id=task.id, idempotency_key=key).update(idempotency_key=None)
+        return None
+    return task
+
+
+def _same_request(task: Task, *, spec: TaskSpec, args: dict[str, Any]) -> None:
+    if task.function_name != spec.name or task.args != json.loads(json.dumps(args)):
+        raise Conflict(
+            f"this Idempotency-Key was already used for a different call ({task.function_name} with other "
+            f"arguments, task {task.id}); use a new key for a new call",
+            task_id=str(task.id),
+        )
+
+
+# --- one call --------------------------------------------------------------------------------
+
+
+def task_call(*, spec: TaskSpec, args: dict[str, Any], key: str | None) -> CallOutcome:
+    """Run a sync task or queue a queued one, at most once per key. Raises what the services raise.
+
+    The key is claimed by the INSERT itself (no lookup first): only a key already taken costs a read,
+    which finds the task to answer with, or releases a key past its TTL and claims it again.
+    """
+    for _ in range(2):
+        try:
+            if spec.runs_on_nats:
+                try:
+                    pool_check_backlog(spec=spec, adding=1)
+                except Overloaded:
+                    # A full pool still answers a repeat with the task the first call queued.
+                    existing = task_by_key(key=key) if key is not None else None
+                    if existing is None:
+                        raise
+                    return _replay_checked(spec, args, existing)
+                task = services.task_submit(spec=spec, args=args, idempotency_key=key)
+                return CallOutcome(202, body=queued_body(task))
+            outcome = services.task_run_sync(spec=spec, args=args, idempotency_key=key)
+            return CallOutcome(200, content=sync_content(outcome.task_id, outcome.result_json,
+                                                         outcome.duration_ms))
+        except IntegrityError:
+            if key is None:
+                raise
+            existing = task_by_key(key=key)
+            if existing is not None:
+                return _replay_checked(spec, args, existing)
+            # The key was past its TTL and is released now: claim it again.
+    raise Conflict("this Idempotency-Key is being claimed by another call right now; try again",
+                   field="Idempotency-Key")
+
+
+def _replay_checked(spec: TaskSpec, args: dict[str, Any], existing: Task) -> CallOutcome:
+    _same_request(existing, spec=spec, args=args)
+    return _replay(spec, existing)
+
+
+def queued_body(task: Task) -> dict[str, Any]:
+    return {"task_id": str(task.id), "status": task.status, "poll_url": f"/tasks/{task.id}"}
+
+
+def sync_content(task_id: str, result_json: str, duration_ms: float | None) -> str:
+    # The child already produced the result's JSON; splice it in rather than decode and re-encode.
+    duration = "null" if duration_ms is None else f"{duration_ms:.3f}"
+    return f'{{"task_id":"{task_id}","status":"completed","result":{result_json},"duration_ms":{duration}}}'
+
+
+def _replay(spec: TaskSpec, task: Task) -> CallOutcome:
+    """Answer a repeated call as the first one was answered."""
+    if spec.runs_on_nats:
+        return CallOutcome(200, body={**selectors.task_as_dict(task), "poll_url": f"/tasks/{task.id}"},
+                           replayed=True)
+    if task.status not in FINISHED_STATUSES:
+        # The first call is still running: wait for its answer, as its own caller does.
+        task = selectors.task_wait(task_id=task.id, wait_s=min(selectors.MAX_WAIT_S, spec.timeout_ms / 1000 + 5))
+    return CallOutcome(200, content=_sync_answer(spec, task), replayed=True)
+
+
+def _sync_answer(spec: TaskSpec, task: Task) -> str:
+    """A finished sync task's answer; raises the error its first call raised."""
+    task_id = str(task.id)
+    if task.status == TaskStatus.COMPLETED:
+        return sync_content(task_id, json.dumps(task.result), task.duration_ms)
+    if task.status == TaskStatus.FAILED and task.error_type == "TimeoutError":
+        raise TaskTimedOut(task.error, task_id=task_id, error_type=task.error_type, timeout_ms=task.timeout_ms)
+    if task.status == TaskStatus.FAILED:
+        raise TaskFailed(task.error or f"task {spec.name} failed", task_id=task_id,
+                         error_type=task.error_type, traceback=task.traceback)
+    if task.status == TaskStatus.CANCELLED:
+        raise Conflict(f"task {spec.name} was cancelled while it ran", task_id=task_id, error_type="Cancelled")
+    raise Conflict(f"the call with this Idempotency-Key (task {task_id}) is still running; ask again later",
+                   task_id=task_id, status=task.status)
+
+
+def task_retry_call(*, task_id: uuid.UUID, key: str | None) -> dict[str, Any]:
+    """`services.task_retry`, at most once per key, and refused while the task's pool is full."""
+    if key is not None:
+        existing = task_by_key(key=key)
+        if existing is not None:
+            if existing.retry_of_id != task_id:
+                raise Conflict(f"this Idempotency-Key was already used for another call (task {existing.id})",
+                               task_id=str(existing.id))
+            return _retry_body(existing)
+    original = selectors.task_get(task_id=task_id, grace_s=selectors.LEDGER_GRACE_S)
+    spec = task_spec(original.function_name)
+    if spec.runs_on_nats:
+        pool_check_backlog(spec=spec, adding=1)
+    try:
+        return services.task_retry(task_id=task_id, idempotency_key=key)
+    except IntegrityError:
+        existing = task_by_key(key=key) if key is not None else None
+        if existing is None:
+            raise
+        return _retry_body(existing)
+
+
+def _retry_body(task: Task) -> dict[str, Any]:
+    return {"task_id": str(task.id), "status": task.status, "retry_of": str(task.retry_of_id),
+            "result": task.result, "error": task.error or None}
+
+
+# --- backpressure ----------------------------------------------------------------------------
+
+
+def pool_backlog(*, pool: str, up_to: int) -> int:
+    """Pending + queued rows of `pool`, counted no further than `up_to` (an index range scan)."""
+    waiting = Task.objects.filter(pool=pool, status__in=[TaskStatus.PENDING, TaskStatus.QUEUED])
+    return waiting[:up_to].count()
+
+
+def pool_check_backlog(*, spec: TaskSpec, adding: int) -> None:
+    """Raise Overloaded (429) when `adding` more tasks would take the pool past its max_backlog."""
+    pool = pools_by_name().get(spec.pool)
+    if pool is None or pool.max_backlog <= 0:
+        return
+    if adding > pool.max_backlog:
+        raise InvalidArguments(
+            f"a batch of {adding} tasks is larger than pool {spec.pool}'s max_backlog of {pool.max_backlog}; "
+            "send smaller batches",
+            task=spec.name, pool=spec.pool,
+        )
+    backlog = pool_backlog(pool=spec.pool, up_to=pool.max_backlog + 1)
+    if backlog + adding > pool.max_backlog:
+        raise Overloaded(
+            f"pool {spec.pool} is full: {backlog}{'+' if backlog > pool.max_backlog else ''} tasks wait "
+            f"(max_backlog {pool.max_backlog}); {spec.name} was not queued, retry in {BACKLOG_RETRY_AFTER_S} s",
+            retry_after_s=BACKLOG_RETRY_AFTER_S,
+            reason="backlog",
+            pool=spec.pool,
+        )
+
+
+# --- bulk submit -----------------------------------------------------------------------------
+
+
+def task_submit_many(*, spec: TaskSpec, items: list[Any], key: str | None) -> CallOutcome:
+    """Queue one task per item (`{"args": {...}}`), all or nothing. Answers 202 with the ids in order.
+
+    Sync tasks are refused (422): a batch would hold one request for the sum of their run times;
+    call them one by one, or make the task async.
+    """
+    if not spec.runs_on_nats:
+        raise InvalidArguments(
+            f"batch is for queued tasks; {spec.name} is a sync task: call POST /api/{spec.name} once per item",
+            task=spec.name,
+        )
+    limit = neutrino_settings().batch_max
+    if not items:
+        raise InvalidArguments("'items' is empty; send at least one {\"args\": {...}}", field="items")
+    if len(items) > limit:
+        raise InvalidArguments(
+            f"a batch holds at most {limit} items (NEUTRINO_BATCH_MAX), this one has {len(items)}; split it",
+            field="items", limit=limit,
+        )
+    all_args = [_item_args(spec, index, item) for index, item in enumerate(items)]
+    keys = [f"{key}#{index}" for index in range(len(items))] if key is not None else None
+    if keys is not None:
+        replay = _batch_replay(spec, keys, all_args)
+        if replay is not None:
+            return replay
+    broker = services.task_submit_target(spec=spec)
+    pool_check_backlog(spec=spec, adding=len(items))
+    template = Task(function_name=spec.name, status=TaskStatus.PENDING, pool=spec.pool,
+                    execution_mode=spec.execution_mode, created_at=timezone.now(), timeout_ms=spec.timeout_ms,
+                    max_retries=spec.max_retries)
+    rows = [_Row(id=uuid.uuid4(), args=args, key=keys[index] if keys is not None else None)
+            for index, args in enumerate(all_args)]
+    try:
+        _insert_rows(template, rows)
+    except IntegrityError:
+        replay = _batch_replay(spec, keys, all_args) if keys is not None else None
+        if replay is None:
+            raise
+        return replay
+    subject = task_subject(spec.pool, spec.name)
+    messages = [
+        (subject, encode_task_message(task_id=str(row.id), function=spec.name, args=row.args,
+                                      max_retries=spec.max_retries, timeout_ms=spec.timeout_ms), str(row.id))
+        for row in rows
+    ]
+    try:
+        results: list[int | BrokerError] = broker.publish_tasks(
+            messages, timeout_s=neutrino_settings().publish_timeout_s
+        )
+    except BrokerDown as exc:
+        _update_chunked([row.id for row in rows], status=TaskStatus.FAILED, completed_at=timezone.now(),
+                        error_type="BrokerUnavailable", idempotency_key=None,
+                        error=f"not queued: {exc}; submit it again when NATS is back")
+        raise BrokerUnavailable(f"NATS is unavailable, none of the {len(rows)} {spec.name} tasks was queued: {exc}",
+                                task=spec.name)
+    except BrokerError as exc:
+        results = [exc] * len(rows)
+    acked = [row.id for row, result in zip(rows, results, strict=True) if not isinstance(result, BrokerError)]
+    confirmed = set(acked)
+    unconfirmed = [row.id for row in rows if row.id not in confirmed]
+    _update_chunked(acked, status=TaskStatus.QUEUED, queued_at=timezone.now())
+    if unconfirmed:
+        logger.warning("%d of %d %s publishes were not confirmed; the sweeper republishes them",
+                       len(unconfirmed), len(rows), spec.name)
+        _update_chunked(unconfirmed, error="broker did not confirm the publish yet; it will be republished")
+    # One hand-off for the batch's events (a publish per task would cost the request ~0.1 ms each).
+    broker.publish_events([(event_subject(str(task_id)), {"task_id": str(task_id), "status": TaskStatus.QUEUED})
+                           for task_id in acked])
+    return CallOutcome(202, body={"items": [
+        {"task_id": str(row.id), "status": TaskStatus.QUEUED if row.id in confirmed else TaskStatus.PENDING}
+        for row in rows
+    ]})
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: uuid.UUID
+    args: dict[str, Any]
+    key: str | None
+
+
+def _insert_rows(template: Task, rows: list[_Row]) -> None:
+    """INSERT the batch's rows in one transaction, with one prepared statement run for every row.
+
+    Only the id, the args and the key differ between a batch's rows: the other columns are prepared
+    once from `template`, which keeps a 1,000-row batch to milliseconds where `bulk_create`
+    prepares 24 values per row.
+    """
+    fields = Task._meta.concrete_fields
+    constant = {f.attname: f.get_db_prep_save(getattr(template, f.attname), connection) for f in fields}
+    id_field, args_field, key_field = (Task._meta.get_field(name) for name in ("id", "args", "idempotency_key"))
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    sql = (f"INSERT INTO {connection.ops.quote_name(Task._meta.db_table)} ({columns}) "
+           f"VALUES ({', '.join(['%s'] * len(fields))})")
+    params = []
+    for row in rows:
+        values = {**constant,
+                  "id": id_field.get_db_prep_save(row.id, connection),
+                  "args": args_field.get_db_prep_save(row.args, connection),
+                  "idempotency_key": key_field.get_db_prep_save(row.key, connection)}
+        params.append([values[f.attname] for f in fields])
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
+def _item_args(spec: TaskSpec, index: int, item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict) or set(item) - {"args"}:
+        raise InvalidArguments(
+            f"item {index}: each item is an object like {{\"args\": {{...}}}}",
+            index=index, fields=[{"field": f"items.{index}", "message": "must be {\"args\": {...}}"}],
+        )
+    try:
+        return services.task_validate_args(spec=spec, args=item.get("args", {}))
+    except InvalidArguments as exc:
+        fields = [{**f, "field": f"items.{index}.args.{f['field']}"} for f in exc.details.get("fields", [])]
+        raise InvalidArguments(f"item {index}: {exc.message}; nothing was submitted", index=index,
+                               task=spec.name, fields=fields)
+
+
+def _batch_replay(spec: TaskSpec, keys: list[str], all_args: list[dict[str, Any]]) -> CallOutcome | None:
+    first = task_by_key(key=keys[0])
+    if first is None:
+        # Released or never used: free every item key of the batch for the new rows.
+        Task.objects.filter(idempotency_key__in=keys).update(idempotency_key=None)
+        return None
+    # One key past the end: the first batch with this key was longer than this one.
+    beyond = keys[0][: -len("#0")] + f"#{len(keys)}"
+    found = {t.idempotency_key: t for t in Task.objects.filter(idempotency_key__in=[*keys, beyond])}
+    tasks = [found.get(k) for k in keys]
+    if beyond in found or any(t is None for t in tasks) or any(
+        t is not None and (t.function_name != spec.name or t.args != json.loads(json.dumps(a)))
+        for t, a in zip(tasks, all_args, strict=True)
+    ):
+        raise Conflict(
+            f"this Idempotency-Key was already used for a different batch (first task {first.id}); "
+            "use a new key for a new batch",
+            task_id=str(first.id),
+        )
+    return CallOutcome(200, replayed=True, body={"items": [
+        {"task_id": str(t.id), "status": t.status} for t in tasks if t is not None
+    ]})
+
+
+def _update_chunked(ids: list[uuid.UUID], **fields: Any) -> None:
+    for start in range(0, len(ids), UPDATE_CHUNK):
+        chunk = ids[start:start + UPDATE_CHUNK]
+        Task.objects.filter(id__in=chunk, status=TaskStatus.PENDING).update(**fields)

@@ -1,0 +1,515 @@
+"""Writes: running, submitting, cancelling and retrying tasks."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import secrets
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pydantic
+from django.db import connection
+from django.utils import timezone
+
+from neutrino.app import TaskSpec
+from pools_app.models import PoolMode
+from pools_app.selectors import pools_by_name
+from tasks_app import runtime
+from tasks_app.adapters.events import task_event
+from tasks_app.core.conf import neutrino_settings
+from tasks_app.core.errors import (
+    BrokerUnavailable,
+    Conflict,
+    InvalidArguments,
+    TaskFailed,
+    TaskTimedOut,
+)
+from tasks_app.core.registry import task_spec
+from tasks_app.metrics import sync_task_finished
+from tasks_app.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskStatus
+from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
+from workers.engine import executor as ex
+from workers.engine.broker.bridge import BrokerDown, BrokerError, NatsBridge
+from workers.engine.topology import CANCEL_SUBJECT, encode_task_message, task_subject
+
+logger = logging.getLogger("neutrino.services")
+
+GATEWAY_ID = f"{socket.gethostname()}:gateway"
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    task_id: str
+    result_json: str
+    duration_ms: float
+
+
+def task_validate_args(*, spec: TaskSpec, args: Any) -> dict[str, Any]:
+    """Check `args` against the task's signature. Raises InvalidArguments naming each bad field."""
+    if not isinstance(args, dict):
+        raise InvalidArguments(
+            f"'args' must be a JSON object of named arguments for {spec.name}, got {type(args).__name__}",
+            task=spec.name,
+            fields=[{"field": "args", "message": "must be an object"}],
+        )
+    try:
+        spec.bind(args)
+    except pydantic.ValidationError as exc:
+        fields = [
+            {
+                "field": ".".join(str(part) for part in error["loc"]) or "args",
+                "message": error["msg"],
+                "type": error["type"],
+            }
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        described = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        raise InvalidArguments(f"invalid arguments for {spec.name}: {described}", task=spec.name, fields=fields)
+    return args
+
+
+def task_run_sync(
+    *, spec: TaskSpec, args: dict[str, Any], retry_of: str | None = None, idempotency_key: str | None = None
+) -> SyncOutcome:
+    """Run a sync task on this process's pool and record it in the ledger (off the request path).
+
+    With an `idempotency_key` the row is written before the task runs (the key is claimed in the
+    database, not in the ledger's next batch; IntegrityError means another call holds the key) and
+    its end is written before the answer, so a repeat or a poll never finds it still running. That
+    costs the call two small writes on its own thread instead of none.
+    Raises TaskFailed (500), TaskTimedOut (504) or Conflict (cancelled) with the task id.
+    """
+    task_id = str(uuid.uuid4())
+    ledger = runtime.ledger()
+    now = timezone.now()
+    row = dict(
+        function_name=spec.name,
+        status=TaskStatus.RUNNING,
+        pool=spec.pool,
+        execution_mode=spec.execution_mode,
+        created_at=now,
+        started_at=now,
+        attempt=1,
+        timeout_ms=spec.timeout_ms,
+        args=args,
+        worker_id=GATEWAY_ID,
+        retry_of_id=retry_of,
+    )
+    if idempotency_key is None:
+        ledger.record_start(task_id, **row)
+        record_finish = functools.partial(ledger.record_finish, task_id)
+    else:
+        Task.objects.create(id=task_id, idempotency_key=idempotency_key, **row)
+        record_finish = functools.partial(_record_finish_now, task_id)
+    started = time.perf_counter()
+    try:
+        outcome = runtime.executor().run(
+            task_id=task_id,
+            function=spec.name,
+            args=args,
+            timeout_ms=spec.timeout_ms,
+            on_progress=lambda fraction, message: ledger.record_progress(task_id, fraction, message),
+        )
+    except ex.ExecutorError as exc:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        status, error = _failure(spec, task_id, exc)
+        record_finish(
+            status=status,
+            completed_at=timezone.now(),
+            duration_ms=elapsed_ms,
+            error=error.message,
+            error_type=str(error.details.get("error_type", "")),
+            traceback=getattr(exc, "traceback", "") or "",
+            worker_id=getattr(exc, "worker_id", "") or GATEWAY_ID,
+        )
+        sync_task_finished(function=spec.name, pool=spec.pool, status=status, duration_s=None)
+        raise error from None
+    sync_task_finished(function=spec.name, pool=spec.pool, status=TaskStatus.COMPLETED,
+                       duration_s=outcome.duration_ms / 1000)
+    record_finish(
+        status=TaskStatus.COMPLETED,
+        completed_at=timezone.now(),
+        duration_ms=outcome.duration_ms,
+        result=outcome.value,
+        worker_id=outcome.worker_id,
+    )
+    return SyncOutcome(task_id=task_id, result_json=outcome.result_json, duration_ms=outcome.duration_ms)
+
+
+def _record_finish_now(task_id: str, **fields: Any) -> None:
+    """A sync task's end, written at once (the ledger's conditional UPDATE, without the batch)."""
+    if Task.objects.filter(id=task_id, status=TaskStatus.RUNNING).update(**fields):
+        task_event(task_id, str(fields["status"]))
+
+
+def _failure(spec: TaskSpec, task_id: str, exc: ex.ExecutorError) -> tuple[str, Any]:
+    """Map an executor error to the ledger status and the error the caller sees."""
+    if isinstance(exc, ex.TaskTimeout):
+        message = (
+            f"task {spec.name} ran past its {spec.timeout_ms} ms timeout and was killed"
+            if exc.stage == "run"
+            else f"no sync worker process was free within {spec.timeout_ms} ms; the server is saturated, "
+            "try again or raise NEUTRINO_SYNC_PROCESSES"
+        )
+        return TaskStatus.FAILED, TaskTimedOut(
+            message,
+            task_id=task_id,
+            error_type="TimeoutError",
+            timeout_ms=spec.timeout_ms,
+        )
+    if isinstance(exc, ex.TaskCancelled):
+        return TaskStatus.CANCELLED, Conflict(
+            f"task {spec.name} was cancelled while it ran", task_id=task_id, error_type="Cancelled"
+        )
+    if isinstance(exc, ex.TaskRaised):
+        return TaskStatus.FAILED, TaskFailed(
+            f"task {spec.name} raised {exc.exc_type}: {exc.error}",
+            task_id=task_id,
+            error_type=exc.exc_type,
+            traceback=exc.traceback,
+        )
+    error_type = {
+        ex.TaskCrashed: "WorkerCrashed",
+        ex.ResultError: "ResultError",
+        ex.UnknownTask: "UnknownTask",
+        ex.ExecutorClosed: "ExecutorClosed",
+    }.get(type(exc), type(exc).__name__)
+    return TaskStatus.FAILED, TaskFailed(str(exc), task_id=task_id, error_type=error_type)
+
+
+def task_submit_target(*, spec: TaskSpec) -> NatsBridge:
+    """The broker a queued task goes to. Raises BrokerUnavailable (503) when its pool or NATS is missing."""
+    pool = pools_by_name().get(spec.pool)
+    if pool is None or not pool.enabled or pool.mode != PoolMode.NATS or pool.draining:
+        state = ("does not exist" if pool is None else "is disabled" if not pool.enabled
+                 else "is an http pool" if pool.mode != PoolMode.NATS else "is draining (it takes no new tasks)")
+        raise BrokerUnavailable(
+            f"pool {spec.pool} {state}; an admin must create or enable it before {spec.name} can run",
+            task=spec.name, pool=spec.pool,
+        )
+    if not neutrino_settings().nats_url:
+        raise BrokerUnavailable(
+            f"task {spec.name} is queued through NATS, but this server has no NATS connection "
+            "configured (set NEUTRINO_NATS_URL or pass --nats-url)",
+            task=spec.name,
+        )
+    bridge = runtime.broker()
+    assert bridge is not None  # nats_url is set
+    return bridge
+
+
+def task_submit(
+    *, spec: TaskSpec, args: dict[str, Any], retry_of: str | None = None, idempotency_key: str | None = None
+) -> Task:
+    """Queue an async or gpu task: INSERT pending -> JetStream publish (msg id = task id) -> queued.
+
+    Raises BrokerUnavailable (503) when the pool does not exist or NATS is down; the row then
+    says why and nothing is left pending. A publish whose ack did not come back may still have
+    been stored: that row stays pending and the sweeper republishes it under the same msg id.
+    """
+    task_submit_target(spec=spec)
+    task = Task.objects.create(
+        function_name=spec.name,
+        status=TaskStatus.PENDING,
+        pool=spec.pool,
+        execution_mode=spec.execution_mode,
+        created_at=timezone.now(),
+        timeout_ms=spec.timeout_ms,
+        max_retries=spec.max_retries,
+        args=args,
+        retry_of_id=retry_of,
+        idempotency_key=idempotency_key,
+    )
+    task_id = str(task.id)
+    try:
+        runtime.publish_task(
+            task_subject(spec.pool, spec.name),
+            encode_task_message(task_id=task_id, function=spec.name, args=args,
+                                max_retries=spec.max_retries, timeout_ms=spec.timeout_ms),
+            msg_id=task_id,
+        )
+    except BrokerDown as exc:
+        # The key is released: the caller's retry with it, once NATS is back, makes a new task.
+        Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(
+            status=TaskStatus.FAILED, completed_at=timezone.now(), error_type="BrokerUnavailable",
+            error=f"not queued: {exc}; submit it again when NATS is back", idempotency_key=None,
+        )
+        raise BrokerUnavailable(f"NATS is unavailable, task {spec.name} was not queued: {exc}",
+                                task_id=task_id, task=spec.name)
+    except BrokerError as exc:
+        Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(
+            error=f"broker did not confirm the publish yet ({exc}); it will be republished"
+        )
+        return task
+    # The broker has it: the caller hears "queued" now; the row follows within one ledger batch (the
+    # writer publishes the event). A worker may claim it first; its claim accepts pending rows too.
+    runtime.ledger().record_queued(task_id)
+    task.status = TaskStatus.QUEUED
+    return task
+
+
+def task_republish_pending(*, pool: str, older_than_s: float, limit: int = 500) -> int:
+    """The sweeper: publish again the pending rows the broker never confirmed (same msg id, so deduped)."""
+    if not neutrino_settings().nats_url:
+        return 0
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    rows = list(
+        Task.objects.filter(status=TaskStatus.PENDING, pool=pool, created_at__lt=cutoff)
+        .order_by("created_at")[:limit]
+    )
+    republished = 0
+    for task in rows:
+        try:
+            runtime.publish_task(
+                task_subject(task.pool, task.function_name),
+                encode_task_message(task_id=str(task.id), function=task.function_name,
+                                    args=task.args if isinstance(task.args, dict) else {},
+                                    max_retries=task.max_retries, timeout_ms=task.timeout_ms),
+                msg_id=str(task.id),
+            )
+        except BrokerError as exc:
+            logger.warning("sweeper could not republish task %s: %s", task.id, exc)
+            break
+        updated = Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(
+            status=TaskStatus.QUEUED, queued_at=timezone.now(), error=""
+        )
+        if updated:
+            task_event(str(task.id), TaskStatus.QUEUED)
+        republished += 1
+    return republished
+
+
+# --- transitions reported by the workers. Each is one conditional UPDATE: a redelivered message,
+# --- a late result from an older attempt or a cancel that won the race can never move a finished task.
+
+
+# The two transitions every queued task makes are written as plain SQL: built through the ORM, a
+# conditional UPDATE cost 0.25-0.43 ms of Python per call against 0.05 ms for the statement itself, and
+# that, twice per task, was most of what bounded a worker's rate for short tasks. The values still go
+# through each field's own conversion, so SQLite and PostgreSQL store exactly what the ORM would.
+
+
+def _update_task(*, set_values: dict[str, Any], where_sql: str, where_values: list[Any]) -> int:
+    """`UPDATE tasks SET <set_values> WHERE <where_sql>`; values converted by their model fields."""
+    table = connection.ops.quote_name(Task._meta.db_table)
+    assignments, params = [], []
+    for name, value in set_values.items():
+        field = Task._meta.get_field(name)
+        column = connection.ops.quote_name(field.column)
+        if isinstance(value, _KeepIfSet):
+            assignments.append(f"{column} = COALESCE({column}, %s)")
+            value = value.value
+        else:
+            assignments.append(f"{column} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET {', '.join(assignments)} WHERE {where_sql}", [*params, *where_values])
+        return int(cursor.rowcount)
+
+
+@dataclass(frozen=True)
+class _KeepIfSet:
+    """Set a column only where it is still NULL."""
+
+    value: Any
+
+
+def _task_pk(task_id: str) -> Any:
+    return Task._meta.pk.get_db_prep_value(uuid.UUID(str(task_id)), connection)
+
+
+def _record_past_attempt(*, task_id: str, attempt: int, outcome: str, error: str = "",
+                         seen: dict[str, Any] | None = None) -> None:
+    """Keep an attempt that ended without finishing the task, for the detail page's timeline."""
+    if seen is None:
+        return
+    TaskAttempt.objects.create(task_id=task_id, attempt=attempt, worker_id=seen["worker_id"],
+                               started_at=seen["started_at"], ended_at=timezone.now(), outcome=outcome,
+                               error=error[:2000])
+
+
+def _running_attempt(task_id: str, attempt: int | None = None) -> dict[str, Any] | None:
+    rows = Task.objects.filter(id=task_id, status=TaskStatus.RUNNING)
+    if attempt is not None:
+        rows = rows.filter(attempt=attempt)
+    return rows.values("attempt", "worker_id", "started_at").first()
+
+
+def task_mark_running(*, task_id: str, attempt: int, worker_id: str) -> bool:
+    """Claim a task for this attempt. False when it is finished, cancelled or claimed by a newer attempt."""
+    # A redelivery (attempt > 1) may take over from a worker that died mid-run: note that attempt first.
+    previous = _running_attempt(task_id) if attempt > 1 else None
+    now = timezone.now()
+    updated = _update_task(
+        set_values={"status": TaskStatus.RUNNING, "attempt": attempt, "worker_id": worker_id, "started_at": now,
+                    "queued_at": _KeepIfSet(now), "progress": None, "progress_message": ""},
+        where_sql="id = %s AND cancel_requested = %s AND (status IN (%s, %s) OR (status = %s AND attempt < %s))",
+        where_values=[_task_pk(task_id), False, str(TaskStatus.PENDING), str(TaskStatus.QUEUED),
+                      str(TaskStatus.RUNNING), attempt],
+    )
+    if updated:
+        if previous is not None and previous["attempt"] < attempt:
+            _record_past_attempt(task_id=task_id, attempt=previous["attempt"], outcome=TaskAttempt.Outcome.LOST,
+                                 error="its worker stopped answering; the message was delivered again",
+                                 seen=previous)
+        task_event(task_id, TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id)
+    return bool(updated)
+
+
+def task_mark_completed(*, task_id: str, attempt: int, result: Any, duration_ms: float, worker_id: str) -> bool:
+    updated = _update_task(
+        set_values={"status": TaskStatus.COMPLETED, "result": result, "duration_ms": duration_ms,
+                    "worker_id": worker_id, "completed_at": timezone.now(), "error": "", "error_type": "",
+                    "traceback": ""},
+        where_sql="id = %s AND status = %s AND attempt = %s",
+        where_values=[_task_pk(task_id), str(TaskStatus.RUNNING), attempt],
+    )
+    if updated:
+        task_event(task_id, TaskStatus.COMPLETED)
+    return bool(updated)
+
+
+def task_mark_retrying(*, task_id: str, attempt: int, error: str, error_type: str, traceback: str,
+                       duration_ms: float | None) -> bool:
+    """A failed attempt that will be tried again: back to queued, keeping the error for the record."""
+    seen = _running_attempt(task_id, attempt)
+    updated = Task.objects.filter(id=task_id, status=TaskStatus.RUNNING, attempt=attempt).update(
+        status=TaskStatus.QUEUED, error=error, error_type=error_type, traceback=traceback,
+        duration_ms=duration_ms,
+    )
+    if updated:
+        _record_past_attempt(task_id=task_id, attempt=attempt, outcome=TaskAttempt.Outcome.RETRIED, error=error,
+                             seen=seen)
+        task_event(task_id, TaskStatus.QUEUED, attempt=attempt)
+    return bool(updated)
+
+
+def task_mark_failed(*, task_id: str, attempt: int | None, error: str, error_type: str, traceback: str = "",
+                     duration_ms: float | None = None) -> bool:
+    """Final failure. With `attempt` it only fails that attempt; without, any task not yet finished."""
+    rows = Task.objects.filter(id=task_id)
+    rows = rows.filter(status=TaskStatus.RUNNING, attempt=attempt) if attempt is not None else rows.filter(
+        status__in=ACTIVE_STATUSES
+    )
+    updated = rows.update(
+        status=TaskStatus.FAILED, error=error, error_type=error_type, traceback=traceback,
+        duration_ms=duration_ms, completed_at=timezone.now(),
+    )
+    if updated:
+        task_event(task_id, TaskStatus.FAILED)
+    return bool(updated)
+
+
+def task_mark_requeued(*, task_id: str, attempt: int) -> bool:
+    """A worker shutting down hands a running task back to the stream."""
+    seen = _running_attempt(task_id, attempt)
+    updated = Task.objects.filter(id=task_id, status=TaskStatus.RUNNING, attempt=attempt).update(
+        status=TaskStatus.QUEUED, worker_id="",
+    )
+    if updated:
+        _record_past_attempt(task_id=task_id, attempt=attempt, outcome=TaskAttempt.Outcome.HANDED_BACK,
+                             error="the worker stopped before the task finished", seen=seen)
+        task_event(task_id, TaskStatus.QUEUED)
+    return bool(updated)
+
+
+def task_record_progress(*, task_id: str, attempt: int, fraction: float, message: str) -> None:
+    Task.objects.filter(id=task_id, status=TaskStatus.RUNNING, attempt=attempt).update(
+        progress=fraction, progress_message=message
+    )
+    task_event(task_id, TaskStatus.RUNNING, progress=fraction, progress_message=message)
+
+
+def task_cancel(*, task_id: uuid.UUID) -> Task:
+    """Cancel a task: a pending or queued one never runs; a running one is killed.
+
+    Raises TaskNotFound, or Conflict when the task already finished.
+    """
+    task_get(task_id=task_id, grace_s=LEDGER_GRACE_S)  # 404 unless it exists (or is about to)
+    updated = Task.objects.filter(id=task_id, status__in=ACTIVE_STATUSES).update(
+        status=TaskStatus.CANCELLED,
+        cancel_requested=True,
+        completed_at=timezone.now(),
+        error="cancelled on request",
+        error_type="Cancelled",
+    )
+    if updated:
+        # Whichever process runs it (this one, another HTTP process, a worker) kills its child.
+        runtime.executor().cancel(str(task_id))
+        runtime.publish_event(CANCEL_SUBJECT, {"task_id": str(task_id)})
+        task_event(str(task_id), TaskStatus.CANCELLED)
+    task = task_get(task_id=task_id)
+    if not updated and task.status != TaskStatus.CANCELLED:
+        raise Conflict(
+            f"task {task_id} already finished ({task.status}); only pending, queued or running tasks "
+            "can be cancelled",
+            task_id=str(task_id),
+            status=task.status,
+        )
+    return task
+
+
+def task_retry(*, task_id: uuid.UUID, idempotency_key: str | None = None) -> dict[str, Any]:
+    """Run the task's function again with the same args, as a new task that records `retry_of`."""
+    original = task_get(task_id=task_id, grace_s=LEDGER_GRACE_S)
+    spec = task_spec(original.function_name)
+    args = original.args if isinstance(original.args, dict) else {}
+    if spec.runs_on_nats:
+        task = task_submit(spec=spec, args=args, retry_of=str(original.id), idempotency_key=idempotency_key)
+        return {"task_id": str(task.id), "status": task.status, "retry_of": str(original.id)}
+    try:
+        outcome = task_run_sync(spec=spec, args=args, retry_of=str(original.id), idempotency_key=idempotency_key)
+    except (TaskFailed, TaskTimedOut, Conflict) as exc:
+        return {
+            "task_id": exc.details["task_id"],
+            "status": TaskStatus.CANCELLED if isinstance(exc, Conflict) else TaskStatus.FAILED,
+            "retry_of": str(original.id),
+            "error": exc.message,
+        }
+    return {
+        "task_id": outcome.task_id,
+        "status": TaskStatus.COMPLETED,
+        "retry_of": str(original.id),
+        "result": json.loads(outcome.result_json),
+    }
+
+
+# --- dashboard accounts ----------------------------------------------------------------------------
+
+
+ADMIN_PASSWORD_BYTES = 15  # token_urlsafe: 20 characters
+
+
+def admin_create(*, username: str, email: str = "", password: str | None = None) -> tuple[Any, str]:
+    """Create a staff superuser. Returns the user and its password (generated when not given).
+
+    Only the password's hash is stored. Raises Conflict when the username is taken.
+    """
+    from django.contrib.auth import get_user_model
+
+    user_model = get_user_model()
+    if user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username}).exists():
+        raise Conflict(f"a user named {username!r} already exists; "
+                       f"`neutrino manage changepassword {username}` sets a new password")
+    password = password or secrets.token_urlsafe(ADMIN_PASSWORD_BYTES)
+    user = user_model._default_manager.create_superuser(username=username, email=email, password=password)
+    return user, password
+
+
+def admin_ensure_first(*, username: str = "admin") -> str | None:
+    """On a database without any user, create the first admin and return its (generated) password.
+
+    Returns None when a user exists already (nothing is created, no password is known).
+    """
+    from django.contrib.auth import get_user_model
+
+    if get_user_model()._default_manager.exists():
+        return None
+    _, password = admin_create(username=username)
+    return password

@@ -1,0 +1,111 @@
+"""`neutrino dev`: the whole system on one machine, as child processes of one supervisor.
+
+It starts nats-server (JetStream, store under ./data/nats), migrates the database,
+creates the first admin account when there is none (its password is printed once),
+starts the HTTP server (which brings the dashboard's websocket process along on
+--ws-port) and restarts it if it dies. The NATS pools' workers follow the autoscaler
+(`pools_app.autoscaler.local`): every couple of seconds it reads each pool's queue depth,
+decides how many workers the pool wants (between its min and max replicas; a pool with
+min 0, like gpu, has none until a task waits) and starts or stops (SIGTERM, graceful)
+worker processes to match; pools an admin adds, changes, disables or deletes are
+followed the same way. Ctrl-C stops the HTTP server and the workers (gracefully:
+running tasks finish or go back to the stream), then nats-server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+
+from pools_app.autoscaler.local import Child, LocalScaler, ScalerSettings
+from workers.engine.broker.bridge import NatsBridge
+from workers.engine.nats_server import NatsServer, wait_for_port
+from workers.engine.topology import ConsumerSettings
+
+logger = logging.getLogger("neutrino.dev")
+
+CHECK_EVERY_S = 2.0
+RESTART_BACKOFF_S = 1.0
+
+
+def _say(message: str) -> None:
+    print(f"neutrino dev: {message}", file=sys.stderr, flush=True)
+
+
+def run_dev(*, host: str, port: int, nats_port: int, ws_port: int | None = None,
+            allow_anonymous: bool = False) -> int:
+    from pools_app.startup import check_tasks
+    from tasks_app.core.conf import neutrino_settings
+    from tasks_app.services.tasks import admin_ensure_first
+
+    ws_port = port + 1 if ws_port is None else ws_port
+    data_dir = Path(settings.DATA_DIR)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    call_command("migrate", interactive=False, verbosity=0)
+    check_tasks()
+    password = admin_ensure_first(username="admin")
+    if password is not None:
+        _say(f"created the dashboard account 'admin' with password {password}  (shown once: only its hash "
+             "is stored; `neutrino createadmin` makes more)")
+
+    nats = NatsServer(store_dir=data_dir / "nats", port=nats_port, log_file=data_dir / "nats-server.log")
+    nats.start()
+    env = {**os.environ, "NEUTRINO_NATS_URL": nats.url, "NEUTRINO_ALLOW_ANONYMOUS": "1" if allow_anonymous else "0"}
+    cli = [sys.executable, "-m", "neutrino_site.cli"]
+    http = Child("http server", [*cli, "serve", "--mode", "http", "--host", host, "--port", str(port),
+                                 "--ws-port", str(ws_port), "--workers", "1", "--threads", "16"])
+    conf = neutrino_settings()
+    bridge = NatsBridge(nats.url, name="neutrino-dev-autoscaler").start()
+    scaler = LocalScaler(ScalerSettings(
+        worker_argv=lambda pool: [*cli, "serve", "--mode", "nats", "--pool", pool],
+        env=env,
+        grace_s=conf.worker_grace_s,
+        consumer=ConsumerSettings(ack_wait_s=conf.ack_wait_s, max_deliver=conf.max_deliver),
+        stream_replicas=conf.stream_replicas,
+        say=_say,
+    ), bridge)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    http.start(env)
+    if wait_for_port(host if host != "0.0.0.0" else "127.0.0.1", port, 30):
+        _say(f"serving http://{host}:{port}/  (dashboard websocket: port {ws_port}, API docs: /api/docs, "
+             f"NATS: {nats.url}, data: {data_dir})")
+        _say("API: anonymous calls allowed (loopback only; --require-token turns this off)" if allow_anonymous
+             else "API: every call needs a token: `neutrino token create NAME`, then 'Authorization: Bearer <token>'")
+    else:
+        _say(f"the HTTP server did not open port {port} within 30 s; see its output above")
+    try:
+        while not stopping.is_set():
+            try:
+                scaler.step()
+            except Exception:  # a database hiccup must not take the whole dev server down
+                logger.exception("autoscaler step failed; trying again in %.0f s", CHECK_EVERY_S)
+            if not http.alive() and time.monotonic() - http.started_at > RESTART_BACKOFF_S:
+                code = http.process.returncode if http.process else None
+                http.restarts += 1
+                _say(f"{http.name} exited with {code}; restarting it (restart #{http.restarts})")
+                http.start(env)
+            stopping.wait(CHECK_EVERY_S)
+    finally:
+        _say("stopping")
+        http.terminate()
+        scaler.stop_all(settings.NEUTRINO_WORKER_GRACE_S + 5)
+        http.stop(settings.NEUTRINO_WORKER_GRACE_S + 5)
+        bridge.close(timeout_s=2.0)
+        nats.stop()
+        _say("stopped")
+    return 0
