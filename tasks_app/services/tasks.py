@@ -150,37 +150,14 @@ def _record_finish_now(task_id: str, **fields: Any) -> None:
 
 def _failure(spec: TaskSpec, task_id: str, exc: ex.ExecutorError) -> tuple[str, Any]:
     """Map an executor error to the ledger status and the error the caller sees."""
+    failure = ex.describe_failure(exc, function=spec.name, timeout_ms=spec.timeout_ms)
     if isinstance(exc, ex.TaskTimeout):
-        message = (
-            f"task {spec.name} ran past its {spec.timeout_ms} ms timeout and was killed"
-            if exc.stage == "run"
-            else f"no sync worker process was free within {spec.timeout_ms} ms; the server is saturated, "
-            "try again or raise NEUTRINO_SYNC_PROCESSES"
-        )
-        return TaskStatus.FAILED, TaskTimedOut(
-            message,
-            task_id=task_id,
-            error_type="TimeoutError",
-            timeout_ms=spec.timeout_ms,
-        )
+        return TaskStatus.FAILED, TaskTimedOut(failure.message, task_id=task_id, error_type=failure.error_type,
+                                               timeout_ms=spec.timeout_ms)
     if isinstance(exc, ex.TaskCancelled):
-        return TaskStatus.CANCELLED, Conflict(
-            f"task {spec.name} was cancelled while it ran", task_id=task_id, error_type="Cancelled"
-        )
-    if isinstance(exc, ex.TaskRaised):
-        return TaskStatus.FAILED, TaskFailed(
-            f"task {spec.name} raised {exc.exc_type}: {exc.error}",
-            task_id=task_id,
-            error_type=exc.exc_type,
-            traceback=exc.traceback,
-        )
-    error_type = {
-        ex.TaskCrashed: "WorkerCrashed",
-        ex.ResultError: "ResultError",
-        ex.UnknownTask: "UnknownTask",
-        ex.ExecutorClosed: "ExecutorClosed",
-    }.get(type(exc), type(exc).__name__)
-    return TaskStatus.FAILED, TaskFailed(str(exc), task_id=task_id, error_type=error_type)
+        return TaskStatus.CANCELLED, Conflict(failure.message, task_id=task_id, error_type=failure.error_type)
+    details: dict[str, Any] = {"traceback": failure.traceback} if isinstance(exc, ex.TaskRaised) else {}
+    return TaskStatus.FAILED, TaskFailed(failure.message, task_id=task_id, error_type=failure.error_type, **details)
 
 
 def task_submit_target(*, spec: TaskSpec) -> NatsBridge:

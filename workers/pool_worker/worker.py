@@ -581,19 +581,8 @@ class PoolWorker:
             await self._fail(run, f"unknown function {task.function} on pool {self.pool}: {exc}", "UnknownTask",
                              "", duration_ms)
             return
-        traceback = ""
-        if isinstance(exc, ex.TaskRaised):
-            error_type, traceback = exc.exc_type, exc.traceback
-            error = f"task {task.function} raised {exc.exc_type}: {exc.error}"
-        elif isinstance(exc, ex.TaskTimeout):
-            error_type = "TimeoutError"
-            error = f"task {task.function} timed out after {task.timeout_ms} ms and was killed"
-        elif isinstance(exc, ex.TaskCrashed):
-            error_type, error = "WorkerCrashed", str(exc)
-        elif isinstance(exc, ex.ResultError):
-            error_type, error = "ResultError", str(exc)
-        else:
-            error_type, error = type(exc).__name__, str(exc)
+        failure = ex.describe_failure(exc, function=task.function, timeout_ms=task.timeout_ms)
+        error_type, error, traceback = failure.error_type, failure.message, failure.traceback
         exhausted = run.attempt >= self.conf.max_deliver
         if run.attempt <= task.max_retries and not exhausted:
             delay = self._backoff(run.attempt)
