@@ -1,0 +1,141 @@
+"""The asyncio client, `AsyncNeutrinoClient`, and its task handle, `AwaitableTask`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, TypeVar
+
+import httpx
+
+from neutrino.client.base import DEFAULT_SUBMIT_RETRIES, DEFAULT_TIMEOUT_S, ClientBase, HandleBase
+from neutrino.client.errors import NeutrinoClientError
+from neutrino.client.flows import DEFAULT_CHUNK_SIZE, DEFAULT_WAIT_S, Done, Flow, Reply, Request, Submitted, advance
+from neutrino.client.models import TaskInfo, TaskPage
+from neutrino.client.wire import default_headers, http_kwargs, to_reply
+
+T = TypeVar("T")
+
+
+class AsyncNeutrinoClient(ClientBase):
+    """The same client for asyncio: every operation is a coroutine; handles are `AwaitableTask`s."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT_S, *,
+                 submit_retries: int = DEFAULT_SUBMIT_RETRIES, headers: Mapping[str, str] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(base_url, timeout, submit_retries)
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=default_headers(token, headers),
+                                       timeout=timeout, transport=transport)
+
+    async def __aenter__(self) -> AsyncNeutrinoClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def call_sync(self, name: str, /, **args: Any) -> Any:
+        return await self.run(name, args)
+
+    async def run(self, name: str, args: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None,
+                  timeout: float | None = None, wait_timeout: float = DEFAULT_WAIT_S) -> Any:
+        return await self._drive(self._flows.run(name, args or {}, key=idempotency_key, timeout=timeout,
+                                                 wait_timeout=wait_timeout))
+
+    async def call_async(self, name: str, /, **args: Any) -> AwaitableTask:
+        return await self.submit(name, args)
+
+    async def submit(self, name: str, args: Mapping[str, Any] | None = None, *,
+                     idempotency_key: str | None = None, timeout: float | None = None) -> AwaitableTask:
+        submitted = await self._drive(self._flows.submit(name, args or {}, key=idempotency_key, timeout=timeout))
+        return AwaitableTask(self, submitted)
+
+    async def submit_many(self, name: str, items: Iterable[Mapping[str, Any]], *,
+                          idempotency_key: str | None = None,
+                          chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[AwaitableTask]:
+        try:
+            submitted = await self._drive(self._flows.submit_many(name, [dict(i) for i in items],
+                                                                  key=idempotency_key, chunk_size=chunk_size))
+        except NeutrinoClientError as exc:
+            exc.submitted = [AwaitableTask(self, s) for s in exc.submitted]
+            raise
+        return [AwaitableTask(self, s) for s in submitted]
+
+    async def get_task(self, task_id: str) -> TaskInfo:
+        return await self._drive(self._flows.get(str(task_id)))
+
+    async def wait(self, task_id: str, timeout: float = DEFAULT_WAIT_S) -> Any:
+        return await self._drive(self._flows.wait(str(task_id), timeout=timeout))
+
+    async def cancel(self, task_id: str) -> TaskInfo:
+        return await self._drive(self._flows.cancel(str(task_id)))
+
+    async def retry(self, task_id: str, *, idempotency_key: str | None = None) -> AwaitableTask:
+        return AwaitableTask(self, await self._drive(self._flows.retry(str(task_id), key=idempotency_key)))
+
+    async def list_tasks(self, *, status: str | None = None, function: str | None = None, pool: str | None = None,
+                         mode: str | None = None, limit: int = 50, cursor: str | None = None) -> TaskPage:
+        return await self._drive(self._flows.list_page(status=status, function=function, pool=pool, mode=mode,
+                                                       limit=limit, cursor=cursor))
+
+    async def iter_tasks(self, *, status: str | None = None, function: str | None = None, pool: str | None = None,
+                         mode: str | None = None, page_size: int = 200) -> AsyncIterator[TaskInfo]:
+        cursor: str | None = None
+        while True:
+            page = await self.list_tasks(status=status, function=function, pool=pool, mode=mode, limit=page_size,
+                                         cursor=cursor)
+            for item in page.items:
+                yield item
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def _drive(self, flow: Flow[T]) -> T:
+        step = advance(flow, None)
+        while not isinstance(step, Done):
+            outcome: Reply | NeutrinoClientError
+            try:
+                outcome = await self._send(step)
+            except NeutrinoClientError as exc:
+                outcome = exc
+            step = advance(flow, outcome)
+        return step.value
+
+    async def _send(self, request: Request) -> Reply:
+        timeout_s, kwargs = http_kwargs(request, self.timeout)
+        resends = 0
+        while True:
+            try:
+                response = await self._http.request(request.method, request.path, **kwargs)
+            except httpx.TransportError as exc:
+                resends += 1
+                await asyncio.sleep(self._pause_before_resend_s(request, exc, resends, timeout_s))
+                continue
+            return to_reply(request, response)
+
+
+class AwaitableTask(HandleBase):
+    """A task submitted through `AsyncNeutrinoClient`; the methods of `AsyncTask`, as coroutines."""
+
+    def __init__(self, client: AsyncNeutrinoClient, submitted: Submitted) -> None:
+        super().__init__(submitted)
+        self._client = client
+
+    async def info(self) -> TaskInfo:
+        return await self._client.get_task(self.id)
+
+    async def status(self) -> str:
+        return (await self.info()).status
+
+    async def wait(self, timeout: float = DEFAULT_WAIT_S) -> Any:
+        if self._submitted.status == "completed":
+            return self._submitted.result
+        return await self._client.wait(self.id, timeout=timeout)
+
+    async def cancel(self) -> TaskInfo:
+        return await self._client.cancel(self.id)
+
+    async def retry(self) -> AwaitableTask:
+        return await self._client.retry(self.id)

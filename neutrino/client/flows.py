@@ -1,0 +1,203 @@
+"""The client's operations as flows: generators that yield the requests one operation needs.
+
+A flow gets each request's `Reply` sent back (or its error thrown in) and returns the operation's
+result, so the logic of every operation is written once and driven by a blocking loop
+(`NeutrinoClient`) or an asyncio one (`AsyncNeutrinoClient`); `advance` is the one step both loops take.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+from neutrino.client.errors import (
+    GatewayUnavailable,
+    NeutrinoClientError,
+    TaskCancelled,
+    TaskFailed,
+    TaskTimeout,
+)
+from neutrino.client.models import TaskInfo, TaskPage
+
+DEFAULT_WAIT_S = 300.0
+MAX_POLL_S = 60.0  # the server's longest long-poll
+POLL_SLACK_S = 10.0  # a long-poll request's own timeout is its wait plus this
+DEFAULT_CHUNK_SIZE = 1000  # the server's default NEUTRINO_BATCH_MAX
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    call: str  # how the caller called it, for messages: "call_sync('add')"
+    params: dict[str, str] | None = None
+    body: Any = None
+    key: str | None = None  # Idempotency-Key
+    timeout_s: float | None = None
+    resend_ok: bool = False  # safe to send again after the connection broke mid-request
+    timeout_error: type[NeutrinoClientError] = GatewayUnavailable
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: Any
+
+
+Flow = Generator[Request, Reply, T]
+
+
+@dataclass(frozen=True)
+class Done(Generic[T]):
+    """A flow's result, once it has no more requests to make."""
+
+    value: T
+
+
+def advance(flow: Flow[T], outcome: Reply | NeutrinoClientError | None) -> Request | Done[T]:
+    """Hand `flow` the outcome of its last request (None to start it); get its next request or its result."""
+    try:
+        if outcome is None:
+            return next(flow)
+        if isinstance(outcome, NeutrinoClientError):
+            return flow.throw(outcome)
+        return flow.send(outcome)
+    except StopIteration as stop:
+        return Done(stop.value)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    task_id: str
+    function_name: str
+    status: str
+    result: Any = None  # known when a sync task ran in the submit itself
+
+
+class Flows:
+    """The operations, as flows. Holds the settings both clients share."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+
+    def run(self, name: str, args: Mapping[str, Any], *, key: str | None, timeout: float | None,
+            wait_timeout: float) -> Flow[Any]:
+        call = f"call_sync({describe(name, args)})"
+        reply = yield Request("POST", f"/api/{name}", call, body={"args": dict(args)},
+                              key=key or str(uuid.uuid4()), timeout_s=timeout, resend_ok=True,
+                              timeout_error=TaskTimeout)
+        body = reply.body if isinstance(reply.body, dict) else {}
+        if body.get("status") == "completed" and "result" in body:
+            return body["result"]
+        # A queued task: call_sync waits for it like wait() does.
+        return (yield from self.wait(str(body["task_id"]), timeout=wait_timeout, call=call))
+
+    def submit(self, name: str, args: Mapping[str, Any], *, key: str | None,
+               timeout: float | None) -> Flow[Submitted]:
+        call = f"call_async({describe(name, args)})"
+        reply = yield Request("POST", f"/api/{name}", call, body={"args": dict(args)},
+                              key=key or str(uuid.uuid4()), timeout_s=timeout, resend_ok=True)
+        return _submitted(reply, function_name=name)
+
+    def submit_many(self, name: str, items: list[Mapping[str, Any]], *, key: str | None,
+                    chunk_size: int) -> Flow[list[Submitted]]:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        base_key = key or str(uuid.uuid4())
+        submitted: list[Submitted] = []
+        for start in range(0, len(items), chunk_size):
+            chunk = items[start:start + chunk_size]
+            call = f"submit_many({name!r}, items {start}..{start + len(chunk) - 1} of {len(items)})"
+            try:
+                reply = yield Request("POST", f"/api/{name}/batch", call,
+                                      body={"items": [{"args": dict(args)} for args in chunk]},
+                                      key=f"{base_key}-{start}", resend_ok=True)
+            except NeutrinoClientError as exc:
+                exc.submitted = list(submitted)
+                raise
+            body = reply.body if isinstance(reply.body, dict) else {}
+            submitted += [Submitted(task_id=str(item["task_id"]), function_name=name, status=str(item["status"]))
+                          for item in body.get("items", [])]
+        return submitted
+
+    def get(self, task_id: str, *, wait: float = 0.0, call: str | None = None) -> Flow[TaskInfo]:
+        params = {"wait": f"{wait:.3f}"} if wait > 0 else None
+        reply = yield Request("GET", task_path(task_id), call or f"get_task({task_id!r})", params=params,
+                              timeout_s=(wait + POLL_SLACK_S) if wait > 0 else None, resend_ok=True)
+        return TaskInfo.from_body(reply.body)
+
+    def wait(self, task_id: str, *, timeout: float, call: str | None = None) -> Flow[Any]:
+        call = call or f"wait({task_id!r})"
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            info = yield from self.get(task_id, wait=max(0.0, min(MAX_POLL_S, remaining)), call=call)
+            if info.finished:
+                return finished_result(info, call)
+            if deadline - time.monotonic() <= 0:
+                raise TaskTimeout(
+                    f"{call}: task {info.function_name} {info.id} did not finish within {timeout:g} s; it is "
+                    f"still {info.status} on the server (wait again, or cancel it)",
+                    call=call, task_id=info.id, still_running=True, body=dict(info.raw), status_code=200,
+                )
+
+    def cancel(self, task_id: str) -> Flow[TaskInfo]:
+        reply = yield Request("DELETE", task_path(task_id), f"cancel({task_id!r})", resend_ok=True)
+        return TaskInfo.from_body(reply.body)
+
+    def retry(self, task_id: str, *, key: str | None) -> Flow[Submitted]:
+        reply = yield Request("POST", f"{task_path(task_id)}/retry", f"retry({task_id!r})",
+                              key=key or str(uuid.uuid4()), resend_ok=True)
+        return _submitted(reply, function_name="")
+
+    def list_page(self, *, status: str | None, function: str | None, pool: str | None, mode: str | None,
+                  limit: int, cursor: str | None) -> Flow[TaskPage]:
+        params = {k: str(v) for k, v in {"status": status, "function": function, "pool": pool, "mode": mode,
+                                         "limit": limit, "cursor": cursor}.items() if v is not None}
+        reply = yield Request("GET", "/tasks", "list_tasks(" + ", ".join(f"{k}={v!r}" for k, v in params.items())
+                              + ")", params=params, resend_ok=True)
+        body = reply.body if isinstance(reply.body, dict) else {}
+        return TaskPage(items=[TaskInfo.from_body(item) for item in body.get("items", [])],
+                        next_cursor=body.get("next_cursor"))
+
+
+def _submitted(reply: Reply, *, function_name: str) -> Submitted:
+    """The task one submit made, from the server's answer to it."""
+    body = reply.body if isinstance(reply.body, dict) else {}
+    return Submitted(task_id=str(body["task_id"]), function_name=function_name, status=str(body.get("status", "")),
+                     result=body.get("result"))
+
+
+def describe(name: str, args: Mapping[str, Any] | None = None) -> str:
+    if not args:
+        return f"{name}()"
+    shown = ", ".join(f"{k}={v!r}" for k, v in list(args.items())[:4])
+    shown = shown if len(shown) <= 120 else shown[:117] + "..."
+    return f"{name}({shown}{', ...' if len(args) > 4 else ''})"
+
+
+def finished_result(info: TaskInfo, call: str) -> Any:
+    """A finished task's result, or the exception its end calls for."""
+    common: dict[str, Any] = {"call": call, "status_code": 200, "body": dict(info.raw), "task_id": info.id}
+    if info.status == "completed":
+        return info.result
+    if info.status == "cancelled":
+        raise TaskCancelled(f"{call}: task {info.function_name} {info.id} was cancelled"
+                            + (f": {info.error}" if info.error else ""), **common)
+    if info.error_type == "TimeoutError":
+        raise TaskTimeout(f"{call}: task {info.function_name} {info.id} timed out: {info.error}", **common)
+    raise TaskFailed(
+        f"{call}: task {info.function_name} {info.id} failed: {info.error or 'no error recorded'}"
+        + (f" ({info.error_type})" if info.error_type else ""),
+        error_type=info.error_type, traceback=info.traceback, **common,
+    )
+
+
+def task_path(task_id: str) -> str:
+    return f"/tasks/{quote(str(task_id), safe='')}"

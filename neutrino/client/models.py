@@ -1,0 +1,57 @@
+"""What the server answers about tasks, as the client hands it out: `TaskInfo` and `TaskPage`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+FINISHED = frozenset({"completed", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One task as `GET /tasks/<id>` shows it. Times are ISO 8601 strings; `raw` is the whole body."""
+
+    id: str
+    function_name: str
+    status: str
+    pool: str = ""
+    execution_mode: str = ""
+    args: Any = None
+    result: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    attempt: int = 0
+    max_retries: int = 0
+    timeout_ms: int = 0
+    worker_id: str | None = None
+    created_at: str | None = None
+    queued_at: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    duration_ms: float | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    retry_of: str | None = None
+    cancel_requested: bool = False
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> TaskInfo:
+        known = {name for name in cls.__dataclass_fields__ if name not in ("id", "raw")}
+        values = {name: body[name] for name in known if name in body and body[name] is not None}
+        return cls(id=str(body["task_id"]), raw=dict(body), **values)
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """A page of `list_tasks`, newest first; pass `next_cursor` as `cursor` for the next (None: last page)."""
+
+    items: list[TaskInfo]
+    next_cursor: str | None

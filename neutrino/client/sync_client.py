@@ -1,0 +1,159 @@
+"""The blocking client, `NeutrinoClient`, and its task handle, `AsyncTask`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import httpx
+
+from neutrino.client.base import DEFAULT_SUBMIT_RETRIES, DEFAULT_TIMEOUT_S, ClientBase, HandleBase
+from neutrino.client.errors import NeutrinoClientError
+from neutrino.client.flows import DEFAULT_CHUNK_SIZE, DEFAULT_WAIT_S, Done, Flow, Reply, Request, Submitted, advance
+from neutrino.client.models import TaskInfo, TaskPage
+from neutrino.client.wire import default_headers, http_kwargs, to_reply
+
+T = TypeVar("T")
+
+
+class NeutrinoClient(ClientBase):
+    """A blocking client. `timeout` (seconds) bounds each request; `submit_retries` how often a submit
+    is sent again after a connection error (same Idempotency-Key)."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT_S, *,
+                 submit_retries: int = DEFAULT_SUBMIT_RETRIES, headers: Mapping[str, str] | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(base_url, timeout, submit_retries)
+        self._http = httpx.Client(base_url=self.base_url, headers=default_headers(token, headers), timeout=timeout,
+                                  transport=transport)
+
+    def __enter__(self) -> NeutrinoClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # The operations -------------------------------------------------------------------------------
+
+    def call_sync(self, name: str, /, **args: Any) -> Any:
+        """Run task `name` and return its result (a queued task is waited for, up to 300 s)."""
+        return self.run(name, args)
+
+    def run(self, name: str, args: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None,
+            timeout: float | None = None, wait_timeout: float = DEFAULT_WAIT_S) -> Any:
+        """`call_sync` with options: the request's `timeout`, a chosen `idempotency_key`."""
+        return self._drive(self._flows.run(name, args or {}, key=idempotency_key, timeout=timeout,
+                                           wait_timeout=wait_timeout))
+
+    def call_async(self, name: str, /, **args: Any) -> AsyncTask:
+        """Queue task `name`; returns its handle at once (a sync task has then already run)."""
+        return self.submit(name, args)
+
+    def submit(self, name: str, args: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None,
+               timeout: float | None = None) -> AsyncTask:
+        """`call_async` with options."""
+        submitted = self._drive(self._flows.submit(name, args or {}, key=idempotency_key, timeout=timeout))
+        return AsyncTask(self, submitted)
+
+    def submit_many(self, name: str, items: Iterable[Mapping[str, Any]], *, idempotency_key: str | None = None,
+                    chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[AsyncTask]:
+        """Queue one task per args mapping, in order, `chunk_size` per request (all or nothing per request).
+
+        When a later request fails, the exception's `.submitted` lists the handles already queued.
+        """
+        try:
+            submitted = self._drive(self._flows.submit_many(name, [dict(i) for i in items], key=idempotency_key,
+                                                            chunk_size=chunk_size))
+        except NeutrinoClientError as exc:
+            exc.submitted = [AsyncTask(self, s) for s in exc.submitted]
+            raise
+        return [AsyncTask(self, s) for s in submitted]
+
+    def get_task(self, task_id: str) -> TaskInfo:
+        return self._drive(self._flows.get(str(task_id)))
+
+    def wait(self, task_id: str, timeout: float = DEFAULT_WAIT_S) -> Any:
+        """The result of task `task_id` once it finishes; raises TaskFailed, TaskCancelled or TaskTimeout."""
+        return self._drive(self._flows.wait(str(task_id), timeout=timeout))
+
+    def cancel(self, task_id: str) -> TaskInfo:
+        return self._drive(self._flows.cancel(str(task_id)))
+
+    def retry(self, task_id: str, *, idempotency_key: str | None = None) -> AsyncTask:
+        return AsyncTask(self, self._drive(self._flows.retry(str(task_id), key=idempotency_key)))
+
+    def list_tasks(self, *, status: str | None = None, function: str | None = None, pool: str | None = None,
+                   mode: str | None = None, limit: int = 50, cursor: str | None = None) -> TaskPage:
+        """A page of tasks, newest first."""
+        return self._drive(self._flows.list_page(status=status, function=function, pool=pool, mode=mode,
+                                                 limit=limit, cursor=cursor))
+
+    def iter_tasks(self, *, status: str | None = None, function: str | None = None, pool: str | None = None,
+                   mode: str | None = None, page_size: int = 200) -> Iterator[TaskInfo]:
+        """Every matching task, newest first, a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.list_tasks(status=status, function=function, pool=pool, mode=mode, limit=page_size,
+                                   cursor=cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    # The loop that sends a flow's requests ----------------------------------------------------------
+
+    def _drive(self, flow: Flow[T]) -> T:
+        step = advance(flow, None)
+        while not isinstance(step, Done):
+            outcome: Reply | NeutrinoClientError
+            try:
+                outcome = self._send(step)
+            except NeutrinoClientError as exc:
+                outcome = exc
+            step = advance(flow, outcome)
+        return step.value
+
+    def _send(self, request: Request) -> Reply:
+        timeout_s, kwargs = http_kwargs(request, self.timeout)
+        resends = 0
+        while True:
+            try:
+                response = self._http.request(request.method, request.path, **kwargs)
+            except httpx.TransportError as exc:
+                resends += 1
+                time.sleep(self._pause_before_resend_s(request, exc, resends, timeout_s))
+                continue
+            return to_reply(request, response)
+
+
+class AsyncTask(HandleBase):
+    """A task submitted through `NeutrinoClient`: poll it, wait for it, cancel or retry it."""
+
+    def __init__(self, client: NeutrinoClient, submitted: Submitted) -> None:
+        super().__init__(submitted)
+        self._client = client
+
+    def info(self) -> TaskInfo:
+        return self._client.get_task(self.id)
+
+    def status(self) -> str:
+        """pending, queued, running, completed, failed or cancelled."""
+        return self.info().status
+
+    def wait(self, timeout: float = DEFAULT_WAIT_S) -> Any:
+        """The result once the task finishes; raises TaskFailed, TaskCancelled or TaskTimeout."""
+        if self._submitted.status == "completed":
+            return self._submitted.result
+        return self._client.wait(self.id, timeout=timeout)
+
+    def cancel(self) -> TaskInfo:
+        """Cancel it (a queued task never runs, a running one is killed). Conflict if it already finished."""
+        return self._client.cancel(self.id)
+
+    def retry(self) -> AsyncTask:
+        """Run it again as a new task (same arguments); returns the new task's handle."""
+        return self._client.retry(self.id)
