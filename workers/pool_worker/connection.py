@@ -1,0 +1,162 @@
+"""The worker's NATS connection: connecting however long NATS takes to come up, and setting up the stream,
+this pool's consumer, the pull subscription and the control subscriptions on it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from pools_app.selectors import nats_pool_names
+from tasks_app import runtime
+from tasks_app.core.conf import NeutrinoSettings
+from workers.engine.topology import (
+    CANCEL_SUBJECT,
+    MAX_DELIVERIES_ADVISORY,
+    STREAM,
+    ConsumerSettings,
+    consumer_name,
+    ensure_consumer,
+    ensure_stream,
+)
+from workers.pool_worker.db import db
+from workers.pool_worker.state import StopFlags
+
+logger = logging.getLogger("neutrino.worker")
+
+DRAIN_TIMEOUT_S = 5.0
+
+
+class NatsConnection:
+    """Owns the worker's NATS client (`nc`, `js`) and pull subscription (`psub`) from connect to drain.
+
+    A NATS outage is not an error: the first connect and every reconnect are retried forever (logged at
+    most every 5 s), and only a stop request ends the waiting.
+    """
+
+    def __init__(self, *, pool: str, worker_id: str, conf: NeutrinoSettings, stop: StopFlags) -> None:
+        self.pool = pool
+        self.worker_id = worker_id
+        self.conf = conf
+        self.stop = stop
+        self.nc: Client | None = None
+        self.js: JetStreamContext | None = None
+        self.psub: JetStreamContext.PullSubscription | None = None
+        self._unreachable_logged_at = -1e9
+
+    async def connect(self) -> bool:
+        """Connect, however long NATS takes to come up (each failed try is logged); False if stopped first."""
+        connecting = asyncio.create_task(nats.connect(
+            self.conf.nats_url,
+            name=f"neutrino-worker-{self.pool}-{self.worker_id}",
+            max_reconnect_attempts=-1,  # also retries the first connect forever
+            reconnect_time_wait=0.5,
+            connect_timeout=2,
+            allow_reconnect=True,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        ))
+        stopping = asyncio.create_task(self.stop.requested.wait())
+        try:
+            await asyncio.wait([connecting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            try:
+                await connecting
+            except (asyncio.CancelledError, Exception):
+                pass
+            return False
+        try:
+            self.nc = connecting.result()
+        except Exception as exc:
+            logger.error("cannot connect to NATS at %s: %s", self.conf.nats_url, exc)
+            return False
+        self.js = self.nc.jetstream(timeout=5.0)
+        logger.info("connected to NATS at %s", self.conf.nats_url)
+        # The services publish task events through the process's bridge; connect it now, not during
+        # the first task.
+        await asyncio.to_thread(runtime.broker)
+        return True
+
+    async def _on_error(self, exc: Exception) -> None:
+        if self.nc is None or not self.nc.is_connected:
+            now = time.monotonic()
+            if now - self._unreachable_logged_at >= 5.0:
+                self._unreachable_logged_at = now
+                logger.warning("cannot reach NATS at %s (%s: %s); retrying", self.conf.nats_url,
+                               type(exc).__name__, exc)
+            return
+        logger.debug("NATS error: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        if not self.stop.requested.is_set():
+            logger.warning("disconnected from NATS at %s; reconnecting", self.conf.nats_url)
+
+    async def _on_reconnected(self) -> None:
+        logger.info("reconnected to NATS at %s", self.conf.nats_url)
+
+    async def set_up(self, *, on_cancel: Callable[[Msg], Awaitable[None]],
+                     on_max_deliveries: Callable[[Msg], Awaitable[None]]) -> JetStreamContext.PullSubscription | None:
+        """The stream, this pool's consumer, the pull subscription and the control subscriptions.
+
+        Retried every second until it works; None if the worker was asked to stop first.
+        """
+        assert self.nc is not None and self.js is not None
+        subscribed = False
+        while not self.stop.requested.is_set():
+            try:
+                await self.ensure_topology()
+                if not subscribed:
+                    await self.nc.subscribe(CANCEL_SUBJECT, cb=on_cancel)
+                    # One worker of the pool handles each advisory (a queue group per pool).
+                    await self.nc.subscribe(MAX_DELIVERIES_ADVISORY, queue=f"neutrino-advisory-{self.pool}",
+                                            cb=on_max_deliveries)
+                    subscribed = True
+                self.psub = await self.js.pull_subscribe_bind(durable=consumer_name(self.pool), stream=STREAM)
+                return self.psub
+            except Exception as exc:
+                logger.warning("cannot set up stream %s / consumer %s yet (%s); retrying",
+                               STREAM, consumer_name(self.pool), exc)
+                if await self.stop.sleep(1.0):
+                    return None
+        return None
+
+    async def ensure_topology(self) -> None:
+        """Create or update the stream (all NATS pools' subjects) and this pool's consumer."""
+        assert self.js is not None
+        pools = await db(nats_pool_names)
+        if self.pool not in pools:
+            pools.append(self.pool)
+        await ensure_stream(self.js, pools, replicas=self.conf.stream_replicas)
+        await ensure_consumer(
+            self.js, self.pool,
+            ConsumerSettings(ack_wait_s=self.conf.ack_wait_s, max_deliver=self.conf.max_deliver),
+        )
+
+    async def stop_deliveries(self) -> None:
+        """No more deliveries to this worker."""
+        if self.psub is not None:
+            # (Its pending queue is never "joined", so leaving it subscribed would make the drain wait for
+            # its timeout.)
+            try:
+                await self.psub.unsubscribe()
+            except Exception as exc:
+                logger.debug("unsubscribe: %s", exc)
+
+    async def drain(self) -> None:
+        """Drain the connection (closing it if the drain fails or takes over `DRAIN_TIMEOUT_S`)."""
+        if self.nc is not None:
+            try:
+                await asyncio.wait_for(self.nc.drain(), timeout=DRAIN_TIMEOUT_S)
+            except Exception as exc:
+                logger.debug("NATS drain: %s", exc)
+                await self.nc.close()

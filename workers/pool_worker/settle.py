@@ -1,0 +1,263 @@
+"""One message, from claim to settlement: mark the row running, run the task in the executor, write the
+outcome (completed, retrying, failed, requeued), then ack / nak / term every delivery of it. While the task
+runs, its deliveries are kept in progress so the broker does not hand it to another worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.db import DatabaseError
+from nats.aio.msg import Msg
+
+from neutrino.app import TaskSpec
+from tasks_app.core.conf import NeutrinoSettings
+from tasks_app.models import FINISHED_STATUSES, Task
+from tasks_app.services import tasks as services
+from workers.engine import executor as ex
+from workers.engine.topology import BadMessage, decode_task_message
+from workers.pool_worker.db import TransitionBatcher, db, db_call
+from workers.pool_worker.state import Run, RunningTasks, StopFlags
+
+logger = logging.getLogger("neutrino.worker")
+
+PROGRESS_INTERVAL_S = 0.25  # progress rows: at most ~4 writes a second per task
+DB_RETRY_FOR_S = 60.0  # a result that cannot be written is retried this long before the message is left
+
+
+class Settler:
+    """Handles one fetched message: claim its row, run it, record the outcome, settle its deliveries.
+
+    At-least-once: a delivery is acked only after the row says completed; when a row cannot be written
+    for `DB_RETRY_FOR_S`, the message is left alone and the broker redelivers it after ack_wait.
+    """
+
+    def __init__(self, *, pool: str, worker_id: str, conf: NeutrinoSettings, tasks: dict[str, TaskSpec],
+                 executor: ex.Executor, runs: RunningTasks, transitions: TransitionBatcher,
+                 stop: StopFlags) -> None:
+        self.pool = pool
+        self.worker_id = worker_id
+        self.conf = conf
+        self.tasks = tasks
+        self.executor = executor
+        self.runs = runs
+        self.transitions = transitions
+        self.stop = stop
+
+    async def handle(self, msg: Msg) -> None:
+        try:
+            task = decode_task_message(msg.data)
+        except BadMessage as exc:
+            logger.error("poison message on %s terminated: %s", msg.subject, exc)
+            await settle(msg, "term")
+            return
+        attempt = int(msg.metadata.num_delivered)
+        existing = self.runs.get(task.task_id)
+        if existing is not None:
+            # The broker redelivered a task this worker still runs (it lost the in-progress state,
+            # e.g. across a restart): keep the new delivery alive too and settle both at the end.
+            existing.msgs.append(msg)
+            logger.info("task %s redelivered (delivery %d) while it runs here; continuing the run",
+                        task.task_id, attempt)
+            return
+        run = Run(task=task, attempt=attempt, msgs=[msg])
+        self.runs.add(run)
+        keeper = asyncio.create_task(keep_in_progress(run, ack_wait_s=self.conf.ack_wait_s))
+        try:
+            await self._claim_and_run(run)
+        finally:
+            keeper.cancel()
+            self.runs.discard(task.task_id)
+
+    async def _claim_and_run(self, run: Run) -> None:
+        task = run.task
+        try:
+            claimed = await self.transitions.call(
+                services.task_mark_running, task_id=task.task_id, attempt=run.attempt, worker_id=self.worker_id
+            )
+        except DatabaseError as exc:
+            logger.error("cannot mark task %s running (%s); it comes back in a moment", task.task_id, exc)
+            await settle_all(run, "nak", delay=self._backoff(1))
+            return
+        if not claimed:
+            logger.info("skip %s %s (delivery %d): finished, cancelled or claimed by a newer attempt",
+                        task.function, task.task_id, run.attempt)
+            await settle_all(run, "ack")
+            return
+        if task.function not in self.tasks:
+            await self._fail(run, f"unknown function {task.function} on pool {self.pool}", "UnknownTask", "")
+            return
+        # Claimed means the row says running: run it even if a SIGTERM just came (the grace period covers it).
+        if run.cancel_requested:
+            await settle_all(run, "term")
+            return
+        logger.info("start %s %s attempt %d", task.function, task.task_id, run.attempt)
+        try:
+            result = await asyncio.to_thread(
+                self.executor.run,
+                task_id=task.task_id,
+                function=task.function,
+                args=task.args,
+                timeout_ms=task.timeout_ms,
+                on_start=lambda child: self.runs.on_child_start(run, child),
+                on_progress=lambda fraction, message: _on_progress(run, fraction, message),
+            )
+        except ex.ExecutorError as exc:
+            await self._failed(run, exc)
+            return
+        except ValueError as exc:  # a message whose timeout is not a positive integer
+            await self._fail(run, f"bad task message: {exc}", "BadMessage", "")
+            return
+        done = await self._write(services.task_mark_completed, run, task_id=task.task_id, attempt=run.attempt,
+                                 result=result.value, duration_ms=result.duration_ms, worker_id=self.worker_id)
+        if done is None:
+            return
+        if done:
+            logger.info("end %s %s attempt %d: completed in %.1f ms", task.function, task.task_id,
+                        run.attempt, result.duration_ms)
+            await settle_all(run, "ack")
+        else:
+            await self._lost(run, "completed")
+
+    async def _failed(self, run: Run, exc: ex.ExecutorError) -> None:
+        task = run.task
+        duration_ms = (time.monotonic() - run.started) * 1000
+        if isinstance(exc, ex.TaskCancelled | ex.ExecutorClosed):
+            if run.stop_requested or isinstance(exc, ex.ExecutorClosed):
+                await self._requeue(run, "the worker stopped before it finished")
+            else:
+                logger.info("end %s %s attempt %d: cancelled", task.function, task.task_id, run.attempt)
+                await settle_all(run, "term")  # the cancel service already wrote the row
+            return
+        if isinstance(exc, ex.TaskTimeout) and exc.stage == "queue":
+            # No child was free (one was being replaced): nothing ran; try again shortly.
+            await self._requeue(run, "no worker process was free", delay=self._backoff(1))
+            return
+        if isinstance(exc, ex.UnknownTask):
+            await self._fail(run, f"unknown function {task.function} on pool {self.pool}: {exc}", "UnknownTask",
+                             "", duration_ms)
+            return
+        failure = ex.describe_failure(exc, function=task.function, timeout_ms=task.timeout_ms)
+        error_type, error, traceback = failure.error_type, failure.message, failure.traceback
+        exhausted = run.attempt >= self.conf.max_deliver
+        if run.attempt <= task.max_retries and not exhausted:
+            delay = self._backoff(run.attempt)
+            logger.info("end %s %s attempt %d: %s; retrying in %.1f s", task.function, task.task_id,
+                        run.attempt, error, delay)
+            ok = await self._write(services.task_mark_retrying, run, task_id=task.task_id, attempt=run.attempt,
+                                   error=error, error_type=error_type, traceback=traceback,
+                                   duration_ms=duration_ms)
+            if ok:
+                await settle_all(run, "nak", delay=delay)
+            elif ok is not None:
+                await self._lost(run, "retrying")
+            return
+        if exhausted and run.attempt <= task.max_retries:
+            error = (f"gave up after {run.attempt} deliveries: deliveries exhausted "
+                     f"(NEUTRINO_MAX_DELIVER={self.conf.max_deliver}); last error: {error}")
+        await self._fail(run, error, error_type, traceback, duration_ms)
+
+    async def _fail(self, run: Run, error: str, error_type: str, traceback: str,
+                    duration_ms: float | None = None) -> None:
+        task = run.task
+        logger.info("end %s %s attempt %d: failed: %s", task.function, task.task_id, run.attempt, error)
+        ok = await self._write(services.task_mark_failed, run, task_id=task.task_id, attempt=run.attempt,
+                               error=error, error_type=error_type, traceback=traceback, duration_ms=duration_ms)
+        if ok:
+            await settle_all(run, "term")
+        elif ok is not None:
+            await self._lost(run, "failed")
+
+    async def _requeue(self, run: Run, why: str, *, delay: float | None = None) -> None:
+        task = run.task
+        logger.info("end %s %s attempt %d: handed back to the stream (%s)", task.function, task.task_id,
+                    run.attempt, why)
+        ok = await self._write(services.task_mark_requeued, run, task_id=task.task_id, attempt=run.attempt)
+        if ok:
+            await settle_all(run, "nak", delay=delay)
+        elif ok is not None:
+            await self._lost(run, "queued")
+
+    async def _write(self, fn: Callable[..., bool], run: Run, **kwargs: Any) -> bool | None:
+        """A state change, retried while the database is unreachable. None: gave up (message left alone)."""
+        deadline = time.monotonic() + DB_RETRY_FOR_S
+        delay = 0.5
+        while True:
+            try:
+                return await self.transitions.call(fn, **kwargs)
+            except DatabaseError as exc:
+                if time.monotonic() > deadline or self.stop.hurry.is_set():
+                    logger.error("cannot record task %s (%s): %s; the broker redelivers it after ack_wait",
+                                 run.task.task_id, fn.__name__, exc)
+                    return None
+                logger.warning("cannot record task %s (%s): %s; retrying", run.task.task_id, fn.__name__, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _lost(self, run: Run, wanted: str) -> None:
+        """A state change did not apply: the row moved on (cancelled, finished, or a newer attempt owns it)."""
+        try:
+            state = await db(_row_state, task_id=run.task.task_id)
+        except DatabaseError:
+            return  # unknown: leave the message, it comes back after ack_wait
+        if state is None or state[0] in FINISHED_STATUSES:
+            logger.info("task %s is %s already; not %s", run.task.task_id, state[0] if state else "gone", wanted)
+            await settle_all(run, "term")
+        else:
+            # A newer delivery claimed it (on another worker): that one settles the message.
+            logger.info("task %s is now %s at attempt %d; this attempt (%d) steps aside",
+                        run.task.task_id, state[0], state[1], run.attempt)
+
+    def _backoff(self, attempt: int) -> float:
+        return float(min(self.conf.retry_backoff_s * 2 ** (attempt - 1), self.conf.retry_backoff_max_s))
+
+
+def _row_state(*, task_id: str) -> tuple[str, int] | None:
+    row = Task.objects.filter(id=task_id).values_list("status", "attempt").first()
+    return None if row is None else (str(row[0]), int(row[1]))
+
+
+def _on_progress(run: Run, fraction: float, message: str) -> None:
+    """Called from the executor's thread; writes at most one progress row per `PROGRESS_INTERVAL_S`."""
+    now = time.monotonic()
+    if now - run.last_progress < PROGRESS_INTERVAL_S and fraction < 1.0:
+        return
+    run.last_progress = now
+    try:
+        db_call(services.task_record_progress, {"task_id": run.task.task_id, "attempt": run.attempt,
+                                                "fraction": fraction, "message": message})
+    except DatabaseError as exc:
+        logger.debug("progress of %s not recorded: %s", run.task.task_id, exc)
+
+
+async def settle_all(run: Run, how: str, *, delay: float | None = None) -> None:
+    for msg in run.msgs:
+        await settle(msg, how, delay=delay)
+
+
+async def settle(msg: Msg, how: str, *, delay: float | None = None) -> None:
+    """ack / nak / term; a failure only means the broker redelivers it, which the claim handles."""
+    try:
+        if how == "ack":
+            await msg.ack()
+        elif how == "nak":
+            await msg.nak(delay=delay)
+        else:
+            await msg.term()
+    except Exception as exc:
+        logger.warning("could not %s message %s (%s); it will be redelivered", how, msg.subject, exc)
+
+
+async def keep_in_progress(run: Run, *, ack_wait_s: float) -> None:
+    """Tell the broker every ack_wait/3 that the run's deliveries are still being worked on; runs until cancelled."""
+    interval = max(0.1, ack_wait_s / 3)
+    while True:
+        await asyncio.sleep(interval)
+        for msg in list(run.msgs):
+            try:
+                await msg.in_progress()
+            except Exception as exc:
+                logger.debug("in_progress for %s failed: %s", run.task.task_id, exc)
