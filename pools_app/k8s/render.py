@@ -5,6 +5,8 @@ One source of truth for pool workers: the `Pool` rows. `k8s/base/deployment-asyn
 them equal), so `kubectl apply -k k8s/base` works without a database; `neutrino k8s render` and
 `neutrino up` drop every such snapshot (label `app.kubernetes.io/component: pool-worker`) and put
 one Deployment per NATS pool of the database in its place, before the overlay's patches apply.
+Real kustomize (`kubectl kustomize`, see kubectl.py) builds the overlay from a copy of `k8s/` that
+staging.py prepares.
 The fast pool (mode http) is not rendered from its row: it is the static `neutrino-fast` Deployment
 with its Service and CPU HPA.
 
@@ -18,13 +20,15 @@ import copy
 import hashlib
 import json
 import re
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
-from pools_app.k8s.kustomize import Obj, build, pod_containers, set_namespace
+from pools_app.k8s.kubectl import Obj, kustomize_build
+from pools_app.k8s.staging import copy_manifests, image_override, replace_objects, write_top_kustomization
 
 K8S_DIR = Path(__file__).resolve().parents[2] / "k8s"
 OVERLAYS = {
@@ -208,28 +212,20 @@ def render(*, overlay: str = "base", pools: Sequence[PoolShape] | None, namespac
 
     Then: the namespace (when given), the image (when given, in place of MANIFEST_IMAGE), Jobs named
     after their pod template (a Job's template cannot change, so a changed one is a new Job), and the
-    objects ordered for applying.
+    objects ordered for applying. Raises KustomizeError when kubectl is missing or kustomize fails.
     """
     if overlay not in OVERLAYS:
         raise RenderError(f"unknown overlay {overlay!r}; choose one of {', '.join(OVERLAYS)}")
-    placed: list[bool] = []
-
-    def replace_snapshots(path: Path, docs: list[Obj]) -> list[Obj]:
-        if pools is None:
-            return docs
-        kept = [doc for doc in docs if not is_pool_deployment(doc)]
-        if len(kept) != len(docs) and not placed:
-            placed.append(True)
-            kept.extend(pool_deployments(pools))
-        return kept
-
-    objects = build(OVERLAYS[overlay], on_resources=replace_snapshots)
-    if pools and not placed:
-        raise RenderError(f"overlay {overlay!r} has no pool Deployment to replace with the database's pools")
-    if namespace:
-        objects = [set_namespace(obj, namespace) for obj in objects]
-    if image:
-        objects = [_with_image(obj, image) for obj in objects]
+    with tempfile.TemporaryDirectory(prefix="neutrino-k8s-") as tmp:
+        tree = copy_manifests(K8S_DIR, Path(tmp))
+        overlay_dir = tree / OVERLAYS[overlay].relative_to(K8S_DIR)
+        if pools is not None:
+            placed = replace_objects(overlay_dir, pool_deployments(pools), is_pool_deployment)
+            if pools and not placed:
+                raise RenderError(f"overlay {overlay!r} has no pool Deployment to replace with the database's pools")
+        top = write_top_kustomization(Path(tmp) / "render", overlay_dir, namespace=namespace,
+                                      images=[image_override(MANIFEST_IMAGE, image)] if image else [])
+        objects = kustomize_build(top)
     objects = [_job_named_by_template(obj) for obj in objects]
     return sorted(objects, key=_apply_rank)
 
@@ -263,14 +259,6 @@ def describe(obj: Obj) -> str:
     meta = obj.get("metadata", {})
     where = f"{meta['namespace']}/" if meta.get("namespace") else ""
     return f"{obj.get('kind')} {where}{meta.get('name')}"
-
-
-def _with_image(obj: Obj, image: str) -> Obj:
-    obj = copy.deepcopy(obj)
-    for container in pod_containers(obj):
-        if container.get("image") == MANIFEST_IMAGE:
-            container["image"] = image
-    return obj
 
 
 def _job_named_by_template(obj: Obj) -> Obj:

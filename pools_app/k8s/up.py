@@ -13,7 +13,7 @@ from typing import TextIO
 
 from pools_app.k8s.apply import apply_all, wait_rollouts
 from pools_app.k8s.client import KubeClient, KubeError, api_client
-from pools_app.k8s.kustomize import KustomizeError
+from pools_app.k8s.kubectl import KustomizeError
 from pools_app.k8s.render import Obj, PoolShape, RenderError, database_pools, default_pools, render, to_yaml
 
 

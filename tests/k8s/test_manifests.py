@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from neutrino_site.cli import build_parser, main
-from pools_app.k8s.kustomize import pod_containers
 from pools_app.k8s.render import (
     K8S_DIR,
     MANIFEST_IMAGE,
@@ -37,6 +36,13 @@ def by_name(objects: list[dict], kind: str, name: str) -> dict:
     found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
     assert len(found) == 1, f"{kind} {name}: {len(found)} found"
     return found[0]
+
+
+def pod_containers(obj: dict) -> list[dict]:
+    if obj["kind"] not in {"Deployment", "StatefulSet", "Job"}:
+        return []
+    pod = obj["spec"]["template"]["spec"]
+    return [*pod.get("initContainers", []), *pod.get("containers", [])]
 
 
 def neutrino_containers(objects: list[dict]) -> list[tuple[dict, dict]]:
