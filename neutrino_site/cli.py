@@ -1,7 +1,5 @@
-"""The `neutrino` command. Thin: it parses, then calls one function per command.
-
-The SDK imports no Django; the commands that run the server import it inside
-their functions, after the environment is set.
+"""The `neutrino` command. Thin: it parses, sets the environment up, starts Django, then hands over to
+`neutrino_site.commands`, one function per command.
 """
 
 from __future__ import annotations
@@ -10,6 +8,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+
+import django
+
+from neutrino_site.metrics_dir import prepare_multiprocess_dir
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -99,26 +101,13 @@ def _add_render_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _prepare_environment(args)
-    if args.command == "serve":
-        return cmd_serve(args)
-    if args.command == "dev":
-        return cmd_dev(args)
-    if args.command == "tasks":
-        return cmd_tasks()
-    if args.command == "createadmin":
-        return cmd_createadmin(args)
-    if args.command == "manage":
-        return cmd_manage(args.args)
-    if args.command == "token":
-        return {"create": cmd_token_create, "list": cmd_token_list, "revoke": cmd_token_revoke}[args.token_command](
-            args)
-    if args.command == "k8s":
-        return cmd_k8s(args)
-    if args.command == "up":
-        return cmd_up(args)
-    if args.command == "autoscale":
-        return cmd_autoscale(args)
-    raise AssertionError(args.command)
+    if args.command == "serve" and args.mode == "http":
+        prepare_multiprocess_dir()  # before Django and prometheus_client load, before gunicorn forks
+    django.setup()
+    # The commands import the Django apps, which need the settings above and django.setup() first.
+    from neutrino_site import commands
+
+    return commands.run(args)
 
 
 def _prepare_environment(args: argparse.Namespace) -> None:
@@ -140,184 +129,6 @@ def _prepare_environment(args: argparse.Namespace) -> None:
             os.environ["NEUTRINO_WS_PORT"] = str(args.ws_port)
         else:
             os.environ.setdefault("NEUTRINO_WS_PORT", str(args.port + 1))
-
-
-def _setup_django() -> None:
-    import django
-
-    django.setup()
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    if args.mode == "http":
-        if args.pool not in (None, "fast"):
-            print(f"neutrino serve --mode http serves the fast pool, not {args.pool!r}", file=sys.stderr)
-            return 2
-        from neutrino_site.metrics_dir import prepare_multiprocess_dir
-
-        prepare_multiprocess_dir()  # before Django and prometheus_client load, before gunicorn forks
-        _setup_django()
-        from pools_app.startup import check_tasks
-
-        check_tasks()
-        from neutrino_site.server import serve_http
-        from tasks_app.core.conf import neutrino_settings
-
-        asgi = args.asgi or bool(neutrino_settings().asgi_fallback)
-        serve_http(host=args.host, port=args.port, workers=args.workers, threads=args.threads, asgi=asgi)
-        return 0
-    if not args.pool:
-        print("neutrino serve --mode nats needs --pool NAME", file=sys.stderr)
-        return 2
-    _setup_django()
-    from workers.pool_worker.worker import run_worker
-
-    return run_worker(pool=args.pool, concurrency=args.concurrency)
-
-
-def cmd_dev(args: argparse.Namespace) -> int:
-    _setup_django()
-    from workers.dev.supervisor import run_dev
-
-    ws_port = args.ws_port if args.ws_port is not None else args.port + 1
-    # Anonymous API calls are fine on a loopback address only, and only when not told otherwise.
-    loopback = args.host in ("localhost", "::1") or args.host.startswith("127.")
-    return run_dev(host=args.host, port=args.port, nats_port=args.nats_port, ws_port=ws_port,
-                   allow_anonymous=loopback and not args.require_token)
-
-
-def cmd_createadmin(args: argparse.Namespace) -> int:
-    _setup_django()
-    from django.db import DatabaseError
-
-    from tasks_app.core.errors import Conflict
-    from tasks_app.services.tasks import admin_create
-
-    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
-    if args.password_stdin and not password:
-        print("neutrino createadmin: no password on stdin", file=sys.stderr)
-        return 2
-    try:
-        user, password = admin_create(username=args.username, email=args.email, password=password)
-    except Conflict as exc:
-        print(f"neutrino createadmin: {exc.message}", file=sys.stderr)
-        return 1
-    except DatabaseError as exc:
-        print(f"neutrino createadmin: cannot write the user ({exc}); run `neutrino manage migrate` first",
-              file=sys.stderr)
-        return 2
-    print(f"created staff user {user.get_username()!r}")
-    if not args.password_stdin:
-        print(f"password: {password}")
-        print("(shown once: only its hash is stored)")
-    return 0
-
-
-def cmd_token_create(args: argparse.Namespace) -> int:
-    _setup_django()
-    from django.db import DatabaseError
-
-    from tasks_app.core.errors import NeutrinoError
-    from tasks_app.services.tokens import token_create
-
-    try:
-        token, plaintext = token_create(name=args.name)
-    except NeutrinoError as exc:
-        print(f"neutrino token create: {exc.message}", file=sys.stderr)
-        return 1
-    except DatabaseError as exc:
-        print(f"neutrino token create: cannot write the token ({exc}); run `neutrino manage migrate` first",
-              file=sys.stderr)
-        return 2
-    print(plaintext)
-    print(f"created token {token.name!r} ({token.prefix}…); shown once, only its hash is stored. "
-          "Send it as 'Authorization: Bearer <token>'.", file=sys.stderr)
-    return 0
-
-
-def cmd_token_list(args: argparse.Namespace) -> int:
-    _setup_django()
-    from tasks_app.services.tokens import token_list
-
-    tokens = token_list(include_revoked=args.all)
-    if not tokens:
-        print("no tokens (create one with `neutrino token create NAME`)")
-        return 0
-
-    def when(value: object) -> str:
-        return f"{value:%Y-%m-%d %H:%M}" if value is not None else "-"
-
-    rows = [("NAME", "PREFIX", "CREATED", "LAST USED", "REVOKED")]
-    rows += [(t.name, t.prefix, when(t.created_at), when(t.last_used_at), when(t.revoked_at)) for t in tokens]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    return 0
-
-
-def cmd_token_revoke(args: argparse.Namespace) -> int:
-    _setup_django()
-    from tasks_app.core.errors import NeutrinoError
-    from tasks_app.services.tokens import token_revoke
-
-    try:
-        token = token_revoke(name_or_prefix=args.name)
-    except NeutrinoError as exc:
-        print(f"neutrino token revoke: {exc.message}", file=sys.stderr)
-        return 1
-    print(f"revoked token {token.name!r} ({token.prefix}…)")
-    return 0
-
-
-def cmd_tasks() -> int:
-    _setup_django()
-    from tasks_app.core.registry import registered_tasks
-
-    tasks = registered_tasks()
-    if not tasks:
-        print("no tasks registered (set NEUTRINO_TASK_MODULES or pass --tasks)")
-        return 0
-    rows = [("NAME", "MODE", "POOL", "TIMEOUT", "RETRIES")]
-    for name, spec in sorted(tasks.items()):
-        rows.append((name, spec.execution_mode, spec.pool, f"{spec.timeout_ms} ms", str(spec.max_retries)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    return 0
-
-
-def cmd_manage(argv: list[str]) -> int:
-    from django.core.management import execute_from_command_line
-
-    execute_from_command_line(["neutrino manage", *argv])
-    return 0
-
-
-def cmd_k8s(args: argparse.Namespace) -> int:
-    _setup_django()
-    from pools_app.k8s.up import RenderOptions, render_command
-
-    options = RenderOptions(overlay=args.overlay, namespace=args.namespace, image=args.image)
-    return render_command(options, out=sys.stdout, err=sys.stderr)
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    _setup_django()
-    from pools_app.k8s.up import RenderOptions, up_command
-
-    options = RenderOptions(overlay=args.overlay, namespace=args.namespace, image=args.image)
-    return up_command(options, context=args.context, kube_url=args.kube_url, dry_run=args.dry_run,
-                      timeout_s=args.timeout, out=sys.stdout, err=sys.stderr)
-
-
-
-def cmd_autoscale(args: argparse.Namespace) -> int:
-    _setup_django()
-    from pools_app.autoscaler.kube import AutoscaleOptions, autoscale_command
-
-    options = AutoscaleOptions(namespace=args.namespace, interval_s=args.interval_s, once=args.once,
-                               context=args.context, kube_url=args.kube_url)
-    return autoscale_command(options, out=sys.stdout, err=sys.stderr)
 
 
 if __name__ == "__main__":

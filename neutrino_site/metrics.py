@@ -31,7 +31,11 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest, multiprocess
 from prometheus_client.core import Metric
 
+from pools_app.metrics import PoolCollector
 from tasks_app import metrics as task_metrics
+from tasks_app.core.conf import neutrino_settings
+from tasks_app.core.ports import Broker, ports_of
+from tasks_app.selectors.dashboard import pool_depths
 
 REQUEST_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                      float("inf"))
@@ -80,22 +84,18 @@ def process_families() -> list[Metric]:
     return list(task_metrics.LOCAL.collect())
 
 
-def cluster_families() -> list[Metric]:
-    from pools_app.metrics import PoolCollector
-    from tasks_app.core.conf import neutrino_settings
-    from tasks_app.selectors.dashboard import pool_depths
-
+def cluster_families(broker: Broker | None) -> list[Metric]:
     pools = PoolCollector(heartbeat_s=neutrino_settings().heartbeat_s,
-                          depths=lambda names: pool_depths(pools=names, timeout_s=2.0))
+                          depths=lambda names: pool_depths(broker=broker, pools=names, timeout_s=2.0))
     return [*task_metrics.queued_task_families(), *pools.collect()]
 
 
-def render(scope: str = "all") -> bytes:
+def render(scope: str = "all", *, broker: Broker | None = None) -> bytes:
     families: list[Metric] = []
     if scope in ("all", "process"):
         families += process_families()
     if scope in ("all", "cluster"):
-        families += cluster_families()
+        families += cluster_families(broker)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(task_metrics.merge_families(families)))
     return generate_latest(registry)
@@ -109,7 +109,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     if scope not in SCOPES:
         return HttpResponseBadRequest(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}\n",
                                       content_type="text/plain")
-    return HttpResponse(render(scope), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(render(scope, broker=ports_of(request).broker), content_type=CONTENT_TYPE_LATEST)
 
 
 def child_exit(server: object, worker: object) -> None:

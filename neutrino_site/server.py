@@ -18,28 +18,18 @@ request threads that sync calls need.
 
 from __future__ import annotations
 
-import argparse
+import gc
 import logging
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 from typing import Any
 
-from workers.engine.processes import stop_process
+from neutrino_site import metrics, process
+from neutrino_site.sidecar import WebsocketSidecar
+from tasks_app.core.conf import neutrino_settings
 
 logger = logging.getLogger("neutrino.server")
 
-SIDECAR_STOP_TIMEOUT_S = 10.0
-SIDECAR_RESTART_MAX_S = 30.0
-PARENT_CHECK_S = 1.0
-
 
 def serve_http(*, host: str, port: int, workers: int, threads: int, asgi: bool = False) -> None:
-    from tasks_app.core.conf import neutrino_settings
-
     ws_port = neutrino_settings().ws_port
     if ws_port and ws_port == port:
         raise SystemExit(f"neutrino serve: the websocket port must differ from the HTTP port ({port})")
@@ -74,6 +64,7 @@ def _serve_gunicorn(*, host: str, port: int, workers: int, threads: int) -> None
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
+            # Each gunicorn worker builds the WSGI app after the fork; the CLI process never needs one.
             from neutrino_site.wsgi import application
 
             return application
@@ -100,11 +91,7 @@ def _serve_gunicorn(*, host: str, port: int, workers: int, threads: int) -> None
 
 
 def _post_worker_init(worker: Any) -> None:
-    import gc
-
-    from tasks_app import runtime
-
-    runtime.warm_up()
+    process.warm_up()
     # Everything loaded so far (Django, the apps, the task modules) lives as long as the process:
     # keep it out of the collector's generations so a collection stays short on the request path.
     gc.collect()
@@ -112,93 +99,8 @@ def _post_worker_init(worker: Any) -> None:
 
 
 def _child_exit(server: Any, worker: Any) -> None:
-    from neutrino_site.metrics import child_exit
-
-    child_exit(server, worker)
+    metrics.child_exit(server, worker)
 
 
 def _worker_exit(server: Any, worker: Any) -> None:
-    from tasks_app import runtime
-
-    runtime.shutdown()
-
-
-class WebsocketSidecar:
-    """The websocket process beside the HTTP server: started, watched (restarted with backoff), stopped.
-
-    It inherits this process's environment (settings, NEUTRINO_NATS_URL, the task modules).
-    What it cannot do: a port already taken keeps it from starting; it then retries with a growing
-    delay and logs each failure, while the HTTP server (and every page, without live updates) runs on.
-    """
-
-    def __init__(self, *, host: str, port: int) -> None:
-        self.host = host
-        self.port = port
-        self.process: subprocess.Popen[bytes] | None = None
-        self._stopping = threading.Event()
-        self._watcher: threading.Thread | None = None
-
-    @property
-    def argv(self) -> list[str]:
-        return [sys.executable, "-m", "neutrino_site.server", "websocket", "--host", self.host,
-                "--port", str(self.port), "--parent-pid", str(os.getpid())]
-
-    def start(self) -> WebsocketSidecar:
-        self.process = subprocess.Popen(self.argv)
-        self._watcher = threading.Thread(target=self._watch, name="neutrino-ws-sidecar", daemon=True)
-        self._watcher.start()
-        return self
-
-    def _watch(self) -> None:
-        delay = 1.0
-        while not self._stopping.wait(1.0):
-            process = self.process
-            if process is None or process.poll() is None:
-                continue
-            logger.warning("the websocket process (port %d) exited with %s; restarting it in %.0f s",
-                           self.port, process.returncode, delay)
-            if self._stopping.wait(delay):
-                return
-            started = time.monotonic()
-            self.process = subprocess.Popen(self.argv)
-            # A process that stayed up a while resets the backoff; one that dies at once grows it.
-            delay = 1.0 if time.monotonic() - started > 60 else min(delay * 2, SIDECAR_RESTART_MAX_S)
-
-    def stop(self, timeout_s: float = SIDECAR_STOP_TIMEOUT_S) -> None:
-        self._stopping.set()
-        process, self.process = self.process, None
-        if process is not None and stop_process(process, timeout_s):
-            logger.warning("the websocket process did not stop within %.0f s; it was killed", timeout_s)
-
-
-def serve_websockets(*, host: str, port: int, parent_pid: int | None = None) -> None:
-    """The sidecar itself: uvicorn serving the ASGI app (websockets) until SIGTERM or its parent dies."""
-    import uvicorn
-
-    if parent_pid:
-        threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
-    uvicorn.run("neutrino_site.asgi:application", host=host, port=port, log_level="warning",
-                lifespan="off", access_log=False, ws="websockets-sansio")
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(PARENT_CHECK_S)
-    logger.warning("the HTTP server (pid %d) is gone; the websocket process stops", parent_pid)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m neutrino_site.server")
-    commands = parser.add_subparsers(dest="command", required=True)
-    websocket = commands.add_parser("websocket", help="serve the dashboard's websocket (the sidecar)")
-    websocket.add_argument("--host", default="127.0.0.1")
-    websocket.add_argument("--port", type=int, required=True)
-    websocket.add_argument("--parent-pid", type=int, default=None)
-    args = parser.parse_args(argv)
-    serve_websockets(host=args.host, port=args.port, parent_pid=args.parent_pid)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    process.shutdown()

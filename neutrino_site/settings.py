@@ -59,6 +59,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Hands every request this process's ports (NATS, publisher, events, ledger, sync pool) as request.ports.
+    "neutrino_site.process.PortsMiddleware",
     # Every page but the login page needs a signed-in user; the JSON API, /static/ and /admin/ are
     # left to their own rules (neutrino_site.auth.DashboardLoginRequired).
     "neutrino_site.auth.DashboardLoginRequired",

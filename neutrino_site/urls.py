@@ -13,7 +13,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("", include("tasks_app.urls")),
-    path("", include("pools_app.urls")),
+    path("", include("tasks_app.dashboard.urls")),
+    path("", include("pools_app.dashboard.urls")),
     path("", api.urls),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.contrib import admin, messages
@@ -13,6 +14,7 @@ from pools_app.models import Pool, ScalingDecision, Worker
 from pools_app.selectors import pool_active_counts
 from pools_app.services import pool_delete, pool_save, pool_set_draining, pool_set_enabled
 from tasks_app.core.errors import NeutrinoError
+from tasks_app.core.ports import ports_of
 
 
 @admin.register(Pool)
@@ -31,7 +33,7 @@ class PoolAdmin(admin.ModelAdmin):
     ]
 
     def save_model(self, request: HttpRequest, obj: Pool, form: Any, change: bool) -> None:
-        pool_save(pool=obj)
+        pool_save(broker=ports_of(request).broker, pool=obj)
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, Any, list[str]]:
         """A pool with tasks waiting or running shows as protected, so the admin refuses to delete it."""
@@ -47,16 +49,17 @@ class PoolAdmin(admin.ModelAdmin):
         return deleted, counts, perms, protected
 
     def delete_model(self, request: HttpRequest, obj: Pool) -> None:
-        pool_delete(pool=obj)
+        pool_delete(broker=ports_of(request).broker, pool=obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
         for pool in queryset:
-            pool_delete(pool=pool)
+            pool_delete(broker=ports_of(request).broker, pool=pool)
 
     def _each(self, request: HttpRequest, queryset: QuerySet[Pool], action: Any, done: str) -> None:
+        broker = ports_of(request).broker
         for pool in queryset:
             try:
-                action(pool)
+                action(broker=broker, pool=pool)
             except NeutrinoError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
             else:
@@ -64,19 +67,19 @@ class PoolAdmin(admin.ModelAdmin):
 
     @admin.action(description="Enable the selected pools")
     def enable(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
-        self._each(request, queryset, lambda p: pool_set_enabled(pool=p, enabled=True), "is enabled")
+        self._each(request, queryset, functools.partial(pool_set_enabled, enabled=True), "is enabled")
 
     @admin.action(description="Disable the selected pools (their workers stop)")
     def disable(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
-        self._each(request, queryset, lambda p: pool_set_enabled(pool=p, enabled=False), "is disabled")
+        self._each(request, queryset, functools.partial(pool_set_enabled, enabled=False), "is disabled")
 
     @admin.action(description="Drain: refuse new tasks, let the workers finish the waiting ones")
     def drain(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
-        self._each(request, queryset, lambda p: pool_set_draining(pool=p, draining=True), "is draining")
+        self._each(request, queryset, functools.partial(pool_set_draining, draining=True), "is draining")
 
     @admin.action(description="Stop draining: take new tasks again")
     def stop_draining(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
-        self._each(request, queryset, lambda p: pool_set_draining(pool=p, draining=False), "takes tasks again")
+        self._each(request, queryset, functools.partial(pool_set_draining, draining=False), "takes tasks again")
 
 
 @admin.register(ScalingDecision)

@@ -6,6 +6,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
+from pools_app.validation import pool_errors
+
 pool_name_validator = RegexValidator(
     r"^[A-Za-z_][A-Za-z0-9_]*$",
     "Pool names become NATS subject tokens: letters, digits and underscores, not starting with a digit.",
@@ -69,8 +71,6 @@ class Pool(models.Model):
 
     def clean(self) -> None:
         """Rules across fields (min <= max, a gpu pool asks for a GPU, Kubernetes quantities, ...)."""
-        from pools_app.validation import pool_errors
-
         errors = pool_errors(self)
         if errors:
             raise ValidationError(errors)

@@ -6,9 +6,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from pools_app.models import Pool, PoolMode, ScalingDecision, Worker
+from tasks_app.models import ACTIVE_STATUSES, Task, TaskStatus
 
 _CACHE_S = 2.0
 _cache: tuple[float, dict[str, Pool]] = (0.0, {})
@@ -77,10 +78,6 @@ def worker_states(*, now: datetime, heartbeat_s: float, pool: str | None = None)
 
 def pool_active_counts(*, pools: list[str]) -> dict[str, int]:
     """Tasks pending, queued or running per pool (0 for a pool with none)."""
-    from django.db.models import Count
-
-    from tasks_app.models import ACTIVE_STATUSES, Task
-
     counts = {name: 0 for name in pools}
     rows = (Task.objects.filter(pool__in=pools, status__in=ACTIVE_STATUSES)
             .values("pool").annotate(n=Count("id")).values_list("pool", "n"))
@@ -91,8 +88,6 @@ def pool_active_counts(*, pools: list[str]) -> dict[str, int]:
 
 def pool_oldest_waiting(*, pools: list[str]) -> dict[str, datetime]:
     """When the oldest task still waiting (pending or queued) of each pool was created; absent: none waits."""
-    from tasks_app.models import Task, TaskStatus
-
     oldest: dict[str, datetime] = {}
     for name in pools:
         created = (Task.objects.filter(pool=name, status__in=[TaskStatus.PENDING, TaskStatus.QUEUED])

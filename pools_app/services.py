@@ -15,11 +15,16 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from nats.js.errors import NotFoundError
 
 from pools_app.models import Pool, PoolMode, ScalingDecision
 from pools_app.selectors import forget_cached_pools, nats_pool_names, pool_active_counts
 from pools_app.validation import HTTP_POOL
+from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import Conflict
+from tasks_app.core.ports import Broker
+from workers.engine.broker.errors import BrokerError
+from workers.engine.topology import STREAM, ConsumerSettings, consumer_name, ensure_consumer, ensure_stream
 
 logger = logging.getLogger("neutrino.pools")
 
@@ -53,38 +58,38 @@ def scaling_decisions_prune(*, older_than: timedelta) -> int:
 # --- pools -------------------------------------------------------------------------------------
 
 
-def pool_save(*, pool: Pool) -> Pool:
+def pool_save(*, broker: Broker | None, pool: Pool) -> Pool:
     """Validate and save a new or changed pool, then update the stream and its consumer after the commit.
 
     Raises `django.core.exceptions.ValidationError` ({field: [messages]}) for bad values.
     """
     pool.full_clean()
     pool.save()
-    _changed()
+    _changed(broker)
     return pool
 
 
-def pool_set_enabled(*, pool: Pool, enabled: bool) -> Pool:
+def pool_set_enabled(*, broker: Broker | None, pool: Pool, enabled: bool) -> Pool:
     """Enable or disable a pool. Disabled: submits answer 503 and its workers stop (they drain first)."""
     if pool.name == HTTP_POOL and not enabled:
         raise Conflict(f"the {HTTP_POOL} pool runs the sync tasks inside the HTTP servers; it cannot be disabled")
     pool.enabled = enabled
     pool.save(update_fields=["enabled", "updated_at"])
-    _changed()
+    _changed(broker)
     return pool
 
 
-def pool_set_draining(*, pool: Pool, draining: bool) -> Pool:
+def pool_set_draining(*, broker: Broker | None, pool: Pool, draining: bool) -> Pool:
     """Drain a pool (new tasks answer 503, its workers finish the waiting ones) or take it back into service."""
     if pool.mode != PoolMode.NATS:
         raise Conflict(f"pool {pool.name} runs in the HTTP servers and has no queue to drain")
     pool.draining = draining
     pool.save(update_fields=["draining", "updated_at"])
-    _changed()
+    _changed(broker)
     return pool
 
 
-def pool_delete(*, pool: Pool) -> None:
+def pool_delete(*, broker: Broker | None, pool: Pool) -> None:
     """Delete a pool, refused while it has tasks waiting or running (drain it first)."""
     if pool.name == HTTP_POOL:
         raise Conflict(f"the {HTTP_POOL} pool runs the sync tasks inside the HTTP servers; it cannot be deleted")
@@ -97,35 +102,29 @@ def pool_delete(*, pool: Pool) -> None:
         )
     name, was_nats = pool.name, pool.mode == PoolMode.NATS
     pool.delete()
-    _changed(removed=[name] if was_nats else [])
+    _changed(broker, removed=[name] if was_nats else [])
 
 
-def _changed(*, removed: Iterable[str] = ()) -> None:
+def _changed(broker: Broker | None, *, removed: Iterable[str] = ()) -> None:
     forget_cached_pools()
     gone = list(removed)
-    transaction.on_commit(lambda: pool_topology_sync(removed=gone))
+    transaction.on_commit(lambda: pool_topology_sync(broker=broker, removed=gone))
 
 
-def pool_topology_sync(*, removed: Iterable[str] = (), timeout_s: float = 5.0) -> str:
+def pool_topology_sync(*, broker: Broker | None, removed: Iterable[str] = (), timeout_s: float = 5.0) -> str:
     """Stream subjects = the enabled NATS pools; each has its consumer; removed pools lose theirs.
 
     Returns "" when done, else why not (no NATS configured or reachable): the supervisor, the
     autoscaler and each worker bring the topology up to date again when they next look.
     """
-    from tasks_app import runtime
-    from tasks_app.core.conf import neutrino_settings
-    from workers.engine.broker.bridge import BrokerError
-    from workers.engine.topology import ConsumerSettings
-
-    bridge = runtime.broker()
-    if bridge is None:
+    if broker is None:
         return "no NATS server configured"
     conf = neutrino_settings()
     pools = nats_pool_names()
     consumer = ConsumerSettings(ack_wait_s=conf.ack_wait_s, max_deliver=conf.max_deliver)
     gone = [name for name in removed if name not in pools]
     try:
-        bridge.call(lambda js, nc: topology_apply(js, pools=pools, consumer=consumer, removed=gone,
+        broker.call(lambda js, nc: topology_apply(js, pools=pools, consumer=consumer, removed=gone,
                                                   replicas=conf.stream_replicas), timeout_s)
     except BrokerError as exc:
         logger.warning("pools changed, but the stream could not be updated yet: %s", exc)
@@ -140,10 +139,6 @@ async def topology_apply(js: Any, *, pools: list[str], consumer: Any, removed: I
                          replicas: int = 1) -> None:
     """The stream for `pools` (with `replicas`: NEUTRINO_STREAM_REPLICAS), a consumer per pool, and no consumer
     for the `removed` ones (async, any loop)."""
-    from nats.js.errors import NotFoundError
-
-    from workers.engine.topology import STREAM, consumer_name, ensure_consumer, ensure_stream
-
     await ensure_stream(js, pools, replicas=replicas)
     for name in pools:
         await ensure_consumer(js, name, consumer)

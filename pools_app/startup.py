@@ -8,6 +8,7 @@ import sys
 from django.db import DatabaseError
 
 from neutrino.app import TaskDefinitionError
+from pools_app.models import Pool, PoolMode
 from tasks_app.core.registry import registered_tasks
 
 logger = logging.getLogger("neutrino.startup")
@@ -23,8 +24,6 @@ def check_tasks() -> list[str]:
     except TaskDefinitionError as exc:
         print(f"neutrino: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    from pools_app.models import Pool, PoolMode
-
     try:
         pools = {pool.name: pool for pool in Pool.objects.all()}
     except DatabaseError as exc:

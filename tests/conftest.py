@@ -30,10 +30,10 @@ def require(condition: bool, reason: str) -> None:
 @pytest.fixture
 def ledger_flush():
     """Wait until the ledger writer of this process has written what it was given."""
-    from tasks_app import runtime
+    from neutrino_site.process import http_ports
 
     def flush() -> None:
-        assert runtime.ledger().flush(timeout_s=10), "ledger writer did not flush within 10 s"
+        assert http_ports().ledger.flush(timeout_s=10), "ledger writer did not flush within 10 s"
 
     return flush
 
@@ -80,28 +80,13 @@ def nats_server(tmp_path_factory):
     server.stop()
 
 
-def _close_test_broker() -> None:
-    """Close this process's gateway NATS bridge (only the bridge: the executor and ledger stay)."""
-    from tasks_app import runtime
-
-    bridge, runtime._broker = runtime._broker, None
-    if bridge is not None:
-        bridge.close(timeout_s=2.0)
-
-
 @pytest.fixture
 def live_nats(nats_server, settings):
-    """Point this process's Neutrino settings and gateway bridge at the test nats-server."""
-    from tasks_app.core.conf import neutrino_settings
-
-    _close_test_broker()
+    """Point this process's Neutrino settings, and so its ports, at the test nats-server."""
     settings.NEUTRINO_NATS_URL = nats_server.url
-    neutrino_settings.cache_clear()
     yield nats_server
-    _close_test_broker()
     if nats_server.process is None or nats_server.process.poll() is not None:
         nats_server.start()  # a test that stopped it leaves it running for the next one
-    neutrino_settings.cache_clear()
 
 
 def _worker_database_env() -> dict[str, str]:
@@ -230,7 +215,7 @@ def _close_runtime_before_the_test_database_goes(django_db_setup, django_db_bloc
     """The ledger writer and the NATS bridge hold connections of their own: close them before
     pytest-django drops the test database (PostgreSQL refuses to drop a database in use)."""
     yield
-    from tasks_app import runtime
+    from neutrino_site import process
 
     with django_db_blocker.unblock():
-        runtime.shutdown()
+        process.shutdown()

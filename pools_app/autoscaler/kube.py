@@ -29,6 +29,7 @@ from pools_app.autoscaler.decide import Decision
 from pools_app.autoscaler.loop import Autoscaler, read_depths, scaled_pools, sync_topology
 from pools_app.k8s.client import KubeClient, KubeError, api_client
 from pools_app.k8s.render import deployment_name
+from tasks_app.core.conf import neutrino_settings
 from workers.engine.broker.bridge import NatsBridge
 from workers.engine.topology import ConsumerSettings
 
@@ -116,7 +117,6 @@ def autoscale_command(options: AutoscaleOptions, *, out: TextIO, err: TextIO,
     from django.conf import settings
     from django.db import DatabaseError
 
-    from tasks_app.core.conf import neutrino_settings
 
     conf = neutrino_settings()
     if not conf.nats_url:

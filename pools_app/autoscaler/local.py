@@ -21,12 +21,17 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import DatabaseError
+
+from pools_app.autoscaler.loop import Autoscaler, read_depths, scaled_pools, sync_topology
+from pools_app.models import Worker
 from workers.engine.broker.bridge import NatsBridge
 from workers.engine.processes import stop_process
 from workers.engine.topology import ConsumerSettings
@@ -93,8 +98,6 @@ class ScalerSettings:
 
 class LocalScaler:
     def __init__(self, settings: ScalerSettings, bridge: NatsBridge) -> None:
-        from pools_app.autoscaler.loop import Autoscaler
-
         self.settings = settings
         self.bridge = bridge
         self.autoscaler = Autoscaler(actuator="local")
@@ -108,8 +111,6 @@ class LocalScaler:
     # --- one tick ------------------------------------------------------------------------------
 
     def step(self) -> None:
-        from pools_app.autoscaler.loop import read_depths, scaled_pools, sync_topology
-
         pools = scaled_pools()
         enabled = tuple(sorted(p.name for p in pools if p.enabled))
         now = time.monotonic()
@@ -179,12 +180,6 @@ class LocalScaler:
 
     def _idlest(self, pool: str, group: list[Child]) -> list[Child]:
         """The pool's workers, those running the fewest tasks (by their last heartbeat) first, newest first."""
-        import socket
-
-        from django.db import DatabaseError
-
-        from pools_app.models import Worker
-
         host = socket.gethostname()
         try:
             busy = dict(Worker.objects.filter(pool=pool, host=host, pid__in=[c.pid for c in group],

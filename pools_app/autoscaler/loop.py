@@ -20,7 +20,7 @@ from django.db import DatabaseError
 
 from pools_app.autoscaler.decide import Decision, ScalingState, decide, policy_of
 from pools_app.models import Pool, PoolMode
-from pools_app.services import scaling_decision_record
+from pools_app.services import scaling_decision_record, topology_apply
 from workers.engine.broker.bridge import NatsBridge
 from workers.engine.topology import ConsumerSettings, PoolDepth, pool_depth
 
@@ -54,8 +54,6 @@ def sync_topology(bridge: NatsBridge, pools: Sequence[str], consumer: ConsumerSe
                   timeout_s: float = DEPTH_TIMEOUT_S) -> bool:
     """The stream for the enabled NATS pools and a consumer for each, so depth is known before any worker
     starts (a pool with no worker still stores its messages). False when NATS did not answer."""
-    from pools_app.services import topology_apply
-
     try:
         bridge.call(lambda js, nc: topology_apply(js, pools=list(pools), consumer=consumer, replicas=replicas),
                     timeout_s)

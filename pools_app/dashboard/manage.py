@@ -15,6 +15,8 @@ follow through the autoscaler. Thin: forms, services and selectors do the work.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.contrib import messages
@@ -32,6 +34,7 @@ from pools_app.selectors import pool_live
 from pools_app.services import pool_delete, pool_save, pool_set_draining, pool_set_enabled
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import NeutrinoError
+from tasks_app.core.ports import ports_of
 from tasks_app.dashboard.views import wants_partial
 from tasks_app.selectors.dashboard import pool_depths
 
@@ -60,7 +63,7 @@ def pool_new_view(request: HttpRequest) -> HttpResponse:
     _require_staff(request)
     form = PoolForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        pool = pool_save(pool=form.instance)
+        pool = pool_save(broker=ports_of(request).broker, pool=form.instance)
         messages.success(request, f"Pool {pool.name} created. Tasks declared with pool=\"{pool.name}\" can run now "
                                   "(servers see it within 2 s); workers start when its tasks wait.")
         return _detail(pool)
@@ -73,19 +76,19 @@ def pool_edit_view(request: HttpRequest, name: str) -> HttpResponse:
     pool = _pool_or_404(name)
     form = PoolForm(request.POST or None, instance=pool)
     if request.method == "POST" and form.is_valid():
-        pool_save(pool=form.instance)
+        pool_save(broker=ports_of(request).broker, pool=form.instance)
         messages.success(request, f"Pool {pool.name} saved; it takes effect without a restart.")
         return _detail(pool)
     return render(request, "pools_app/pool_form.html", {"form": form, "pool": pool})
 
 
-ACTIONS = {
-    "enable": (lambda pool: pool_set_enabled(pool=pool, enabled=True), "is enabled"),
-    "disable": (lambda pool: pool_set_enabled(pool=pool, enabled=False),
+ACTIONS: dict[str, tuple[Callable[..., Pool], str]] = {
+    "enable": (functools.partial(pool_set_enabled, enabled=True), "is enabled"),
+    "disable": (functools.partial(pool_set_enabled, enabled=False),
                 "is disabled: new tasks answer 503 and its workers stop (they finish or hand back what they run)"),
-    "drain": (lambda pool: pool_set_draining(pool=pool, draining=True),
+    "drain": (functools.partial(pool_set_draining, draining=True),
               "is draining: new tasks answer 503, its workers finish the waiting ones; delete it once it is empty"),
-    "undrain": (lambda pool: pool_set_draining(pool=pool, draining=False), "takes new tasks again"),
+    "undrain": (functools.partial(pool_set_draining, draining=False), "takes new tasks again"),
 }
 
 
@@ -95,7 +98,7 @@ def pool_action_view(request: HttpRequest, name: str, action: str) -> HttpRespon
     pool = _pool_or_404(name)
     if action == "delete":
         try:
-            pool_delete(pool=pool)
+            pool_delete(broker=ports_of(request).broker, pool=pool)
         except NeutrinoError as exc:
             messages.error(request, f"Not deleted: {exc.message}.")
             return _detail(pool)
@@ -105,7 +108,7 @@ def pool_action_view(request: HttpRequest, name: str, action: str) -> HttpRespon
         raise Http404(f"no pool action {action!r}")
     change, said = ACTIONS[action]
     try:
-        change(pool)
+        change(broker=ports_of(request).broker, pool=pool)
     except NeutrinoError as exc:
         messages.error(request, exc.message)
     else:
@@ -120,7 +123,7 @@ def pool_detail_view(request: HttpRequest, name: str) -> HttpResponse:
     now = timezone.now()
     depth = None
     if pool.mode == PoolMode.NATS:
-        depths = pool_depths(pools=[pool.name])
+        depths = pool_depths(broker=ports_of(request).broker, pools=[pool.name])
         found = None if depths is None else depths.get(pool.name)
         depth = None if found is None else (found.pending, found.in_flight)
     live = pool_live(pool=pool, now=now, heartbeat_s=neutrino_settings().heartbeat_s, depth=depth,

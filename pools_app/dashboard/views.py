@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET
 from pools_app.models import Pool, PoolMode
 from pools_app.selectors import LOST_AFTER_BEATS, worker_states
 from tasks_app.core.conf import neutrino_settings
+from tasks_app.core.ports import ports_of
 from tasks_app.dashboard.views import wants_partial
 from tasks_app.selectors.dashboard import pool_depths
 
@@ -39,7 +40,7 @@ def pools_view(request: HttpRequest) -> HttpResponse:
     pools = list(Pool.objects.order_by("name"))
     states = worker_states(now=timezone.now(), heartbeat_s=heartbeat_s)
     nats_pools = [p.name for p in pools if p.mode == PoolMode.NATS and p.enabled]
-    depths = pool_depths(pools=nats_pools)
+    depths = pool_depths(broker=ports_of(request).broker, pools=nats_pools)
     rows = []
     for pool in pools:
         workers = [s for s in states if s.worker.pool == pool.name]

@@ -29,6 +29,7 @@ import yaml
 
 from pools_app.k8s.kubectl import Obj, kustomize_build
 from pools_app.k8s.staging import copy_manifests, image_override, replace_objects, write_top_kustomization
+from pools_app.models import Pool, PoolMode
 
 K8S_DIR = Path(__file__).resolve().parents[2] / "k8s"
 OVERLAYS = {
@@ -232,8 +233,6 @@ def render(*, overlay: str = "base", pools: Sequence[PoolShape] | None, namespac
 
 def database_pools() -> list[PoolShape]:
     """The NATS pools of the database, enabled or not (a disabled pool renders with 0 replicas)."""
-    from pools_app.models import Pool, PoolMode
-
     return list(Pool.objects.filter(mode=PoolMode.NATS).order_by("name"))
 
 
@@ -292,7 +291,6 @@ def default_pools() -> list[PoolShape]:
     """The pools the migrations create, as unsaved rows."""
     import importlib
 
-    from pools_app.models import Pool
 
     migration = importlib.import_module("pools_app.migrations.0002_default_pools")
     return [Pool(**fields) for fields in migration.DEFAULT_POOLS if fields.get("mode", "nats") == "nats"]

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
@@ -82,6 +84,13 @@ class RateLimiter:
 @functools.cache
 def _limiter(rate_per_s: float, burst: int) -> RateLimiter:
     return RateLimiter(rate_per_s=rate_per_s, burst=burst)
+
+
+@receiver(setting_changed)
+def _new_buckets_on_change(*, setting: str, **kwargs: object) -> None:
+    """A changed rate or burst starts from full buckets (and lets the old limiter go)."""
+    if setting.startswith("NEUTRINO_RATE_LIMIT"):
+        _limiter.cache_clear()
 
 
 def rate_limit(caller: Caller) -> None:

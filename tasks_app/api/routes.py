@@ -21,10 +21,12 @@ from tasks_app.api.auth import api_auth, request_caller
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import BadRequest, InvalidArguments, PayloadTooLarge, TaskNotFound
 from tasks_app.core.payloads import loads_strict
+from tasks_app.core.ports import ports_of
 from tasks_app.core.registry import task_spec
 from tasks_app.selectors import tasks as selectors
 from tasks_app.services import submit as submissions
 from tasks_app.services import tasks as services
+from tasks_app.services.tasks import SyncOutcome
 
 gateway_router = Router(tags=["tasks"], auth=api_auth)
 tasks_router = Router(tags=["polling"], auth=api_auth)
@@ -140,15 +142,31 @@ def request_key(request: HttpRequest) -> str | None:
                                        header=request.headers.get(IDEMPOTENCY_HEADER))
 
 
-def answer(outcome: submissions.CallOutcome) -> HttpResponse:
-    if outcome.content is not None:
-        response = HttpResponse(outcome.content, content_type="application/json", status=outcome.status)
-    else:
-        response = HttpResponse(json.dumps(outcome.body, cls=DjangoJSONEncoder), content_type="application/json",
-                                status=outcome.status)
-    if outcome.replayed:
+def sync_content(outcome: SyncOutcome) -> str:
+    # The child already produced the result's JSON; splice it in rather than decode and re-encode.
+    duration = "null" if outcome.duration_ms is None else f"{outcome.duration_ms:.3f}"
+    return (f'{{"task_id":"{outcome.task_id}","status":"completed","result":{outcome.result_json},'
+            f'"duration_ms":{duration}}}')
+
+
+def json_response(body: Any, *, status: int, replayed: bool = False) -> HttpResponse:
+    text = body if isinstance(body, str) else json.dumps(body, cls=DjangoJSONEncoder)
+    response = HttpResponse(text, content_type="application/json", status=status)
+    if replayed:
         response["Idempotent-Replayed"] = "true"
     return response
+
+
+def call_answer(result: submissions.CallResult) -> HttpResponse:
+    """A sync call's result (200), a new queued task (202), or a key's repeat of a queued one (200)."""
+    if result.outcome is not None:
+        return json_response(sync_content(result.outcome), status=200, replayed=result.replayed)
+    task = result.task
+    assert task is not None
+    poll_url = f"/tasks/{task.id}"
+    if result.replayed:
+        return json_response({**selectors.task_as_dict(task), "poll_url": poll_url}, status=200, replayed=True)
+    return json_response({"task_id": str(task.id), "status": task.status, "poll_url": poll_url}, status=202)
 
 
 @gateway_router.post(
@@ -176,7 +194,7 @@ def call_task(request: HttpRequest, task_name: str) -> Any:
             fields=[{"field": name, "message": "unknown field"} for name in sorted(unknown)],
         )
     args = services.task_validate_args(spec=spec, args=body.get("args", {}))
-    return answer(submissions.task_call(spec=spec, args=args, key=key))
+    return call_answer(submissions.task_call(ports=ports_of(request), spec=spec, args=args, key=key))
 
 
 @gateway_router.post(
@@ -201,7 +219,9 @@ def call_task_batch(request: HttpRequest, task_name: str) -> Any:
             + (f"; unknown field(s) {', '.join(sorted(unknown))}" if unknown else ""),
             fields=[{"field": "items", "message": "must be a list of {\"args\": {...}}"}],
         )
-    return answer(submissions.task_submit_many(spec=spec, items=body["items"], key=key))
+    batch = submissions.task_submit_many(ports=ports_of(request), spec=spec, items=body["items"], key=key)
+    items = [{"task_id": task_id, "status": status} for task_id, status in batch.items]
+    return json_response({"items": items}, status=200 if batch.replayed else 202, replayed=batch.replayed)
 
 
 @tasks_router.get("", response={200: TaskPageOut, **COMMON, 422: ErrorOut}, summary="List tasks, newest first")
@@ -225,13 +245,15 @@ def get_task(request: HttpRequest, task_id: str, wait: float = 0) -> Any:
     """With `?wait=N` (seconds, at most 60) the answer waits until the task finishes or N runs out."""
     if not 0 <= wait <= selectors.MAX_WAIT_S:
         raise InvalidArguments(f"wait must be between 0 and {selectors.MAX_WAIT_S:.0f} seconds", field="wait")
-    return selectors.task_as_dict(selectors.task_wait(task_id=parse_task_id(task_id), wait_s=wait))
+    ports = ports_of(request)
+    task = selectors.task_wait(task_id=parse_task_id(task_id), wait_s=wait, ledger=ports.ledger, events=ports.events)
+    return selectors.task_as_dict(task)
 
 
 @tasks_router.delete("/{task_id}", response={200: TaskOut, **COMMON, 404: ErrorOut, 409: ErrorOut},
                      summary="Cancel a task")
 def cancel_task(request: HttpRequest, task_id: str) -> Any:
-    return selectors.task_as_dict(services.task_cancel(task_id=parse_task_id(task_id)))
+    return selectors.task_as_dict(services.task_cancel(ports=ports_of(request), task_id=parse_task_id(task_id)))
 
 
 @tasks_router.post(
@@ -241,5 +263,5 @@ def cancel_task(request: HttpRequest, task_id: str) -> Any:
 )
 def retry_task(request: HttpRequest, task_id: str) -> Any:
     """Honours Idempotency-Key like a submit: the same key answers with the same new task."""
-    outcome = submissions.task_retry_call(task_id=parse_task_id(task_id), key=request_key(request))
-    return Status(202 if outcome["status"] in ("pending", "queued") else 200, outcome)
+    retry = submissions.task_retry(ports=ports_of(request), task_id=parse_task_id(task_id), key=request_key(request))
+    return Status(202 if retry.status in ("pending", "queued") else 200, dataclasses.asdict(retry))

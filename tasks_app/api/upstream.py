@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse
 
 from neutrino.app import TaskSpec
 from tasks_app.core.conf import neutrino_settings
-from tasks_app.core.errors import BrokerUnavailable, TaskTimedOut
+from tasks_app.core.errors import BrokerUnavailable, TaskTimeout
 
 TIMEOUT_HEADER = "X-Neutrino-Timeout-Ms"
 # Headers the fast pool needs to answer as the gateway would have; the rest stays at the gateway.
@@ -63,7 +63,7 @@ def forward_sync_call(*, request: HttpRequest, spec: TaskSpec, body: bytes) -> H
             f"/api/{spec.name}", content=body, headers=headers, timeout=timeout_ms / 1000 + HOP_MARGIN_S
         )
     except httpx.TimeoutException:
-        raise TaskTimedOut(
+        raise TaskTimeout(
             f"the fast pool at {upstream} did not answer {spec.name} within {timeout_ms} ms (+{HOP_MARGIN_S:.0f} s)",
             task=spec.name,
             timeout_ms=timeout_ms,

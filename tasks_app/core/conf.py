@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 
 @dataclass(frozen=True)
@@ -109,3 +111,10 @@ def _validate(conf: NeutrinoSettings) -> None:
         raise ImproperlyConfigured(
             f"NEUTRINO_ASGI_FALLBACK must look like 'module:app', not {conf.asgi_fallback!r}"
         )
+
+
+@receiver(setting_changed)
+def _reread_on_change(*, setting: str, **kwargs: object) -> None:
+    """`override_settings` (and pytest-django's `settings`) changed a NEUTRINO_* value: read them anew."""
+    if setting.startswith("NEUTRINO_"):
+        neutrino_settings.cache_clear()

@@ -77,6 +77,6 @@ class BrokerUnavailable(NeutrinoError):
     code = "broker_unavailable"
 
 
-class TaskTimedOut(NeutrinoError):
+class TaskTimeout(NeutrinoError):
     status = 504
     code = "task_timeout"

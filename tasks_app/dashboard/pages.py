@@ -19,8 +19,8 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from pools_app.selectors import pools_by_name
 from tasks_app.core.conf import neutrino_settings
+from tasks_app.core.ports import ports_of
 from tasks_app.models import ACTIVE_STATUSES, ExecutionMode, Task, TaskStatus
 from tasks_app.selectors.dashboard import (
     TIME_RANGES,
@@ -98,7 +98,7 @@ def task_list_page_context(request: HttpRequest, *, query: ListQuery) -> dict[st
         **task_list_context(query=query),
         "statuses": TaskStatus.values,
         "modes": ExecutionMode.values,
-        "pools": sorted(pools_by_name()),
+        "pools": ports_of(request).pools.names(),
         "functions": task_function_names(),
         "time_ranges": [(key, label) for key, (label, _) in TIME_RANGES.items()],
         "ws_url": live_url(request, {"view": "list", **query.params}),

@@ -16,14 +16,15 @@ from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 
-from pools_app.selectors import nats_pool_names
 from tasks_app.core.errors import NeutrinoError, TaskNotFound
+from tasks_app.core.ports import ports_of
 from tasks_app.dashboard.charts import minute_chart
 from tasks_app.dashboard.pages import detail_url, live_url, task_detail_context, task_list_page_context
 from tasks_app.models import Task
 from tasks_app.selectors.dashboard import list_query_from_params, pool_depths, task_overview
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
 from tasks_app.services import tasks as services
+from tasks_app.services.submit import task_retry
 
 # Pages drawn from heartbeats and aggregates redraw themselves on a timer (the task pages follow events).
 OVERVIEW_REFRESH_S = 10
@@ -50,17 +51,17 @@ def task_list_view(request: HttpRequest) -> HttpResponse:
     return _vary_on_htmx(render(request, template, context))
 
 
-def _task_or_404(task_id: uuid.UUID) -> Task:
+def _task_or_404(request: HttpRequest, task_id: uuid.UUID) -> Task:
     try:
         # A sync task that just answered may still sit in a ledger writer's batch: wait a moment.
-        return task_get(task_id=task_id, grace_s=LEDGER_GRACE_S)
+        return task_get(task_id=task_id, ledger=ports_of(request).ledger, grace_s=LEDGER_GRACE_S)
     except TaskNotFound:
         raise Http404(f"no task with id {task_id}")
 
 
 @require_GET
 def task_detail_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
-    task = _task_or_404(task_id)
+    task = _task_or_404(request, task_id)
     context = {
         **task_detail_context(task=task, user=request.user),
         "ws_url": live_url(request, {"view": "task", "id": str(task_id)}),
@@ -78,7 +79,7 @@ def _require_staff(request: HttpRequest) -> None:
 def task_cancel_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     _require_staff(request)
     try:
-        task = services.task_cancel(task_id=task_id)
+        task = services.task_cancel(ports=ports_of(request), task_id=task_id)
     except TaskNotFound:
         raise Http404(f"no task with id {task_id}")
     except NeutrinoError as exc:
@@ -92,7 +93,7 @@ def task_cancel_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
 def task_retry_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     _require_staff(request)
     try:
-        outcome = services.task_retry(task_id=task_id)
+        retry = task_retry(ports=ports_of(request), task_id=task_id, key=None)
     except TaskNotFound as exc:
         if "task" in exc.details:  # the function is not registered here
             messages.error(request, exc.message)
@@ -101,15 +102,16 @@ def task_retry_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     except NeutrinoError as exc:
         messages.error(request, exc.message)
         return HttpResponseRedirect(detail_url(task_id))
-    messages.success(request, f"Retry of {task_id} started as task {outcome['task_id']} ({outcome['status']}).")
-    return HttpResponseRedirect(detail_url(outcome["task_id"]))
+    messages.success(request, f"Retry of {task_id} started as task {retry.task_id} ({retry.status}).")
+    return HttpResponseRedirect(detail_url(retry.task_id))
 
 
 @require_GET
 def overview_view(request: HttpRequest) -> HttpResponse:
     overview = task_overview(now=timezone.now())
-    pools = nats_pool_names()
-    depths = pool_depths(pools=pools)
+    ports = ports_of(request)
+    pools = ports.pools.queued_names()
+    depths = pool_depths(broker=ports.broker, pools=pools)
     context = {
         "overview": overview,
         "chart": minute_chart(overview.buckets),

@@ -20,10 +20,11 @@ from typing import Any
 
 from django.db import connection
 
-from tasks_app import runtime
+from tasks_app.core.ports import Broker
+from tasks_app.core.registry import registered_tasks
 from tasks_app.models import ACTIVE_STATUSES, ExecutionMode, Task, TaskAttempt, TaskStatus
 from tasks_app.selectors.tasks import TaskFilters, TaskPage, decode_cursor, task_list, task_queryset
-from workers.engine.broker.bridge import BrokerError
+from workers.engine.broker.errors import BrokerError
 from workers.engine.topology import PoolDepth, pool_depth
 
 logger = logging.getLogger("neutrino.dashboard")
@@ -197,8 +198,6 @@ def tasks_touch_filters(*, task_ids: list[str], filters: TaskFilters) -> bool:
 
 def task_function_names() -> list[str]:
     """Task names for the function filter's suggestions: the registered ones (no scan of the table)."""
-    from tasks_app.core.registry import registered_tasks
-
     try:
         return sorted(registered_tasks())
     except Exception:
@@ -376,11 +375,11 @@ def task_overview(*, now: datetime, window: timedelta = OVERVIEW_WINDOW,
     )
 
 
-def pool_depths(*, pools: list[str], timeout_s: float = DEPTH_TIMEOUT_S) -> dict[str, PoolDepth] | None:
+def pool_depths(*, broker: Broker | None, pools: list[str],
+                timeout_s: float = DEPTH_TIMEOUT_S) -> dict[str, PoolDepth] | None:
     """Pending and in-flight messages per NATS pool, from JetStream; None when NATS cannot say."""
     if not pools:
         return {}
-    broker = runtime.broker()
     if broker is None:
         return None
 

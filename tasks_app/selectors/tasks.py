@@ -12,8 +12,8 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from tasks_app.adapters.events import waiters
 from tasks_app.core.errors import BadRequest, TaskNotFound
+from tasks_app.core.ports import Ledger, TaskEvents
 from tasks_app.models import FINISHED_STATUSES, Task, TaskStatus
 
 MAX_PAGE = 500
@@ -41,14 +41,12 @@ class TaskPage:
     next_cursor: str | None
 
 
-def task_get(*, task_id: uuid.UUID, grace_s: float = 0.0) -> Task:
-    """One task. With `grace_s`, a row still in a ledger writer's batch (a sync call that just
-    answered, in this or another server process) is waited for that long before 404."""
+def task_get(*, task_id: uuid.UUID, ledger: Ledger | None = None, grace_s: float = 0.0) -> Task:
+    """One task. With `ledger` and `grace_s`, a row still in a ledger writer's batch (a sync call that
+    just answered, in this or another server process) is waited for that long before 404."""
     task = Task.objects.filter(id=task_id).first()
-    if task is None and grace_s > 0:
-        from tasks_app import runtime
-
-        runtime.ledger().flush(timeout_s=grace_s)
+    if task is None and ledger is not None and grace_s > 0:
+        ledger.flush(timeout_s=grace_s)
         deadline = time.monotonic() + grace_s
         while task is None and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -58,22 +56,19 @@ def task_get(*, task_id: uuid.UUID, grace_s: float = 0.0) -> Task:
     return task
 
 
-def task_wait(*, task_id: uuid.UUID, wait_s: float) -> Task:
+def task_wait(*, task_id: uuid.UUID, wait_s: float, ledger: Ledger, events: TaskEvents) -> Task:
     """The task once it has finished, or as it is when `wait_s` (at most 60 s) runs out."""
-    task = task_get(task_id=task_id, grace_s=LEDGER_GRACE_S)
+    task = task_get(task_id=task_id, ledger=ledger, grace_s=LEDGER_GRACE_S)
     if task.status in FINISHED_STATUSES or wait_s <= 0:
         return task
     deadline = time.monotonic() + min(wait_s, MAX_WAIT_S)
-    event = waiters.register(str(task_id))
-    try:
+    with events.watch(str(task_id)) as changed:
         while (remaining := deadline - time.monotonic()) > 0:
-            event.wait(min(remaining, WAIT_RECHECK_S))
-            event.clear()
+            changed.wait(min(remaining, WAIT_RECHECK_S))
+            changed.clear()
             task = task_get(task_id=task_id)
             if task.status in FINISHED_STATUSES:
                 break
-    finally:
-        waiters.unregister(str(task_id), event)
     return task
 
 

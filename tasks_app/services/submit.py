@@ -1,18 +1,23 @@
-"""Submits as the public API makes them: idempotency keys, pool backpressure and bulk submits.
+"""Submits: one call of a task, many queued tasks at once, and a retry, each at most once per key.
 
-Services over `tasks_app.services.tasks` (which runs and queues one task):
+One path queues every task, single or batch (`_queue`): INSERT pending rows -> JetStream publish (msg id =
+task id) -> the ledger writes them `queued` off the request path and publishes their events. A publish
+that certainly failed fails its rows (and releases their keys); one whose ack did not come back leaves
+them pending, and the sweeper (`task_republish_pending`) publishes them again under the same msg id.
 
-- `task_call`: one call of a task. With an Idempotency-Key, a repeat of a call made in the last
+- `task_call`: one call. With an Idempotency-Key, a repeat of a call made in the last
   NEUTRINO_IDEMPOTENCY_TTL_S (24 h) answers with the task the first call made (a sync call's result or
   error, a queued task's current state), never with a second task. The key is claimed by the row's
   unique `idempotency_key` column, so two racing repeats still make one task.
 - `task_submit_many`: many queued tasks of one function, all or nothing: every item is validated
-  first, all rows are written in one transaction, then published pipelined and marked queued.
+  first, all rows are written in one transaction, then published pipelined.
 - `pool_check_backlog`: a pool with `max_backlog` refuses submits (429 + Retry-After) while that many
   tasks wait in it (pending + queued rows, counted on an index, stopping at the limit).
 
 Keys are stored as `<caller scope>:<key>` (`#<index>` appended per batch item), so one token never
 replays another's task. After the TTL a key is released the next time it is used.
+
+Services answer with data (`CallResult`, `BatchResult`, `RetryResult`); the API shapes the HTTP answer.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from neutrino.app import TaskSpec
-from pools_app.selectors import pools_by_name
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import (
     BadRequest,
@@ -37,14 +41,15 @@ from tasks_app.core.errors import (
     InvalidArguments,
     Overloaded,
     TaskFailed,
-    TaskTimedOut,
+    TaskTimeout,
 )
+from tasks_app.core.ports import Ports
 from tasks_app.core.registry import task_spec
 from tasks_app.models import FINISHED_STATUSES, Task, TaskStatus
 from tasks_app.selectors import tasks as selectors
-from tasks_app.services import tasks as services
-from workers.engine.broker.bridge import BrokerDown, BrokerError
-from workers.engine.topology import encode_task_message, event_subject, task_subject
+from tasks_app.services.tasks import SyncOutcome, task_run_sync, task_validate_args
+from workers.engine.broker.errors import BrokerDown, BrokerError
+from workers.engine.topology import encode_task_message, task_subject
 
 logger = logging.getLogger("neutrino.submissions")
 
@@ -55,13 +60,31 @@ UPDATE_CHUNK = 500
 
 
 @dataclass(frozen=True)
-class CallOutcome:
-    """What the gateway answers: `status` with `body` (a dict) or `content` (JSON text, a sync result)."""
+class CallResult:
+    """What one call made: a sync task's `outcome`, or a queued `task`. `replayed`: a key's repeat."""
 
-    status: int
-    body: dict[str, Any] | None = None
-    content: str | None = None
+    outcome: SyncOutcome | None = None
+    task: Task | None = None
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The batch's tasks in item order, as `(task_id, status)`."""
+
+    items: list[tuple[str, str]]
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    """The new task a retry made (`result` or `error` when it ran sync and has finished)."""
+
+    task_id: str
+    status: str
+    retry_of: str
+    result: Any = None
+    error: str | None = None
 
 
 # --- idempotency keys --------------------------------------------------------------------------
@@ -103,7 +126,7 @@ def _same_request(task: Task, *, spec: TaskSpec, args: dict[str, Any]) -> None:
 # --- one call --------------------------------------------------------------------------------
 
 
-def task_call(*, spec: TaskSpec, args: dict[str, Any], key: str | None) -> CallOutcome:
+def task_call(*, ports: Ports, spec: TaskSpec, args: dict[str, Any], key: str | None) -> CallResult:
     """Run a sync task or queue a queued one, at most once per key. Raises what the services raise.
 
     The key is claimed by the INSERT itself (no lookup first): only a key already taken costs a read,
@@ -113,62 +136,46 @@ def task_call(*, spec: TaskSpec, args: dict[str, Any], key: str | None) -> CallO
         try:
             if spec.runs_on_nats:
                 try:
-                    pool_check_backlog(spec=spec, adding=1)
+                    pool_check_backlog(ports=ports, spec=spec, adding=1)
                 except Overloaded:
                     # A full pool still answers a repeat with the task the first call queued.
                     existing = task_by_key(key=key) if key is not None else None
                     if existing is None:
                         raise
-                    return _replay_checked(spec, args, existing)
-                task = services.task_submit(spec=spec, args=args, idempotency_key=key)
-                return CallOutcome(202, body=queued_body(task))
-            outcome = services.task_run_sync(spec=spec, args=args, idempotency_key=key)
-            return CallOutcome(200, content=sync_content(outcome.task_id, outcome.result_json,
-                                                         outcome.duration_ms))
+                    return _replay_checked(ports, spec, args, existing)
+                return CallResult(task=task_submit(ports=ports, spec=spec, args=args, idempotency_key=key))
+            return CallResult(outcome=task_run_sync(ports=ports, spec=spec, args=args, idempotency_key=key))
         except IntegrityError:
             if key is None:
                 raise
             existing = task_by_key(key=key)
             if existing is not None:
-                return _replay_checked(spec, args, existing)
+                return _replay_checked(ports, spec, args, existing)
             # The key was past its TTL and is released now: claim it again.
     raise Conflict("this Idempotency-Key is being claimed by another call right now; try again",
                    field="Idempotency-Key")
 
 
-def _replay_checked(spec: TaskSpec, args: dict[str, Any], existing: Task) -> CallOutcome:
-    _same_request(existing, spec=spec, args=args)
-    return _replay(spec, existing)
-
-
-def queued_body(task: Task) -> dict[str, Any]:
-    return {"task_id": str(task.id), "status": task.status, "poll_url": f"/tasks/{task.id}"}
-
-
-def sync_content(task_id: str, result_json: str, duration_ms: float | None) -> str:
-    # The child already produced the result's JSON; splice it in rather than decode and re-encode.
-    duration = "null" if duration_ms is None else f"{duration_ms:.3f}"
-    return f'{{"task_id":"{task_id}","status":"completed","result":{result_json},"duration_ms":{duration}}}'
-
-
-def _replay(spec: TaskSpec, task: Task) -> CallOutcome:
+def _replay_checked(ports: Ports, spec: TaskSpec, args: dict[str, Any], existing: Task) -> CallResult:
     """Answer a repeated call as the first one was answered."""
+    _same_request(existing, spec=spec, args=args)
     if spec.runs_on_nats:
-        return CallOutcome(200, body={**selectors.task_as_dict(task), "poll_url": f"/tasks/{task.id}"},
-                           replayed=True)
+        return CallResult(task=existing, replayed=True)
+    task = existing
     if task.status not in FINISHED_STATUSES:
         # The first call is still running: wait for its answer, as its own caller does.
-        task = selectors.task_wait(task_id=task.id, wait_s=min(selectors.MAX_WAIT_S, spec.timeout_ms / 1000 + 5))
-    return CallOutcome(200, content=_sync_answer(spec, task), replayed=True)
+        task = selectors.task_wait(task_id=task.id, wait_s=min(selectors.MAX_WAIT_S, spec.timeout_ms / 1000 + 5),
+                                   ledger=ports.ledger, events=ports.events)
+    return CallResult(outcome=_sync_outcome(spec, task), replayed=True)
 
 
-def _sync_answer(spec: TaskSpec, task: Task) -> str:
-    """A finished sync task's answer; raises the error its first call raised."""
+def _sync_outcome(spec: TaskSpec, task: Task) -> SyncOutcome:
+    """A finished sync task's outcome; raises the error its first call raised."""
     task_id = str(task.id)
     if task.status == TaskStatus.COMPLETED:
-        return sync_content(task_id, json.dumps(task.result), task.duration_ms)
+        return SyncOutcome(task_id=task_id, result_json=json.dumps(task.result), duration_ms=task.duration_ms)
     if task.status == TaskStatus.FAILED and task.error_type == "TimeoutError":
-        raise TaskTimedOut(task.error, task_id=task_id, error_type=task.error_type, timeout_ms=task.timeout_ms)
+        raise TaskTimeout(task.error, task_id=task_id, error_type=task.error_type, timeout_ms=task.timeout_ms)
     if task.status == TaskStatus.FAILED:
         raise TaskFailed(task.error or f"task {spec.name} failed", task_id=task_id,
                          error_type=task.error_type, traceback=task.traceback)
@@ -178,31 +185,60 @@ def _sync_answer(spec: TaskSpec, task: Task) -> str:
                    task_id=task_id, status=task.status)
 
 
-def task_retry_call(*, task_id: uuid.UUID, key: str | None) -> dict[str, Any]:
-    """`services.task_retry`, at most once per key, and refused while the task's pool is full."""
+def task_submit(*, ports: Ports, spec: TaskSpec, args: dict[str, Any], retry_of: str | None = None,
+                idempotency_key: str | None = None) -> Task:
+    """Queue one async or gpu task. Raises BrokerUnavailable (503) when its pool or NATS is missing."""
+    _check_route(ports, spec)
+    task = Task.objects.create(
+        function_name=spec.name, status=TaskStatus.PENDING, pool=spec.pool, execution_mode=spec.execution_mode,
+        created_at=timezone.now(), timeout_ms=spec.timeout_ms, max_retries=spec.max_retries, args=args,
+        retry_of_id=retry_of, idempotency_key=idempotency_key,
+    )
+    task.status = _queue(ports, spec, [_Row(id=task.id, args=args, key=idempotency_key)])[0]
+    return task
+
+
+# --- retry -----------------------------------------------------------------------------------
+
+
+def task_retry(*, ports: Ports, task_id: uuid.UUID, key: str | None) -> RetryResult:
+    """Run the task's function again with the same args, as a new task that records `retry_of`.
+
+    At most once per key, and refused while the task's pool is full.
+    """
     if key is not None:
         existing = task_by_key(key=key)
         if existing is not None:
             if existing.retry_of_id != task_id:
                 raise Conflict(f"this Idempotency-Key was already used for another call (task {existing.id})",
                                task_id=str(existing.id))
-            return _retry_body(existing)
-    original = selectors.task_get(task_id=task_id, grace_s=selectors.LEDGER_GRACE_S)
+            return _retry_result(existing)
+    original = selectors.task_get(task_id=task_id, ledger=ports.ledger, grace_s=selectors.LEDGER_GRACE_S)
     spec = task_spec(original.function_name)
-    if spec.runs_on_nats:
-        pool_check_backlog(spec=spec, adding=1)
+    args = original.args if isinstance(original.args, dict) else {}
+    retry_of = str(original.id)
     try:
-        return services.task_retry(task_id=task_id, idempotency_key=key)
+        if spec.runs_on_nats:
+            pool_check_backlog(ports=ports, spec=spec, adding=1)
+            task = task_submit(ports=ports, spec=spec, args=args, retry_of=retry_of, idempotency_key=key)
+            return RetryResult(task_id=str(task.id), status=task.status, retry_of=retry_of)
+        try:
+            outcome = task_run_sync(ports=ports, spec=spec, args=args, retry_of=retry_of, idempotency_key=key)
+        except (TaskFailed, TaskTimeout, Conflict) as exc:
+            return RetryResult(task_id=exc.details["task_id"], retry_of=retry_of, error=exc.message,
+                               status=TaskStatus.CANCELLED if isinstance(exc, Conflict) else TaskStatus.FAILED)
+        return RetryResult(task_id=outcome.task_id, status=TaskStatus.COMPLETED, retry_of=retry_of,
+                           result=json.loads(outcome.result_json))
     except IntegrityError:
         existing = task_by_key(key=key) if key is not None else None
         if existing is None:
             raise
-        return _retry_body(existing)
+        return _retry_result(existing)
 
 
-def _retry_body(task: Task) -> dict[str, Any]:
-    return {"task_id": str(task.id), "status": task.status, "retry_of": str(task.retry_of_id),
-            "result": task.result, "error": task.error or None}
+def _retry_result(task: Task) -> RetryResult:
+    return RetryResult(task_id=str(task.id), status=task.status, retry_of=str(task.retry_of_id),
+                       result=task.result, error=task.error or None)
 
 
 # --- backpressure ----------------------------------------------------------------------------
@@ -214,9 +250,9 @@ def pool_backlog(*, pool: str, up_to: int) -> int:
     return waiting[:up_to].count()
 
 
-def pool_check_backlog(*, spec: TaskSpec, adding: int) -> None:
+def pool_check_backlog(*, ports: Ports, spec: TaskSpec, adding: int) -> None:
     """Raise Overloaded (429) when `adding` more tasks would take the pool past its max_backlog."""
-    pool = pools_by_name().get(spec.pool)
+    pool = ports.pools.route(spec.pool)
     if pool is None or pool.max_backlog <= 0:
         return
     if adding > pool.max_backlog:
@@ -239,8 +275,8 @@ def pool_check_backlog(*, spec: TaskSpec, adding: int) -> None:
 # --- bulk submit -----------------------------------------------------------------------------
 
 
-def task_submit_many(*, spec: TaskSpec, items: list[Any], key: str | None) -> CallOutcome:
-    """Queue one task per item (`{"args": {...}}`), all or nothing. Answers 202 with the ids in order.
+def task_submit_many(*, ports: Ports, spec: TaskSpec, items: list[Any], key: str | None) -> BatchResult:
+    """Queue one task per item (`{"args": {...}}`), all or nothing; the ids in item order.
 
     Sync tasks are refused (422): a batch would hold one request for the sum of their run times;
     call them one by one, or make the task async.
@@ -264,8 +300,8 @@ def task_submit_many(*, spec: TaskSpec, items: list[Any], key: str | None) -> Ca
         replay = _batch_replay(spec, keys, all_args)
         if replay is not None:
             return replay
-    broker = services.task_submit_target(spec=spec)
-    pool_check_backlog(spec=spec, adding=len(items))
+    _check_route(ports, spec)
+    pool_check_backlog(ports=ports, spec=spec, adding=len(items))
     template = Task(function_name=spec.name, status=TaskStatus.PENDING, pool=spec.pool,
                     execution_mode=spec.execution_mode, created_at=timezone.now(), timeout_ms=spec.timeout_ms,
                     max_retries=spec.max_retries)
@@ -278,39 +314,11 @@ def task_submit_many(*, spec: TaskSpec, items: list[Any], key: str | None) -> Ca
         if replay is None:
             raise
         return replay
-    subject = task_subject(spec.pool, spec.name)
-    messages = [
-        (subject, encode_task_message(task_id=str(row.id), function=spec.name, args=row.args,
-                                      max_retries=spec.max_retries, timeout_ms=spec.timeout_ms), str(row.id))
-        for row in rows
-    ]
-    try:
-        results: list[int | BrokerError] = broker.publish_tasks(
-            messages, timeout_s=neutrino_settings().publish_timeout_s
-        )
-    except BrokerDown as exc:
-        _update_chunked([row.id for row in rows], status=TaskStatus.FAILED, completed_at=timezone.now(),
-                        error_type="BrokerUnavailable", idempotency_key=None,
-                        error=f"not queued: {exc}; submit it again when NATS is back")
-        raise BrokerUnavailable(f"NATS is unavailable, none of the {len(rows)} {spec.name} tasks was queued: {exc}",
-                                task=spec.name)
-    except BrokerError as exc:
-        results = [exc] * len(rows)
-    acked = [row.id for row, result in zip(rows, results, strict=True) if not isinstance(result, BrokerError)]
-    confirmed = set(acked)
-    unconfirmed = [row.id for row in rows if row.id not in confirmed]
-    _update_chunked(acked, status=TaskStatus.QUEUED, queued_at=timezone.now())
-    if unconfirmed:
-        logger.warning("%d of %d %s publishes were not confirmed; the sweeper republishes them",
-                       len(unconfirmed), len(rows), spec.name)
-        _update_chunked(unconfirmed, error="broker did not confirm the publish yet; it will be republished")
-    # One hand-off for the batch's events (a publish per task would cost the request ~0.1 ms each).
-    broker.publish_events([(event_subject(str(task_id)), {"task_id": str(task_id), "status": TaskStatus.QUEUED})
-                           for task_id in acked])
-    return CallOutcome(202, body={"items": [
-        {"task_id": str(row.id), "status": TaskStatus.QUEUED if row.id in confirmed else TaskStatus.PENDING}
-        for row in rows
-    ]})
+    statuses = _queue(ports, spec, rows)
+    return BatchResult(items=[(str(row.id), status) for row, status in zip(rows, statuses, strict=True)])
+
+
+# --- the one queueing path ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -318,6 +326,105 @@ class _Row:
     id: uuid.UUID
     args: dict[str, Any]
     key: str | None
+
+
+def _check_route(ports: Ports, spec: TaskSpec) -> None:
+    """Raise BrokerUnavailable (503) unless the task's pool takes queued tasks and NATS is configured."""
+    pool = ports.pools.route(spec.pool)
+    if pool is None or not pool.enabled or not pool.queued or pool.draining:
+        state = ("does not exist" if pool is None else "is disabled" if not pool.enabled
+                 else "is an http pool" if not pool.queued else "is draining (it takes no new tasks)")
+        raise BrokerUnavailable(
+            f"pool {spec.pool} {state}; an admin must create or enable it before {spec.name} can run",
+            task=spec.name, pool=spec.pool,
+        )
+    if ports.broker is None:
+        raise BrokerUnavailable(
+            f"task {spec.name} is queued through NATS, but this server has no NATS connection "
+            "configured (set NEUTRINO_NATS_URL or pass --nats-url)",
+            task=spec.name,
+        )
+
+
+def _queue(ports: Ports, spec: TaskSpec, rows: list[_Row]) -> list[str]:
+    """Publish the pending `rows` and hand the acknowledged ones to the ledger; each row's status, in order.
+
+    The caller hears "queued" as soon as the broker has a task; its row follows within one ledger batch
+    (the writer publishes the event). A worker may claim it first: its claim accepts pending rows too.
+    """
+    subject = task_subject(spec.pool, spec.name)
+    messages = [
+        (subject, encode_task_message(task_id=str(row.id), function=spec.name, args=row.args,
+                                      max_retries=spec.max_retries, timeout_ms=spec.timeout_ms), str(row.id))
+        for row in rows
+    ]
+    ids = [row.id for row in rows]
+    results: list[int | BrokerError]
+    try:
+        if len(messages) == 1:
+            # One task: the blocking publisher in the caller's thread, no hop to the bridge's loop.
+            results = [ports.publisher.publish_task(subject, messages[0][1], msg_id=messages[0][2])]
+        else:
+            results = ports.publisher.publish_tasks(messages)
+    except BrokerDown as exc:
+        # The keys are released: the caller's retry with them, once NATS is back, makes new tasks.
+        _update_pending(ids, status=TaskStatus.FAILED, completed_at=timezone.now(), error_type="BrokerUnavailable",
+                        idempotency_key=None, error=f"not queued: {exc}; submit it again when NATS is back")
+        what = f"task {spec.name} was" if len(rows) == 1 else f"none of the {len(rows)} {spec.name} tasks was"
+        raise BrokerUnavailable(f"NATS is unavailable, {what} not queued: {exc}", task=spec.name,
+                                **({"task_id": str(ids[0])} if len(rows) == 1 else {}))
+    except BrokerError as exc:
+        results = [exc] * len(rows)
+    statuses = []
+    unconfirmed = []
+    for row, result in zip(rows, results, strict=True):
+        if isinstance(result, BrokerError):
+            unconfirmed.append(row.id)
+            statuses.append(TaskStatus.PENDING)
+        else:
+            ports.ledger.record_queued(str(row.id))
+            statuses.append(TaskStatus.QUEUED)
+    if unconfirmed:
+        logger.warning("%d of %d %s publishes were not confirmed; the sweeper republishes them",
+                       len(unconfirmed), len(rows), spec.name)
+        _update_pending(unconfirmed, error="broker did not confirm the publish yet; it will be republished")
+    return statuses
+
+
+def _update_pending(ids: list[uuid.UUID], **fields: Any) -> None:
+    for start in range(0, len(ids), UPDATE_CHUNK):
+        Task.objects.filter(id__in=ids[start:start + UPDATE_CHUNK], status=TaskStatus.PENDING).update(**fields)
+
+
+def task_republish_pending(*, ports: Ports, pool: str, older_than_s: float, limit: int = 500) -> int:
+    """The sweeper: publish again the pending rows the broker never confirmed (same msg id, so deduped)."""
+    if ports.broker is None:
+        return 0
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    rows = list(
+        Task.objects.filter(status=TaskStatus.PENDING, pool=pool, created_at__lt=cutoff)
+        .order_by("created_at")[:limit]
+    )
+    republished = 0
+    for task in rows:
+        try:
+            ports.publisher.publish_task(
+                task_subject(task.pool, task.function_name),
+                encode_task_message(task_id=str(task.id), function=task.function_name,
+                                    args=task.args if isinstance(task.args, dict) else {},
+                                    max_retries=task.max_retries, timeout_ms=task.timeout_ms),
+                msg_id=str(task.id),
+            )
+        except BrokerError as exc:
+            logger.warning("sweeper could not republish task %s: %s", task.id, exc)
+            break
+        updated = Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(
+            status=TaskStatus.QUEUED, queued_at=timezone.now(), error=""
+        )
+        if updated:
+            ports.events.emit(str(task.id), TaskStatus.QUEUED)
+        republished += 1
+    return republished
 
 
 def _insert_rows(template: Task, rows: list[_Row]) -> None:
@@ -351,14 +458,14 @@ def _item_args(spec: TaskSpec, index: int, item: Any) -> dict[str, Any]:
             index=index, fields=[{"field": f"items.{index}", "message": "must be {\"args\": {...}}"}],
         )
     try:
-        return services.task_validate_args(spec=spec, args=item.get("args", {}))
+        return task_validate_args(spec=spec, args=item.get("args", {}))
     except InvalidArguments as exc:
         fields = [{**f, "field": f"items.{index}.args.{f['field']}"} for f in exc.details.get("fields", [])]
         raise InvalidArguments(f"item {index}: {exc.message}; nothing was submitted", index=index,
                                task=spec.name, fields=fields)
 
 
-def _batch_replay(spec: TaskSpec, keys: list[str], all_args: list[dict[str, Any]]) -> CallOutcome | None:
+def _batch_replay(spec: TaskSpec, keys: list[str], all_args: list[dict[str, Any]]) -> BatchResult | None:
     first = task_by_key(key=keys[0])
     if first is None:
         # Released or never used: free every item key of the batch for the new rows.
@@ -377,12 +484,4 @@ def _batch_replay(spec: TaskSpec, keys: list[str], all_args: list[dict[str, Any]
             "use a new key for a new batch",
             task_id=str(first.id),
         )
-    return CallOutcome(200, replayed=True, body={"items": [
-        {"task_id": str(t.id), "status": t.status} for t in tasks if t is not None
-    ]})
-
-
-def _update_chunked(ids: list[uuid.UUID], **fields: Any) -> None:
-    for start in range(0, len(ids), UPDATE_CHUNK):
-        chunk = ids[start:start + UPDATE_CHUNK]
-        Task.objects.filter(id__in=chunk, status=TaskStatus.PENDING).update(**fields)
+    return BatchResult(items=[(str(t.id), t.status) for t in tasks if t is not None], replayed=True)

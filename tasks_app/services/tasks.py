@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import secrets
 import socket
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import pydantic
@@ -18,25 +16,18 @@ from django.db import connection
 from django.utils import timezone
 
 from neutrino.app import TaskSpec
-from pools_app.models import PoolMode
-from pools_app.selectors import pools_by_name
-from tasks_app import runtime
-from tasks_app.adapters.events import task_event
-from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import (
-    BrokerUnavailable,
     Conflict,
     InvalidArguments,
     TaskFailed,
-    TaskTimedOut,
+    TaskTimeout,
 )
-from tasks_app.core.registry import task_spec
+from tasks_app.core.ports import Ports, TaskEvents
 from tasks_app.metrics import sync_task_finished
 from tasks_app.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskStatus
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
 from workers.engine import executor as ex
-from workers.engine.broker.bridge import BrokerDown, BrokerError, NatsBridge
-from workers.engine.topology import CANCEL_SUBJECT, encode_task_message, task_subject
+from workers.engine.topology import CANCEL_SUBJECT
 
 logger = logging.getLogger("neutrino.services")
 
@@ -75,7 +66,8 @@ def task_validate_args(*, spec: TaskSpec, args: Any) -> dict[str, Any]:
 
 
 def task_run_sync(
-    *, spec: TaskSpec, args: dict[str, Any], retry_of: str | None = None, idempotency_key: str | None = None
+    *, ports: Ports, spec: TaskSpec, args: dict[str, Any], retry_of: str | None = None,
+    idempotency_key: str | None = None,
 ) -> SyncOutcome:
     """Run a sync task on this process's pool and record it in the ledger (off the request path).
 
@@ -83,10 +75,12 @@ def task_run_sync(
     database, not in the ledger's next batch; IntegrityError means another call holds the key) and
     its end is written before the answer, so a repeat or a poll never finds it still running. That
     costs the call two small writes on its own thread instead of none.
-    Raises TaskFailed (500), TaskTimedOut (504) or Conflict (cancelled) with the task id.
+    Raises TaskFailed (500), TaskTimeout (504) or Conflict (cancelled) with the task id.
     """
+    if ports.runner is None:
+        raise RuntimeError(f"this process runs no sync tasks; {spec.name} is one")
     task_id = str(uuid.uuid4())
-    ledger = runtime.ledger()
+    ledger = ports.ledger
     now = timezone.now()
     row = dict(
         function_name=spec.name,
@@ -106,10 +100,10 @@ def task_run_sync(
         record_finish = functools.partial(ledger.record_finish, task_id)
     else:
         Task.objects.create(id=task_id, idempotency_key=idempotency_key, **row)
-        record_finish = functools.partial(_record_finish_now, task_id)
+        record_finish = functools.partial(_record_finish_now, ports.events, task_id)
     started = time.perf_counter()
     try:
-        outcome = runtime.executor().run(
+        outcome = ports.runner.run(
             task_id=task_id,
             function=spec.name,
             args=args,
@@ -142,124 +136,22 @@ def task_run_sync(
     return SyncOutcome(task_id=task_id, result_json=outcome.result_json, duration_ms=outcome.duration_ms)
 
 
-def _record_finish_now(task_id: str, **fields: Any) -> None:
+def _record_finish_now(events: TaskEvents, task_id: str, **fields: Any) -> None:
     """A sync task's end, written at once (the ledger's conditional UPDATE, without the batch)."""
     if Task.objects.filter(id=task_id, status=TaskStatus.RUNNING).update(**fields):
-        task_event(task_id, str(fields["status"]))
+        events.emit(task_id, str(fields["status"]))
 
 
 def _failure(spec: TaskSpec, task_id: str, exc: ex.ExecutorError) -> tuple[str, Any]:
     """Map an executor error to the ledger status and the error the caller sees."""
     failure = ex.describe_failure(exc, function=spec.name, timeout_ms=spec.timeout_ms)
     if isinstance(exc, ex.TaskTimeout):
-        return TaskStatus.FAILED, TaskTimedOut(failure.message, task_id=task_id, error_type=failure.error_type,
+        return TaskStatus.FAILED, TaskTimeout(failure.message, task_id=task_id, error_type=failure.error_type,
                                                timeout_ms=spec.timeout_ms)
     if isinstance(exc, ex.TaskCancelled):
         return TaskStatus.CANCELLED, Conflict(failure.message, task_id=task_id, error_type=failure.error_type)
     details: dict[str, Any] = {"traceback": failure.traceback} if isinstance(exc, ex.TaskRaised) else {}
     return TaskStatus.FAILED, TaskFailed(failure.message, task_id=task_id, error_type=failure.error_type, **details)
-
-
-def task_submit_target(*, spec: TaskSpec) -> NatsBridge:
-    """The broker a queued task goes to. Raises BrokerUnavailable (503) when its pool or NATS is missing."""
-    pool = pools_by_name().get(spec.pool)
-    if pool is None or not pool.enabled or pool.mode != PoolMode.NATS or pool.draining:
-        state = ("does not exist" if pool is None else "is disabled" if not pool.enabled
-                 else "is an http pool" if pool.mode != PoolMode.NATS else "is draining (it takes no new tasks)")
-        raise BrokerUnavailable(
-            f"pool {spec.pool} {state}; an admin must create or enable it before {spec.name} can run",
-            task=spec.name, pool=spec.pool,
-        )
-    if not neutrino_settings().nats_url:
-        raise BrokerUnavailable(
-            f"task {spec.name} is queued through NATS, but this server has no NATS connection "
-            "configured (set NEUTRINO_NATS_URL or pass --nats-url)",
-            task=spec.name,
-        )
-    bridge = runtime.broker()
-    assert bridge is not None  # nats_url is set
-    return bridge
-
-
-def task_submit(
-    *, spec: TaskSpec, args: dict[str, Any], retry_of: str | None = None, idempotency_key: str | None = None
-) -> Task:
-    """Queue an async or gpu task: INSERT pending -> JetStream publish (msg id = task id) -> queued.
-
-    Raises BrokerUnavailable (503) when the pool does not exist or NATS is down; the row then
-    says why and nothing is left pending. A publish whose ack did not come back may still have
-    been stored: that row stays pending and the sweeper republishes it under the same msg id.
-    """
-    task_submit_target(spec=spec)
-    task = Task.objects.create(
-        function_name=spec.name,
-        status=TaskStatus.PENDING,
-        pool=spec.pool,
-        execution_mode=spec.execution_mode,
-        created_at=timezone.now(),
-        timeout_ms=spec.timeout_ms,
-        max_retries=spec.max_retries,
-        args=args,
-        retry_of_id=retry_of,
-        idempotency_key=idempotency_key,
-    )
-    task_id = str(task.id)
-    try:
-        runtime.publish_task(
-            task_subject(spec.pool, spec.name),
-            encode_task_message(task_id=task_id, function=spec.name, args=args,
-                                max_retries=spec.max_retries, timeout_ms=spec.timeout_ms),
-            msg_id=task_id,
-        )
-    except BrokerDown as exc:
-        # The key is released: the caller's retry with it, once NATS is back, makes a new task.
-        Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(
-            status=TaskStatus.FAILED, completed_at=timezone.now(), error_type="BrokerUnavailable",
-            error=f"not queued: {exc}; submit it again when NATS is back", idempotency_key=None,
-        )
-        raise BrokerUnavailable(f"NATS is unavailable, task {spec.name} was not queued: {exc}",
-                                task_id=task_id, task=spec.name)
-    except BrokerError as exc:
-        Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(
-            error=f"broker did not confirm the publish yet ({exc}); it will be republished"
-        )
-        return task
-    # The broker has it: the caller hears "queued" now; the row follows within one ledger batch (the
-    # writer publishes the event). A worker may claim it first; its claim accepts pending rows too.
-    runtime.ledger().record_queued(task_id)
-    task.status = TaskStatus.QUEUED
-    return task
-
-
-def task_republish_pending(*, pool: str, older_than_s: float, limit: int = 500) -> int:
-    """The sweeper: publish again the pending rows the broker never confirmed (same msg id, so deduped)."""
-    if not neutrino_settings().nats_url:
-        return 0
-    cutoff = timezone.now() - timedelta(seconds=older_than_s)
-    rows = list(
-        Task.objects.filter(status=TaskStatus.PENDING, pool=pool, created_at__lt=cutoff)
-        .order_by("created_at")[:limit]
-    )
-    republished = 0
-    for task in rows:
-        try:
-            runtime.publish_task(
-                task_subject(task.pool, task.function_name),
-                encode_task_message(task_id=str(task.id), function=task.function_name,
-                                    args=task.args if isinstance(task.args, dict) else {},
-                                    max_retries=task.max_retries, timeout_ms=task.timeout_ms),
-                msg_id=str(task.id),
-            )
-        except BrokerError as exc:
-            logger.warning("sweeper could not republish task %s: %s", task.id, exc)
-            break
-        updated = Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(
-            status=TaskStatus.QUEUED, queued_at=timezone.now(), error=""
-        )
-        if updated:
-            task_event(str(task.id), TaskStatus.QUEUED)
-        republished += 1
-    return republished
 
 
 # --- transitions reported by the workers. Each is one conditional UPDATE: a redelivered message,
@@ -318,7 +210,7 @@ def _running_attempt(task_id: str, attempt: int | None = None) -> dict[str, Any]
     return rows.values("attempt", "worker_id", "started_at").first()
 
 
-def task_mark_running(*, task_id: str, attempt: int, worker_id: str) -> bool:
+def task_mark_running(*, events: TaskEvents, task_id: str, attempt: int, worker_id: str) -> bool:
     """Claim a task for this attempt. False when it is finished, cancelled or claimed by a newer attempt."""
     # A redelivery (attempt > 1) may take over from a worker that died mid-run: note that attempt first.
     previous = _running_attempt(task_id) if attempt > 1 else None
@@ -335,11 +227,12 @@ def task_mark_running(*, task_id: str, attempt: int, worker_id: str) -> bool:
             _record_past_attempt(task_id=task_id, attempt=previous["attempt"], outcome=TaskAttempt.Outcome.LOST,
                                  error="its worker stopped answering; the message was delivered again",
                                  seen=previous)
-        task_event(task_id, TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id)
+        events.emit(task_id, TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id)
     return bool(updated)
 
 
-def task_mark_completed(*, task_id: str, attempt: int, result: Any, duration_ms: float, worker_id: str) -> bool:
+def task_mark_completed(*, events: TaskEvents, task_id: str, attempt: int, result: Any, duration_ms: float,
+                        worker_id: str) -> bool:
     updated = _update_task(
         set_values={"status": TaskStatus.COMPLETED, "result": result, "duration_ms": duration_ms,
                     "worker_id": worker_id, "completed_at": timezone.now(), "error": "", "error_type": "",
@@ -348,11 +241,11 @@ def task_mark_completed(*, task_id: str, attempt: int, result: Any, duration_ms:
         where_values=[_task_pk(task_id), str(TaskStatus.RUNNING), attempt],
     )
     if updated:
-        task_event(task_id, TaskStatus.COMPLETED)
+        events.emit(task_id, TaskStatus.COMPLETED)
     return bool(updated)
 
 
-def task_mark_retrying(*, task_id: str, attempt: int, error: str, error_type: str, traceback: str,
+def task_mark_retrying(*, events: TaskEvents, task_id: str, attempt: int, error: str, error_type: str, traceback: str,
                        duration_ms: float | None) -> bool:
     """A failed attempt that will be tried again: back to queued, keeping the error for the record."""
     seen = _running_attempt(task_id, attempt)
@@ -363,12 +256,12 @@ def task_mark_retrying(*, task_id: str, attempt: int, error: str, error_type: st
     if updated:
         _record_past_attempt(task_id=task_id, attempt=attempt, outcome=TaskAttempt.Outcome.RETRIED, error=error,
                              seen=seen)
-        task_event(task_id, TaskStatus.QUEUED, attempt=attempt)
+        events.emit(task_id, TaskStatus.QUEUED, attempt=attempt)
     return bool(updated)
 
 
-def task_mark_failed(*, task_id: str, attempt: int | None, error: str, error_type: str, traceback: str = "",
-                     duration_ms: float | None = None) -> bool:
+def task_mark_failed(*, events: TaskEvents, task_id: str, attempt: int | None, error: str, error_type: str,
+                     traceback: str = "", duration_ms: float | None = None) -> bool:
     """Final failure. With `attempt` it only fails that attempt; without, any task not yet finished."""
     rows = Task.objects.filter(id=task_id)
     rows = rows.filter(status=TaskStatus.RUNNING, attempt=attempt) if attempt is not None else rows.filter(
@@ -379,11 +272,11 @@ def task_mark_failed(*, task_id: str, attempt: int | None, error: str, error_typ
         duration_ms=duration_ms, completed_at=timezone.now(),
     )
     if updated:
-        task_event(task_id, TaskStatus.FAILED)
+        events.emit(task_id, TaskStatus.FAILED)
     return bool(updated)
 
 
-def task_mark_requeued(*, task_id: str, attempt: int) -> bool:
+def task_mark_requeued(*, events: TaskEvents, task_id: str, attempt: int) -> bool:
     """A worker shutting down hands a running task back to the stream."""
     seen = _running_attempt(task_id, attempt)
     updated = Task.objects.filter(id=task_id, status=TaskStatus.RUNNING, attempt=attempt).update(
@@ -392,23 +285,23 @@ def task_mark_requeued(*, task_id: str, attempt: int) -> bool:
     if updated:
         _record_past_attempt(task_id=task_id, attempt=attempt, outcome=TaskAttempt.Outcome.HANDED_BACK,
                              error="the worker stopped before the task finished", seen=seen)
-        task_event(task_id, TaskStatus.QUEUED)
+        events.emit(task_id, TaskStatus.QUEUED)
     return bool(updated)
 
 
-def task_record_progress(*, task_id: str, attempt: int, fraction: float, message: str) -> None:
+def task_record_progress(*, events: TaskEvents, task_id: str, attempt: int, fraction: float, message: str) -> None:
     Task.objects.filter(id=task_id, status=TaskStatus.RUNNING, attempt=attempt).update(
         progress=fraction, progress_message=message
     )
-    task_event(task_id, TaskStatus.RUNNING, progress=fraction, progress_message=message)
+    events.emit(task_id, TaskStatus.RUNNING, progress=fraction, progress_message=message)
 
 
-def task_cancel(*, task_id: uuid.UUID) -> Task:
+def task_cancel(*, ports: Ports, task_id: uuid.UUID) -> Task:
     """Cancel a task: a pending or queued one never runs; a running one is killed.
 
     Raises TaskNotFound, or Conflict when the task already finished.
     """
-    task_get(task_id=task_id, grace_s=LEDGER_GRACE_S)  # 404 unless it exists (or is about to)
+    task_get(ledger=ports.ledger, task_id=task_id, grace_s=LEDGER_GRACE_S)  # 404 unless it exists (or is about to)
     updated = Task.objects.filter(id=task_id, status__in=ACTIVE_STATUSES).update(
         status=TaskStatus.CANCELLED,
         cancel_requested=True,
@@ -418,9 +311,10 @@ def task_cancel(*, task_id: uuid.UUID) -> Task:
     )
     if updated:
         # Whichever process runs it (this one, another HTTP process, a worker) kills its child.
-        runtime.executor().cancel(str(task_id))
-        runtime.publish_event(CANCEL_SUBJECT, {"task_id": str(task_id)})
-        task_event(str(task_id), TaskStatus.CANCELLED)
+        if ports.runner is not None:
+            ports.runner.cancel(str(task_id))
+        ports.publisher.publish_event(CANCEL_SUBJECT, {"task_id": str(task_id)})
+        ports.events.emit(str(task_id), TaskStatus.CANCELLED)
     task = task_get(task_id=task_id)
     if not updated and task.status != TaskStatus.CANCELLED:
         raise Conflict(
@@ -430,31 +324,6 @@ def task_cancel(*, task_id: uuid.UUID) -> Task:
             status=task.status,
         )
     return task
-
-
-def task_retry(*, task_id: uuid.UUID, idempotency_key: str | None = None) -> dict[str, Any]:
-    """Run the task's function again with the same args, as a new task that records `retry_of`."""
-    original = task_get(task_id=task_id, grace_s=LEDGER_GRACE_S)
-    spec = task_spec(original.function_name)
-    args = original.args if isinstance(original.args, dict) else {}
-    if spec.runs_on_nats:
-        task = task_submit(spec=spec, args=args, retry_of=str(original.id), idempotency_key=idempotency_key)
-        return {"task_id": str(task.id), "status": task.status, "retry_of": str(original.id)}
-    try:
-        outcome = task_run_sync(spec=spec, args=args, retry_of=str(original.id), idempotency_key=idempotency_key)
-    except (TaskFailed, TaskTimedOut, Conflict) as exc:
-        return {
-            "task_id": exc.details["task_id"],
-            "status": TaskStatus.CANCELLED if isinstance(exc, Conflict) else TaskStatus.FAILED,
-            "retry_of": str(original.id),
-            "error": exc.message,
-        }
-    return {
-        "task_id": outcome.task_id,
-        "status": TaskStatus.COMPLETED,
-        "retry_of": str(original.id),
-        "result": json.loads(outcome.result_json),
-    }
 
 
 # --- dashboard accounts ----------------------------------------------------------------------------

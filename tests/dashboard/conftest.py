@@ -96,16 +96,13 @@ def live_settings(dash_nats: Any, settings: Any) -> Iterator[Any]:
     from asgiref.sync import async_to_sync
     from channels.layers import channel_layers
 
-    from tasks_app.core.conf import neutrino_settings
     from tasks_app.dashboard import live
 
     settings.NEUTRINO_NATS_URL = dash_nats.url
-    neutrino_settings.cache_clear()
     channel_layers.backends.clear()
     yield dash_nats
     async_to_sync(live.stop_relay)()
     channel_layers.backends.clear()
-    neutrino_settings.cache_clear()
 
 
 # --- a real server: `neutrino serve --mode http` (gunicorn + the websocket process) -------------

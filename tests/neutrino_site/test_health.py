@@ -10,18 +10,11 @@ from workers.engine.nats_server import free_port
 @pytest.fixture
 def nats_url(settings):
     """Point this process's settings at a NATS URL; close whatever bridge it opened afterwards."""
-    from tasks_app import runtime
-    from tasks_app.core.conf import neutrino_settings
 
     def use(url: str) -> None:
-        settings.NEUTRINO_NATS_URL = url
-        neutrino_settings.cache_clear()
+        settings.NEUTRINO_NATS_URL = url  # the process's ports follow through `setting_changed`
 
     yield use
-    bridge, runtime._broker = runtime._broker, None
-    if bridge is not None:
-        bridge.close(timeout_s=2.0)
-    neutrino_settings.cache_clear()
 
 
 @pytest.mark.django_db

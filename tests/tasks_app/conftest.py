@@ -15,34 +15,16 @@ import pytest
 from tests.conftest import require
 
 
-def _reset_gateway_nats() -> None:
-    """Close this process's gateway NATS connections, so the next submit connects to the current URL."""
-    from tasks_app import runtime
-
-    bridge, runtime._broker = runtime._broker, None
-    if bridge is not None:
-        bridge.close(timeout_s=2.0)
-    publisher = getattr(runtime, "_publisher", None)
-    if publisher is not None:
-        runtime._publisher = None
-        publisher.close()
-
-
 @pytest.fixture
 def neutrino_conf(settings) -> Iterator[Callable[..., None]]:
     """`neutrino_conf(ALLOW_ANONYMOUS=False, ...)` sets NEUTRINO_* settings for this test only."""
-    from tasks_app.api.auth import _limiter
-    from tasks_app.core.conf import neutrino_settings
 
     def apply(**values: Any) -> None:
+        # Each change reaches the settings object and the process's ports through `setting_changed`.
         for name, value in values.items():
             setattr(settings, f"NEUTRINO_{name}", value)
-        neutrino_settings.cache_clear()
-        _limiter.cache_clear()
 
     yield apply
-    neutrino_settings.cache_clear()
-    _limiter.cache_clear()
 
 
 class PrivateNats:
@@ -82,10 +64,8 @@ def private_nats(tmp_path, settings, neutrino_conf) -> Iterator[PrivateNats]:
     server = NatsServer(store_dir=tmp_path / "nats", log_file=tmp_path / "nats-server.log").start()
     nats = PrivateNats(server)
     nats.run(lambda js: ensure_stream(js, ["async", "gpu"]))
-    _reset_gateway_nats()
     neutrino_conf(NATS_URL=server.url)
     try:
         yield nats
     finally:
-        _reset_gateway_nats()
         server.stop()

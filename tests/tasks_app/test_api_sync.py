@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tasks_app import runtime
+from neutrino_site.process import http_ports
 from tasks_app.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -106,7 +106,7 @@ def test_task_that_raises_is_500_with_error_type_and_task_id(client, ledger_flus
 
 
 def test_timeout_is_504_and_the_child_is_killed(client, ledger_flush) -> None:
-    pids_before = set(runtime.executor().child_pids())
+    pids_before = set(http_ports().runner.child_pids())
     response = call(client, "sleepy", {"seconds": 30})
     assert response.status_code == 504
     body = response.json()
@@ -150,14 +150,8 @@ def test_result_over_the_size_limit_fails_with_a_message(client) -> None:
 
 
 def test_async_task_without_nats_is_503_with_a_message(client, settings, default_pools) -> None:
-    from tasks_app.core.conf import neutrino_settings
-
     settings.NEUTRINO_NATS_URL = ""
-    neutrino_settings.cache_clear()
-    try:
-        response = call(client, "generate_report", {"dataset": "q3"})
-    finally:
-        neutrino_settings.cache_clear()
+    response = call(client, "generate_report", {"dataset": "q3"})
     assert response.status_code == 503
     assert "NATS" in response.json()["message"]
 

@@ -21,8 +21,8 @@ from django.utils import timezone
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from neutrino_site.process import http_ports
 from pools_app.models import Worker
-from tasks_app import runtime
 from tasks_app.models import Task, TaskAttempt
 from tests.servers import wait_for
 from workers.engine.nats_server import NatsServer
@@ -127,7 +127,7 @@ def pools(default_pools):
 def test_happy_path_end_to_end(client, pools, live_nats, start_worker):
     worker = start_worker("async", concurrency=2)
     seen: list[dict[str, Any]] = []
-    bridge = runtime.broker()
+    bridge = http_ports().broker
     assert bridge is not None
     bridge.subscribe(EVENTS_SUBJECT, seen.append)
 
@@ -430,7 +430,7 @@ def test_worker_recreates_the_stream_of_a_blank_broker(client, pools, live_nats,
     live_nats.stop()
     blank = NatsServer(store_dir=tmp_path / "blank-store", port=live_nats.port).start()
     try:
-        bridge = runtime.broker()
+        bridge = http_ports().broker
         assert bridge is not None
         wait_for(lambda: bridge.connected, timeout_s=20, what="the bridge to reconnect")
         response = client.post("/api/wk_add", {"args": {"a": 5, "b": 6}}, content_type="application/json")
@@ -445,7 +445,7 @@ def test_worker_recreates_the_stream_of_a_blank_broker(client, pools, live_nats,
 
 def test_broker_down_at_submit(client, pools, live_nats, start_worker):
     ensure_topology(live_nats.url)
-    bridge = runtime.broker()
+    bridge = http_ports().broker
     assert bridge is not None and bridge.connected
     live_nats.stop()
     wait_for(lambda: not bridge.connected, what="the bridge to notice")

@@ -26,6 +26,9 @@ from django.conf import settings
 from django.core.management import call_command
 
 from pools_app.autoscaler.local import Child, LocalScaler, ScalerSettings
+from pools_app.startup import check_tasks
+from tasks_app.core.conf import neutrino_settings
+from tasks_app.services.tasks import admin_ensure_first
 from workers.engine.broker.bridge import NatsBridge
 from workers.engine.nats_server import NatsServer, wait_for_port
 from workers.engine.topology import ConsumerSettings
@@ -42,10 +45,6 @@ def _say(message: str) -> None:
 
 def run_dev(*, host: str, port: int, nats_port: int, ws_port: int | None = None,
             allow_anonymous: bool = False) -> int:
-    from pools_app.startup import check_tasks
-    from tasks_app.core.conf import neutrino_settings
-    from tasks_app.services.tasks import admin_ensure_first
-
     ws_port = port + 1 if ws_port is None else ws_port
     data_dir = Path(settings.DATA_DIR)
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,6 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from pools_app.selectors import nats_pool_names
-from tasks_app import runtime
 from tasks_app.core.conf import NeutrinoSettings
 from workers.engine.topology import (
     CANCEL_SUBJECT,
@@ -82,9 +81,6 @@ class NatsConnection:
             return False
         self.js = self.nc.jetstream(timeout=5.0)
         logger.info("connected to NATS at %s", self.conf.nats_url)
-        # The services publish task events through the process's bridge; connect it now, not during
-        # the first task.
-        await asyncio.to_thread(runtime.broker)
         return True
 
     async def _on_error(self, exc: Exception) -> None:

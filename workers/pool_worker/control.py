@@ -11,6 +11,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from tasks_app.core.conf import NeutrinoSettings
+from tasks_app.core.ports import TaskEvents
 from tasks_app.services import tasks as services
 from workers.engine.topology import STREAM, BadMessage, consumer_name, decode_task_message
 from workers.pool_worker.db import db
@@ -23,8 +24,10 @@ class Control:
     """Acts on the two control subjects: kills the child of a cancelled task that runs here, and fails
     (then deletes) a message whose worker died on its last delivery."""
 
-    def __init__(self, *, js: JetStreamContext, pool: str, conf: NeutrinoSettings, runs: RunningTasks) -> None:
+    def __init__(self, *, js: JetStreamContext, pool: str, conf: NeutrinoSettings, runs: RunningTasks,
+                 events: TaskEvents) -> None:
         self.js = js
+        self.events = events
         self.pool = pool
         self.conf = conf
         self.runs = runs
@@ -64,8 +67,8 @@ class Control:
             error = (f"gave up after {deliveries} deliveries: the worker running it stopped or died each time "
                      f"(NEUTRINO_MAX_DELIVER={self.conf.max_deliver}); deliveries exhausted")
             try:
-                failed = await db(services.task_mark_failed, task_id=task.task_id, attempt=None, error=error,
-                                  error_type="DeliveriesExhausted")
+                failed = await db(services.task_mark_failed, events=self.events, task_id=task.task_id, attempt=None,
+                                  error=error, error_type="DeliveriesExhausted")
             except DatabaseError as exc:
                 logger.error("cannot fail task %s after max deliveries: %s", task.task_id, exc)
                 return  # keep the message: a later advisory or a person can act on it

@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 
 from neutrino.app import TaskSpec
 from tasks_app.core.conf import NeutrinoSettings
+from tasks_app.core.ports import TaskEvents
 from tasks_app.models import FINISHED_STATUSES, Task
 from tasks_app.services import tasks as services
 from workers.engine import executor as ex
@@ -37,8 +38,9 @@ class Settler:
 
     def __init__(self, *, pool: str, worker_id: str, conf: NeutrinoSettings, tasks: dict[str, TaskSpec],
                  executor: ex.Executor, runs: RunningTasks, transitions: TransitionBatcher,
-                 stop: StopFlags) -> None:
+                 stop: StopFlags, events: TaskEvents) -> None:
         self.pool = pool
+        self.events = events
         self.worker_id = worker_id
         self.conf = conf
         self.tasks = tasks
@@ -76,7 +78,8 @@ class Settler:
         task = run.task
         try:
             claimed = await self.transitions.call(
-                services.task_mark_running, task_id=task.task_id, attempt=run.attempt, worker_id=self.worker_id
+                services.task_mark_running, events=self.events, task_id=task.task_id, attempt=run.attempt,
+                worker_id=self.worker_id,
             )
         except DatabaseError as exc:
             logger.error("cannot mark task %s running (%s); it comes back in a moment", task.task_id, exc)
@@ -103,7 +106,7 @@ class Settler:
                 args=task.args,
                 timeout_ms=task.timeout_ms,
                 on_start=lambda child: self.runs.on_child_start(run, child),
-                on_progress=lambda fraction, message: _on_progress(run, fraction, message),
+                on_progress=lambda fraction, message: _on_progress(self.events, run, fraction, message),
             )
         except ex.ExecutorError as exc:
             await self._failed(run, exc)
@@ -187,7 +190,7 @@ class Settler:
         delay = 0.5
         while True:
             try:
-                return await self.transitions.call(fn, **kwargs)
+                return await self.transitions.call(fn, events=self.events, **kwargs)
             except DatabaseError as exc:
                 if time.monotonic() > deadline or self.stop.hurry.is_set():
                     logger.error("cannot record task %s (%s): %s; the broker redelivers it after ack_wait",
@@ -220,14 +223,14 @@ def _row_state(*, task_id: str) -> tuple[str, int] | None:
     return None if row is None else (str(row[0]), int(row[1]))
 
 
-def _on_progress(run: Run, fraction: float, message: str) -> None:
+def _on_progress(events: TaskEvents, run: Run, fraction: float, message: str) -> None:
     """Called from the executor's thread; writes at most one progress row per `PROGRESS_INTERVAL_S`."""
     now = time.monotonic()
     if now - run.last_progress < PROGRESS_INTERVAL_S and fraction < 1.0:
         return
     run.last_progress = now
     try:
-        db_call(services.task_record_progress, {"task_id": run.task.task_id, "attempt": run.attempt,
+        db_call(services.task_record_progress, {"events": events, "task_id": run.task.task_id, "attempt": run.attempt,
                                                 "fraction": fraction, "message": message})
     except DatabaseError as exc:
         logger.debug("progress of %s not recorded: %s", run.task.task_id, exc)

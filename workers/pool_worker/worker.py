@@ -48,16 +48,18 @@ from nats.js import JetStreamContext
 from neutrino.app import TaskDefinitionError, TaskSpec
 from pools_app.models import Pool, PoolKind, PoolMode
 from pools_app.selectors import nats_pool_names
-from tasks_app import runtime
+from tasks_app.adapters.ledger import LedgerWriter
 from tasks_app.core.conf import NeutrinoSettings, neutrino_settings
 from tasks_app.core.registry import registered_tasks
 from workers.engine import executor as ex
+from workers.engine.broker.bridge import NatsBridge
 from workers.engine.topology import consumer_name
 from workers.pool_worker.connection import NatsConnection
 from workers.pool_worker.control import Control
 from workers.pool_worker.db import TransitionBatcher, db
 from workers.pool_worker.fetch import Fetcher
 from workers.pool_worker.heartbeat import Heartbeat, detect_gpus
+from workers.pool_worker.ports import worker_ports
 from workers.pool_worker.settle import Settler
 from workers.pool_worker.state import RunningTasks, StopFlags
 from workers.pool_worker.sweeper import sweep_loop
@@ -141,6 +143,10 @@ class PoolWorker:
         self.stop = StopFlags()
         self.runs = RunningTasks(self.executor)
         self.transitions = TransitionBatcher()
+        # One NATS connection: the services publish through a bridge attached to it once it is up.
+        self.bridge = NatsBridge(conf.nats_url, name=f"neutrino-worker-{pool.name}")
+        self.ledger = LedgerWriter(queue_size=conf.ledger_queue_size, enabled=conf.ledger_enabled)
+        self.ports = worker_ports(conf, bridge=self.bridge, ledger=self.ledger)
         self.background: list[asyncio.Task[None]] = []
         self.nats = NatsConnection(pool=self.pool, worker_id=self.worker_id, conf=conf, stop=self.stop)
         self.heartbeat = Heartbeat(worker_id=self.worker_id, pool=self.pool, host=host, pid=pid,
@@ -148,7 +154,7 @@ class PoolWorker:
                                    every_s=conf.heartbeat_s)
         self.settler = Settler(pool=self.pool, worker_id=self.worker_id, conf=conf, tasks=tasks,
                                executor=self.executor, runs=self.runs, transitions=self.transitions,
-                               stop=self.stop)
+                               stop=self.stop, events=self.ports.events)
         self.fetcher = Fetcher(pool=self.pool, concurrency=concurrency, stop=self.stop,
                                handle=self.settler.handle, ensure_topology=self.nats.ensure_topology)
 
@@ -174,7 +180,7 @@ class PoolWorker:
         psub = await self._connect()
         if psub is not None:
             self.background.append(asyncio.create_task(
-                sweep_loop(pool=self.pool, conf=self.conf, stop=self.stop), name="sweeper"))
+                sweep_loop(ports=self.ports, pool=self.pool, conf=self.conf, stop=self.stop), name="sweeper"))
             logger.info("ready: pool %s, fetching from consumer %s (%d slots)",
                         self.pool, consumer_name(self.pool), self.concurrency)
             await self.fetcher.run(psub)
@@ -205,8 +211,9 @@ class PoolWorker:
         """Connect to NATS and set up the stream, consumer and subscriptions; None if that never worked."""
         if not await self.nats.connect():
             return None
-        assert self.nats.js is not None
-        control = Control(js=self.nats.js, pool=self.pool, conf=self.conf, runs=self.runs)
+        assert self.nats.js is not None and self.nats.nc is not None
+        self.bridge.attach(loop=asyncio.get_running_loop(), nc=self.nats.nc)
+        control = Control(js=self.nats.js, pool=self.pool, conf=self.conf, runs=self.runs, events=self.ports.events)
         return await self.nats.set_up(on_cancel=control.on_cancel, on_max_deliveries=control.on_max_deliveries)
 
     async def _shutdown(self) -> None:
@@ -233,5 +240,5 @@ class PoolWorker:
             logger.warning("could not mark worker %s stopped: %s", self.worker_id, exc)
         await asyncio.to_thread(self.executor.shutdown, wait=True, timeout_s=5.0)
         await self.nats.drain()
-        await asyncio.to_thread(runtime.shutdown)
+        await asyncio.to_thread(self.ledger.close)
         logger.info("worker %s stopped", self.worker_id)

@@ -23,23 +23,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from workers.engine.broker.errors import BrokerDown, BrokerError, PublishTimeout
+
 logger = logging.getLogger("neutrino.bridge")
 
 Handler = Callable[[dict[str, Any]], None]
-
-
-class BrokerError(Exception):
-    """Publishing failed; `maybe_stored` says whether the broker may have the message anyway."""
-
-    maybe_stored = False
-
-
-class BrokerDown(BrokerError):
-    """Not connected to NATS: the message was certainly not stored."""
-
-
-class PublishTimeout(BrokerError):
-    maybe_stored = True
 
 
 def _ack_result(subject: str, ack: asyncio.Future[Msg]) -> int | BrokerError:
@@ -66,7 +54,9 @@ class NatsBridge:
         self.name = name
         self.connect_timeout_s = connect_timeout_s
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="neutrino-nats", daemon=True)
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._loop.run_forever, name="neutrino-nats", daemon=True
+        )
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._subscriptions: list[tuple[str, Handler]] = []
@@ -75,7 +65,20 @@ class NatsBridge:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
+    def attach(self, *, loop: asyncio.AbstractEventLoop, nc: Client) -> None:
+        """Use a connection its owner opened and runs on `loop` (a worker's one connection), instead of
+        starting a connection and a thread of its own.
+
+        Call the blocking methods from threads other than `loop`'s; the owner closes the connection.
+        """
+        assert self._thread is not None and not self._thread.is_alive(), "attach before start, once"
+        self._loop.close()
+        self._loop, self._thread = loop, None
+        self._nc, self._js = nc, nc.jetstream(timeout=5.0)
+        self._started.set()
+
     def start(self) -> NatsBridge:
+        assert self._thread is not None, "an attached bridge runs on its owner's loop"
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._connect_forever(), self._loop)
         # Give the first connection a moment so the first request finds it; never block long.
@@ -126,6 +129,8 @@ class NatsBridge:
         if self._closed:
             return
         self._closed = True
+        if self._thread is None:
+            return  # attached: the owner closes its connection
         if self._nc is not None and self._thread.is_alive():
             future = asyncio.run_coroutine_threadsafe(self._nc.drain(), self._loop)
             try:

@@ -22,31 +22,19 @@ import threading
 from typing import Any
 from urllib.parse import urlparse
 
+from workers.engine.broker.errors import BrokerDown, BrokerError, NoResponders, PublishRejected, PublishTimeout
+
 CRLF = b"\r\n"
 MAX_CONTROL_LINE = 64 * 1024
 IO_TIMEOUT_S = 5.0
 
 
-class NatsSyncError(Exception):
-    """The publish failed; `maybe_stored` says whether JetStream may have stored it anyway."""
-
-    maybe_stored = False
-
-
-class NotConnected(NatsSyncError):
+class NotConnected(BrokerDown):
     """Could not reach the server: the message was certainly not stored."""
 
 
-class AckTimeout(NatsSyncError):
-    maybe_stored = True
-
-
-class PublishRejected(NatsSyncError):
-    """JetStream answered with an error: the message was not stored."""
-
-
-class NoResponders(NatsSyncError):
-    """Nothing listens on the subject yet: JetStream is restarting or the stream is being (re)created."""
+class AckTimeout(PublishTimeout):
+    """No JetStream ack within the timeout: the message may be stored."""
 
 
 def supported(url: str) -> bool:
@@ -72,7 +60,7 @@ class _Connection:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             self._handshake(connect_timeout_s)
-        except (OSError, NatsSyncError) as exc:
+        except (OSError, BrokerError) as exc:
             self.close()
             raise NotConnected(f"NATS handshake with {self.host}:{self.port} failed: {exc}") from exc
 
@@ -80,7 +68,7 @@ class _Connection:
         self.sock.settimeout(timeout_s)
         line = self._read_line()
         if not line.startswith(b"INFO "):
-            raise NatsSyncError(f"expected INFO from the server, got {line[:80]!r}")
+            raise BrokerDown(f"expected INFO from the server, got {line[:80]!r}")
         options: dict[str, Any] = {
             "verbose": False, "pedantic": False, "headers": True, "no_responders": True,
             "protocol": 1, "lang": "python-sync", "version": "1", "name": self.name,
@@ -95,7 +83,7 @@ class _Connection:
             if line == b"PONG":
                 break
             if line.startswith(b"-ERR"):
-                raise NatsSyncError(line.decode(errors="replace"))
+                raise BrokerDown(line.decode(errors="replace"))
         self.sock.sendall(b"SUB " + self.inbox.encode() + b".* 1" + CRLF)
 
     def close(self) -> None:
@@ -120,7 +108,7 @@ class _Connection:
                 del self.buffer[: end + 2]
                 return line
             if len(self.buffer) > MAX_CONTROL_LINE:
-                raise NatsSyncError("control line too long")
+                raise BrokerDown("control line too long")
             self._fill()
 
     def _frame_in_buffer(self) -> tuple[bytes, bytes, bytes] | None:
@@ -268,7 +256,7 @@ class SyncPublisher:
         data = json.dumps(body, separators=(",", ":"), default=str).encode()
         try:
             self._connection().publish(subject, data)
-        except (OSError, NatsSyncError):
+        except (OSError, BrokerError):
             self._drop()
 
     def close(self) -> None:
