@@ -9,8 +9,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-import django
-
 from neutrino_site.metrics_dir import prepare_multiprocess_dir
 
 DEFAULT_HOST = "127.0.0.1"
@@ -103,8 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _prepare_environment(args)
     if args.command == "serve" and args.mode == "http":
         prepare_multiprocess_dir()  # before Django and prometheus_client load, before gunicorn forks
+    # Django and the apps load only now, with the environment above set (and not at all for --help).
+    import django
+
     django.setup()
-    # The commands import the Django apps, which need the settings above and django.setup() first.
     from neutrino_site import commands
 
     return commands.run(args)
