@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from neutrino.app import Neutrino, Task, TaskDefinitionError, TaskSpec
+from neutrino.app import Neutrino, Task, TaskDefinitionError, TaskFunction, TaskSpec
 from neutrino.progress import progress
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ __all__ = [
     "TaskCancelled",
     "TaskDefinitionError",
     "TaskFailed",
+    "TaskFunction",
     "TaskInfo",
     "TaskNotFound",
     "TaskPage",
@@ -56,7 +57,7 @@ __all__ = [
     "ValidationError",
     "progress",
 ]
-_CLIENT_NAMES = frozenset(__all__) - {"Neutrino", "Task", "TaskDefinitionError", "TaskSpec", "progress"}
+_CLIENT_NAMES = frozenset(__all__) - {"Neutrino", "Task", "TaskDefinitionError", "TaskFunction", "TaskSpec", "progress"}
 __version__ = "0.1.0"
 
 

@@ -18,7 +18,7 @@ import keyword
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, get_args, overload
 
 import pydantic
 
@@ -26,7 +26,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 ExecutionMode = Literal["sync", "async", "gpu"]
-EXECUTION_MODES: tuple[str, ...] = ("sync", "async", "gpu")
+EXECUTION_MODES: tuple[ExecutionMode, ...] = get_args(ExecutionMode)
 DEFAULT_POOL: dict[str, str] = {"sync": "fast", "async": "async", "gpu": "gpu"}
 DEFAULT_TIMEOUT_MS: dict[str, int] = {"sync": 5_000, "async": 300_000, "gpu": 300_000}
 
@@ -69,7 +69,7 @@ class TaskSpec:
         return kwargs
 
 
-class Task(Generic[P, R]):
+class TaskFunction(Generic[P, R]):
     """A registered task: still callable as the plain function, with its spec attached."""
 
     def __init__(self, spec: TaskSpec) -> None:
@@ -86,7 +86,12 @@ class Task(Generic[P, R]):
         return typing.cast(R, self.spec.fn(*args, **kwargs))
 
     def __repr__(self) -> str:
-        return f"<Task {self.spec.name} mode={self.spec.execution_mode} pool={self.spec.pool}>"
+        return f"<TaskFunction {self.spec.name} mode={self.spec.execution_mode} pool={self.spec.pool}>"
+
+
+# The class's name before it was told apart from a task's database row (`tasks_app.models.Task`): kept
+# so that code importing `neutrino.Task` keeps working.
+Task = TaskFunction
 
 
 _APPS: list[Neutrino] = []
@@ -175,7 +180,7 @@ class Neutrino:
         return register
 
     @overload
-    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
 
     @overload
     def task(
@@ -187,7 +192,7 @@ class Neutrino:
         timeout_ms: int | None = None,
         timeout_secs: float | None = None,
         max_retries: int = 0,
-    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
     def task(  # type: ignore[misc]  # the overloads carry the precise types
         self,
@@ -200,7 +205,7 @@ class Neutrino:
         timeout_ms: int | None = None,
         timeout_secs: float | None = None,
         max_retries: int = 0,
-    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
         """Register a function as a task; works bare (`@app.task`) and with options.
 
         execution_mode: "sync" runs at once and answers in the HTTP response;
@@ -211,7 +216,7 @@ class Neutrino:
         max_retries: how many times a failed queued task is tried again.
         """
 
-        def register(func: Callable[P, R]) -> Task[P, R]:
+        def register(func: Callable[P, R]) -> TaskFunction[P, R]:
             spec = _build_spec(
                 func,
                 name=name,
@@ -227,7 +232,7 @@ class Neutrino:
                     f"({_where(self.tasks[spec.name].fn)} and {_where(func)})"
                 )
             self.tasks[spec.name] = spec
-            return Task(spec)
+            return TaskFunction(spec)
 
         if fn is not None:
             if not callable(fn):

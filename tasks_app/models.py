@@ -7,6 +7,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from neutrino.app import EXECUTION_MODES
+
 
 class TaskStatus(models.TextChoices):
     PENDING = "pending"  # row written, broker has not acknowledged yet
@@ -21,18 +23,13 @@ ACTIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING)
 FINISHED_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
-class ExecutionMode(models.TextChoices):
-    SYNC = "sync"
-    ASYNC = "async"
-    GPU = "gpu"
-
-
 class Task(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     function_name = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=TaskStatus.choices)
     pool = models.CharField(max_length=64)
-    execution_mode = models.CharField(max_length=8, choices=ExecutionMode.choices)
+    # The modes of the SDK (`neutrino.app.ExecutionMode`), labelled as the first migration has them.
+    execution_mode = models.CharField(max_length=8, choices=[(mode, mode.capitalize()) for mode in EXECUTION_MODES])
 
     created_at = models.DateTimeField()
     queued_at = models.DateTimeField(null=True, blank=True)

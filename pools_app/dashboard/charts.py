@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pools_app.models import ScalingDecision
+from tasks_app.dashboard.charts import Tick, nice_max
+
+# Four grid lines: an axis maximum of 4 x 10^n splits into round labels.
+AXIS_STEPS = (1, 2, 4, 5)
 
 
 @dataclass(frozen=True)
@@ -20,12 +24,6 @@ class Axis:
     y: float
     left: str
     right: str
-
-
-@dataclass(frozen=True)
-class Tick:
-    x: float
-    label: str
 
 
 @dataclass(frozen=True)
@@ -51,16 +49,6 @@ class ScalingChart:
         return self.points == 0
 
 
-def _nice(value: int) -> int:
-    if value <= 4:
-        return 4
-    magnitude = 10 ** (len(str(value)) - 1)
-    for step in (1, 2, 4, 5, 10):
-        if value <= step * magnitude:
-            return step * magnitude
-    return 10 * magnitude
-
-
 def scaling_chart(rows: Sequence[ScalingDecision], *, since: datetime, until: datetime, width: int = 1200,
                   height: int = 220, slots: int = 120) -> ScalingChart:
     left, right, top, bottom = 44, width - 36, 10, height - 24
@@ -71,8 +59,9 @@ def scaling_chart(rows: Sequence[ScalingDecision], *, since: datetime, until: da
         index = int((row.at - since).total_seconds() // slot_s)
         if 0 <= index < slots:
             grouped.setdefault(index, []).append(row)
-    backlog_max = _nice(max((r.pending + r.in_flight for r in rows), default=0))
-    replicas_max = _nice(max((max(r.desired, r.current) for r in rows), default=0))
+    backlog_max = nice_max(max((r.pending + r.in_flight for r in rows), default=0), steps=AXIS_STEPS, smallest=4)
+    replicas_max = nice_max(max((max(r.desired, r.current) for r in rows), default=0), steps=AXIS_STEPS,
+                            smallest=4)
     step_w = (right - left) / slots
 
     def x_at(index: float) -> float:

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -35,16 +34,11 @@ from pools_app.services import pool_delete, pool_save, pool_set_draining, pool_s
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import NeutrinoError
 from tasks_app.core.ports import ports_of
-from tasks_app.dashboard.views import wants_partial
+from tasks_app.dashboard.views import require_staff, wants_partial
 from tasks_app.selectors.dashboard import pool_depths
 
 HISTORY = timedelta(hours=1)
 REFRESH_S = 3
-
-
-def _require_staff(request: HttpRequest) -> None:
-    if not request.user.is_staff:
-        raise PermissionDenied("only staff users can manage pools")
 
 
 def _pool_or_404(name: str) -> Pool:
@@ -60,7 +54,7 @@ def _detail(pool: Pool) -> HttpResponseRedirect:
 
 @require_http_methods(["GET", "POST"])
 def pool_new_view(request: HttpRequest) -> HttpResponse:
-    _require_staff(request)
+    require_staff(request, to="manage pools")
     form = PoolForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         pool = pool_save(broker=ports_of(request).broker, pool=form.instance)
@@ -72,7 +66,7 @@ def pool_new_view(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def pool_edit_view(request: HttpRequest, name: str) -> HttpResponse:
-    _require_staff(request)
+    require_staff(request, to="manage pools")
     pool = _pool_or_404(name)
     form = PoolForm(request.POST or None, instance=pool)
     if request.method == "POST" and form.is_valid():
@@ -94,7 +88,7 @@ ACTIONS: dict[str, tuple[Callable[..., Pool], str]] = {
 
 @require_POST
 def pool_action_view(request: HttpRequest, name: str, action: str) -> HttpResponse:
-    _require_staff(request)
+    require_staff(request, to="manage pools")
     pool = _pool_or_404(name)
     if action == "delete":
         try:

@@ -6,6 +6,7 @@ writes out the rectangles and labels it is given.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -77,12 +78,12 @@ class Chart:
         return self.plot_bottom - self.plot_top
 
 
-def _nice_max(value: int) -> int:
-    """A round axis maximum at or above `value` (1, 2, 5 x 10^n)."""
-    if value <= 5:
-        return 5
+def nice_max(value: int, *, steps: Sequence[int] = (1, 2, 5), smallest: int = 5) -> int:
+    """A round axis maximum at or above `value`: `smallest`, or one of `steps` (or 10) x 10^n."""
+    if value <= smallest:
+        return smallest
     magnitude = 10 ** (len(str(value)) - 1)
-    for step in (1, 2, 5, 10):
+    for step in (*steps, 10):
         if value <= step * magnitude:
             return step * magnitude
     return 10 * magnitude
@@ -91,7 +92,7 @@ def _nice_max(value: int) -> int:
 def minute_chart(buckets: list[MinuteBucket], *, width: int = 1200, height: int = 240) -> Chart:
     plot_left, plot_right, plot_top, plot_bottom = 44, width - 8, 10, height - 24
     plot_width, plot_height = plot_right - plot_left, plot_bottom - plot_top
-    y_max = _nice_max(max((b.total for b in buckets), default=0))
+    y_max = nice_max(max((b.total for b in buckets), default=0))
     slot = plot_width / max(1, len(buckets))
     bars, ticks = [], []
     for index, bucket in enumerate(buckets):

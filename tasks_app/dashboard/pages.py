@@ -19,9 +19,10 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from neutrino.app import EXECUTION_MODES
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.ports import ports_of
-from tasks_app.models import ACTIVE_STATUSES, ExecutionMode, Task, TaskStatus
+from tasks_app.models import ACTIVE_STATUSES, Task, TaskStatus
 from tasks_app.selectors.dashboard import (
     TIME_RANGES,
     ListQuery,
@@ -97,7 +98,7 @@ def task_list_page_context(request: HttpRequest, *, query: ListQuery) -> dict[st
     return {
         **task_list_context(query=query),
         "statuses": TaskStatus.values,
-        "modes": ExecutionMode.values,
+        "modes": list(EXECUTION_MODES),
         "pools": ports_of(request).pools.names(),
         "functions": task_function_names(),
         "time_ranges": [(key, label) for key, (label, _) in TIME_RANGES.items()],

@@ -70,14 +70,15 @@ def task_detail_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     return _vary_on_htmx(render(request, template, context))
 
 
-def _require_staff(request: HttpRequest) -> None:
+def require_staff(request: HttpRequest, *, to: str) -> None:
+    """Refuse (403) a user who is not staff, saying what only staff may do."""
     if not request.user.is_staff:
-        raise PermissionDenied("only staff users can cancel or retry tasks")
+        raise PermissionDenied(f"only staff users can {to}")
 
 
 @require_POST
 def task_cancel_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
-    _require_staff(request)
+    require_staff(request, to="cancel or retry tasks")
     try:
         task = services.task_cancel(ports=ports_of(request), task_id=task_id)
     except TaskNotFound:
@@ -91,7 +92,7 @@ def task_cancel_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
 
 @require_POST
 def task_retry_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
-    _require_staff(request)
+    require_staff(request, to="cancel or retry tasks")
     try:
         retry = task_retry(ports=ports_of(request), task_id=task_id, key=None)
     except TaskNotFound as exc:

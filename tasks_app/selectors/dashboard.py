@@ -20,9 +20,10 @@ from typing import Any
 
 from django.db import connection
 
+from neutrino.app import EXECUTION_MODES
 from tasks_app.core.ports import Broker
 from tasks_app.core.registry import registered_tasks
-from tasks_app.models import ACTIVE_STATUSES, ExecutionMode, Task, TaskAttempt, TaskStatus
+from tasks_app.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskStatus
 from tasks_app.selectors.tasks import TaskFilters, TaskPage, decode_cursor, task_list, task_queryset
 from workers.engine.broker.errors import BrokerError
 from workers.engine.topology import PoolDepth, pool_depth
@@ -99,7 +100,7 @@ def list_query_from_params(params: Mapping[str, str], *, now: datetime) -> ListQ
     if pool := text("pool"):
         clean["pool"] = fields["pool"] = pool[:64]
     if mode := text("mode"):
-        if mode in ExecutionMode.values:
+        if mode in EXECUTION_MODES:
             clean["mode"] = fields["execution_mode"] = mode
         else:
             errors.append(f"unknown mode {mode!r}")
@@ -242,7 +243,7 @@ def task_story(*, task: Task) -> TaskStory:
         ("started", task.started_at),
         ("finished", task.completed_at),
     ]
-    if task.execution_mode == ExecutionMode.SYNC:
+    if task.execution_mode == "sync":
         timeline.pop(1)  # sync tasks run at once, never through a queue
     return TaskStory(
         task=task,
