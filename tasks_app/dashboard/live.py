@@ -20,11 +20,11 @@ import asyncio
 import json
 import logging
 
-import nats
 from channels.layers import BaseChannelLayer, get_channel_layer
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from workers.engine.broker.connect import connect
 from workers.engine.topology import EVENTS_SUBJECT
 
 logger = logging.getLogger("neutrino.live")
@@ -34,7 +34,6 @@ BATCH_S = 0.3
 # A batch carries at most this many ids; past it, it says "many changed" and each page re-renders.
 BATCH_MAX_IDS = 1000
 CONNECT_TIMEOUT_S = 2
-RETRY_MAX_S = 5.0
 
 
 class EventRelay:
@@ -60,31 +59,12 @@ class EventRelay:
         self._connect_task = self.loop.create_task(self._connect_forever(), name="neutrino-live-connect")
 
     async def _connect_forever(self) -> None:
-        delay = 0.2
-        while not self._closed:
-            try:
-                nc = await nats.connect(
-                    self.url,
-                    name="neutrino-dashboard",
-                    connect_timeout=CONNECT_TIMEOUT_S,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    allow_reconnect=True,
-                    error_cb=self._on_error,
-                )
-            except Exception as exc:
-                logger.warning("live updates: cannot reach NATS at %s (%s); retrying in %.1f s", self.url, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-                continue
-            await nc.subscribe(EVENTS_SUBJECT, cb=self._on_message)
-            await nc.flush(timeout=CONNECT_TIMEOUT_S)
-            self._nc = nc
-            logger.info("live updates: subscribed to %s on %s", EVENTS_SUBJECT, self.url)
-            return
-
-    async def _on_error(self, exc: Exception) -> None:
-        logger.debug("live updates: NATS error: %s", exc)
+        nc = await connect(self.url, name="neutrino-dashboard", logger=logger, connect_timeout_s=CONNECT_TIMEOUT_S)
+        assert nc is not None  # no `until`: it returns once connected (close() cancels this task)
+        await nc.subscribe(EVENTS_SUBJECT, cb=self._on_message)
+        await nc.flush(timeout=CONNECT_TIMEOUT_S)
+        self._nc = nc
+        logger.info("live updates: subscribed to %s on %s", EVENTS_SUBJECT, self.url)
 
     async def _on_message(self, msg: Msg) -> None:
         try:

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from pools_app.selectors import nats_pool_names
 from tasks_app.core.conf import NeutrinoSettings
+from workers.engine.broker.connect import connect
 from workers.engine.topology import (
     CANCEL_SUBJECT,
     MAX_DELIVERIES_ADVISORY,
@@ -47,51 +46,21 @@ class NatsConnection:
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
         self.psub: JetStreamContext.PullSubscription | None = None
-        self._unreachable_logged_at = -1e9
 
     async def connect(self) -> bool:
-        """Connect, however long NATS takes to come up (each failed try is logged); False if stopped first."""
-        connecting = asyncio.create_task(nats.connect(
-            self.conf.nats_url,
-            name=f"neutrino-worker-{self.pool}-{self.worker_id}",
-            max_reconnect_attempts=-1,  # also retries the first connect forever
-            reconnect_time_wait=0.5,
-            connect_timeout=2,
-            allow_reconnect=True,
-            error_cb=self._on_error,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-        ))
-        stopping = asyncio.create_task(self.stop.requested.wait())
+        """Connect, however long NATS takes to come up (outages are logged); False if stopped first."""
         try:
-            await asyncio.wait([connecting, stopping], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if not connecting.done():
-            connecting.cancel()
-            try:
-                await connecting
-            except (asyncio.CancelledError, Exception):
-                pass
-            return False
-        try:
-            self.nc = connecting.result()
+            self.nc = await connect(self.conf.nats_url, name=f"neutrino-worker-{self.pool}-{self.worker_id}",
+                                    logger=logger, disconnected_cb=self._on_disconnected,
+                                    reconnected_cb=self._on_reconnected, until=self.stop.requested)
         except Exception as exc:
             logger.error("cannot connect to NATS at %s: %s", self.conf.nats_url, exc)
+            return False
+        if self.nc is None:
             return False
         self.js = self.nc.jetstream(timeout=5.0)
         logger.info("connected to NATS at %s", self.conf.nats_url)
         return True
-
-    async def _on_error(self, exc: Exception) -> None:
-        if self.nc is None or not self.nc.is_connected:
-            now = time.monotonic()
-            if now - self._unreachable_logged_at >= 5.0:
-                self._unreachable_logged_at = now
-                logger.warning("cannot reach NATS at %s (%s: %s); retrying", self.conf.nats_url,
-                               type(exc).__name__, exc)
-            return
-        logger.debug("NATS error: %s", exc)
 
     async def _on_disconnected(self) -> None:
         if not self.stop.requested.is_set():

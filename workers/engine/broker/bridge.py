@@ -23,6 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from workers.engine.broker.connect import connect
 from workers.engine.broker.errors import BrokerDown, BrokerError, PublishTimeout
 
 logger = logging.getLogger("neutrino.bridge")
@@ -86,36 +87,15 @@ class NatsBridge:
         return self
 
     async def _connect_forever(self) -> None:
-        delay = 0.2
-        while not self._closed:
-            try:
-                nc = await nats.connect(
-                    self.url,
-                    name=self.name,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    connect_timeout=self.connect_timeout_s,
-                    allow_reconnect=True,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                )
-            except Exception as exc:
-                logger.warning("cannot reach NATS at %s (%s); retrying in %.1f s", self.url, exc, delay)
-                self._started.set()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self._nc = nc
-            self._js = nc.jetstream(timeout=5.0)
-            for subject, handler in self._subscriptions:
-                await self._subscribe(subject, handler)
-            self._started.set()
-            logger.info("connected to NATS at %s", self.url)
-            return
-
-    async def _on_error(self, exc: Exception) -> None:
-        logger.debug("NATS error: %s", exc)
+        nc = await connect(self.url, name=self.name, logger=logger, connect_timeout_s=self.connect_timeout_s,
+                           disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
+        assert nc is not None  # no `until`: it returns once connected
+        self._nc = nc
+        self._js = nc.jetstream(timeout=5.0)
+        for subject, handler in self._subscriptions:
+            await self._subscribe(subject, handler)
+        self._started.set()
+        logger.info("connected to NATS at %s", self.url)
 
     async def _on_disconnected(self) -> None:
         if self._closed:
