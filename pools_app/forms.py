@@ -8,7 +8,7 @@ consumer and the Deployment): create a new pool instead.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -74,7 +74,8 @@ class PoolForm(forms.ModelForm):
         for name in ("kind", "mode"):  # the stored values, as written in code and docs
             field = self.fields[name]
             assert isinstance(field, forms.ChoiceField)
-            field.choices = [(value, value) for value, _ in field.choices]
+            # Django has normalized them to a list of pairs; the stub types the getter as any choices input.
+            field.choices = [(value, value) for value, _ in cast("list[tuple[str, str]]", field.choices)]
         for name in ("node_selector", "tolerations"):
             self.fields[name].required = False
         for field in self.fields.values():

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from django.db.models import Count, Q, Sum
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -73,14 +74,16 @@ def queued_task_families(*, max_age_s: float = QUEUED_CACHE_S) -> list[Metric]:
 def _read_queued() -> list[Metric]:
     finished = Task.objects.exclude(execution_mode="sync").filter(status__in=FINISHED_STATUSES)
     tasks = CounterMetricFamily(TASKS, TASKS_HELP, labels=["function", "pool", "mode", "status"])
+    row: Mapping[str, Any]  # the two loops below read rows of two shapes
     for row in finished.values("function_name", "pool", "execution_mode", "status").annotate(n=Count("id")):
         tasks.add_metric([row["function_name"], row["pool"], row["execution_mode"], row["status"]], row["n"])
     duration = HistogramMetricFamily(DURATION, DURATION_HELP, labels=["function", "mode"])
     buckets = {f"le_{i}": Count("id", filter=Q(duration_ms__lte=le * 1000))
                for i, le in enumerate(DURATION_BUCKETS_S[:-1])}
     completed = finished.filter(status=TaskStatus.COMPLETED, duration_ms__isnull=False)
-    rows = completed.values("function_name", "execution_mode").annotate(n=Count("id"), total_ms=Sum("duration_ms"),
-                                                                        **buckets)
+    # A Mapping: the plugin's row type lacks the le_* keys that **buckets adds.
+    rows: Iterable[Mapping[str, Any]] = completed.values("function_name", "execution_mode").annotate(
+        n=Count("id"), total_ms=Sum("duration_ms"), **buckets)
     for row in rows:
         cumulative = [(floatToGoString(le), float(row[f"le_{i}"])) for i, le in enumerate(DURATION_BUCKETS_S[:-1])]
         cumulative.append(("+Inf", float(row["n"])))

@@ -70,6 +70,7 @@ def scaling_chart(rows: Sequence[ScalingDecision], *, since: datetime, until: da
     def y_of(value: float, top_value: int) -> float:
         return round(bottom - value / top_value * (bottom - top), 2)
 
+    area: list[str]  # read (`if area`) before its first append, so mypy cannot infer it
     backlog, area, desired, current = [], [], [], []
     previous = -2
     run_start = 0.0

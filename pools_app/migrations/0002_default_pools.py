@@ -1,4 +1,6 @@
 from django.db import migrations
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 
 DEFAULT_POOLS = [
     # The fast pool runs sync tasks inside the HTTP servers; the HPA scales it on CPU.
@@ -12,7 +14,7 @@ DEFAULT_POOLS = [
 ]
 
 
-def create_default_pools(apps, schema_editor):
+def create_default_pools(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     Pool = apps.get_model("pools_app", "Pool")
     for fields in DEFAULT_POOLS:
         Pool.objects.get_or_create(name=fields["name"], defaults=fields)

@@ -27,9 +27,10 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Field
 from django.utils import timezone
 
 from neutrino.app import TaskSpec
@@ -375,7 +376,7 @@ def _queue(ports: Ports, spec: TaskSpec, rows: list[_Row]) -> list[str]:
                                 **({"task_id": str(ids[0])} if len(rows) == 1 else {}))
     except BrokerError as exc:
         results = [exc] * len(rows)
-    statuses = []
+    statuses: list[str] = []
     unconfirmed = []
     for row, result in zip(rows, results, strict=True):
         if isinstance(result, BrokerError):
@@ -436,8 +437,10 @@ def _insert_rows(template: Task, rows: list[_Row]) -> None:
     """
     fields = Task._meta.concrete_fields
     constant = {f.attname: f.get_db_prep_save(getattr(template, f.attname), connection) for f in fields}
-    id_field, args_field, key_field = (Task._meta.get_field(name) for name in ("id", "args", "idempotency_key"))
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    # Concrete columns all: get_field's type admits relations too, and Field.column's admits None.
+    id_field, args_field, key_field = (cast("Field[Any, Any]", Task._meta.get_field(name))
+                                       for name in ("id", "args", "idempotency_key"))
+    columns = ", ".join(connection.ops.quote_name(cast(str, f.column)) for f in fields)
     sql = (f"INSERT INTO {connection.ops.quote_name(Task._meta.db_table)} ({columns}) "
            f"VALUES ({', '.join(['%s'] * len(fields))})")
     params = []

@@ -8,11 +8,13 @@ import secrets
 import socket
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 from django.db import connection
+from django.db.models import Field
 from django.utils import timezone
 
 from neutrino.app import TaskSpec
@@ -38,7 +40,7 @@ GATEWAY_ID = f"{socket.gethostname()}:gateway"
 class SyncOutcome:
     task_id: str
     result_json: str
-    duration_ms: float
+    duration_ms: float | None  # None only when a replayed call finds no duration on its row
 
 
 def task_validate_args(*, spec: TaskSpec, args: Any) -> dict[str, Any]:
@@ -169,8 +171,8 @@ def _update_task(*, set_values: dict[str, Any], where_sql: str, where_values: li
     table = connection.ops.quote_name(Task._meta.db_table)
     assignments, params = [], []
     for name, value in set_values.items():
-        field = Task._meta.get_field(name)
-        column = connection.ops.quote_name(field.column)
+        field = cast("Field[Any, Any]", Task._meta.get_field(name))  # set_values names concrete columns only
+        column = connection.ops.quote_name(cast(str, field.column))
         if isinstance(value, _KeepIfSet):
             assignments.append(f"{column} = COALESCE({column}, %s)")
             value = value.value
@@ -194,7 +196,7 @@ def _task_pk(task_id: str) -> Any:
 
 
 def _record_past_attempt(*, task_id: str, attempt: int, outcome: str, error: str = "",
-                         seen: dict[str, Any] | None = None) -> None:
+                         seen: Mapping[str, Any] | None = None) -> None:
     """Keep an attempt that ended without finishing the task, for the detail page's timeline."""
     if seen is None:
         return
@@ -203,7 +205,7 @@ def _record_past_attempt(*, task_id: str, attempt: int, outcome: str, error: str
                                error=error[:2000])
 
 
-def _running_attempt(task_id: str, attempt: int | None = None) -> dict[str, Any] | None:
+def _running_attempt(task_id: str, attempt: int | None = None) -> Mapping[str, Any] | None:
     rows = Task.objects.filter(id=task_id, status=TaskStatus.RUNNING)
     if attempt is not None:
         rows = rows.filter(attempt=attempt)
