@@ -18,14 +18,14 @@ dev: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy neutrino workers
+	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy neutrino workers
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/sync_latency.py
