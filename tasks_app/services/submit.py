@@ -127,12 +127,15 @@ def _same_request(task: Task, *, spec: TaskSpec, args: dict[str, Any]) -> None:
 # --- one call --------------------------------------------------------------------------------
 
 
-def task_call(*, ports: Ports, spec: TaskSpec, args: dict[str, Any], key: str | None) -> CallResult:
-    """Run a sync task or queue a queued one, at most once per key. Raises what the services raise.
+def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None) -> CallResult:
+    """Validate `args`, then run a sync task or queue a queued one, at most once per key.
+
+    Raises InvalidArguments naming each bad field, and what the services raise.
 
     The key is claimed by the INSERT itself (no lookup first): only a key already taken costs a read,
     which finds the task to answer with, or releases a key past its TTL and claims it again.
     """
+    args = task_validate_args(spec=spec, args=args)
     for _ in range(2):
         try:
             if spec.runs_on_nats:

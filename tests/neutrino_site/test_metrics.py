@@ -69,7 +69,7 @@ def test_sync_tasks_and_request_latency_are_counted_without_login(client, defaul
 
 
 @pytest.mark.django_db(transaction=True)
-def test_queued_tasks_pools_workers_and_replicas_come_from_the_cluster(client, default_pools, live_nats):
+def test_queued_tasks_pools_workers_and_replicas_come_from_the_cluster(client, default_pools, live_nats, request):
     now = timezone.now()
     common = dict(pool="gpu", execution_mode="gpu", timeout_ms=1000)
     for duration_ms in (40.0, 400.0, 4000.0):
@@ -92,7 +92,14 @@ def test_queued_tasks_pools_workers_and_replicas_come_from_the_cluster(client, d
             await js.publish(task_subject("gpu", "pl_infer"), b"{}", headers={"Nats-Msg-Id": str(uuid.uuid4())})
         await nc.close()
 
+    async def purge() -> None:
+        nc = await nats.connect(live_nats.url)
+        await nc.jetstream().purge_stream(STREAM)
+        await nc.close()
+
     asyncio.run(two_waiting())
+    # The session's nats-server is shared: leave its stream as empty as this test found it.
+    request.addfinalizer(lambda: asyncio.run(purge()))
     forget_cached_queued()
     text = scrape(client, "cluster")
     assert value(text, "neutrino_tasks_total", function="pl_infer", pool="gpu", mode="gpu", status="completed") == 3
