@@ -212,25 +212,47 @@ def _running_attempt(task_id: str, attempt: int | None = None) -> Mapping[str, A
     return rows.values("attempt", "worker_id", "started_at").first()
 
 
-def task_mark_running(*, events: TaskEvents, task_id: str, attempt: int, worker_id: str) -> bool:
-    """Claim a task for this attempt. False when it is finished, cancelled or claimed by a newer attempt."""
+@dataclass(frozen=True)
+class ClaimedTask:
+    """What a worker runs, read from the row it just claimed: never from the message, which anyone who
+    can publish on the pool's subject could have written."""
+
+    task_id: str
+    function: str
+    args: dict[str, Any]
+    timeout_ms: int
+    max_retries: int
+
+
+def task_mark_running(*, events: TaskEvents, task_id: str, pool: str, attempt: int,
+                      worker_id: str) -> ClaimedTask | None:
+    """Claim a task of `pool` for this attempt and return what to run, from its row.
+
+    None when it is finished, cancelled, claimed by a newer attempt, or not a task of this pool.
+    """
     # A redelivery (attempt > 1) may take over from a worker that died mid-run: note that attempt first.
     previous = _running_attempt(task_id) if attempt > 1 else None
     now = timezone.now()
     updated = _update_task(
         set_values={"status": TaskStatus.RUNNING, "attempt": attempt, "worker_id": worker_id, "started_at": now,
                     "queued_at": _KeepIfSet(now), "progress": None, "progress_message": ""},
-        where_sql="id = %s AND cancel_requested = %s AND (status IN (%s, %s) OR (status = %s AND attempt < %s))",
-        where_values=[_task_pk(task_id), False, str(TaskStatus.PENDING), str(TaskStatus.QUEUED),
+        where_sql="id = %s AND pool = %s AND cancel_requested = %s "
+                  "AND (status IN (%s, %s) OR (status = %s AND attempt < %s))",
+        where_values=[_task_pk(task_id), pool, False, str(TaskStatus.PENDING), str(TaskStatus.QUEUED),
                       str(TaskStatus.RUNNING), attempt],
     )
-    if updated:
-        if previous is not None and previous["attempt"] < attempt:
-            _record_past_attempt(task_id=task_id, attempt=previous["attempt"], outcome=TaskAttempt.Outcome.LOST,
-                                 error="its worker stopped answering; the message was delivered again",
-                                 seen=previous)
-        events.emit(task_id, TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id)
-    return bool(updated)
+    if not updated:
+        return None
+    if previous is not None and previous["attempt"] < attempt:
+        _record_past_attempt(task_id=task_id, attempt=previous["attempt"], outcome=TaskAttempt.Outcome.LOST,
+                             error="its worker stopped answering; the message was delivered again",
+                             seen=previous)
+    events.emit(task_id, TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id)
+    # Read after the claim: the row is ours now, and these columns never change after submit.
+    row = Task.objects.filter(id=task_id).values("function_name", "args", "timeout_ms", "max_retries").get()
+    return ClaimedTask(task_id=task_id, function=str(row["function_name"]),
+                       args=row["args"] if isinstance(row["args"], dict) else {},
+                       timeout_ms=int(row["timeout_ms"]), max_retries=int(row["max_retries"]))
 
 
 def task_mark_completed(*, events: TaskEvents, task_id: str, attempt: int, result: Any, duration_ms: float,

@@ -7,6 +7,7 @@ Every wait is bounded and polls the database; no test asserts on wall time.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -27,6 +28,7 @@ from tasks_app.models import Task, TaskAttempt
 from tests.servers import wait_for
 from workers.engine.nats_server import NatsServer
 from workers.engine.topology import (
+    CANCEL_SUBJECT,
     EVENTS_SUBJECT,
     STREAM,
     consumer_name,
@@ -537,3 +539,62 @@ def test_consumer_settings_follow_the_worker(pools, live_nats, start_worker):
 
     assert nats_call(live_nats.url, info) == (3.0, 4)
 
+
+
+# --- forged messages ---------------------------------------------------------------------------------
+
+
+def test_forged_message_runs_the_rows_function_and_args(client, pools, live_nats, start_worker, tmp_path):
+    """The worker runs what the task's row says, never what a message says."""
+    ensure_topology(live_nats.url)
+    forged_marker = tmp_path / "forged"
+    task_id = str(uuid.uuid4())
+    Task.objects.create(id=task_id, function_name="wk_add", args={"a": 2, "b": 3}, status="queued", pool="async",
+                        execution_mode="async", created_at=timezone.now(), timeout_ms=10_000)
+
+    async def publish(nc: Client, js: JetStreamContext) -> None:
+        await js.publish(task_subject("async", "wk_touch"),
+                         encode_task_message(task_id=task_id, function="wk_touch", args={"path": str(forged_marker)},
+                                             max_retries=0, timeout_ms=60_000))
+
+    nats_call(live_nats.url, publish)
+    start_worker("async")
+    row = wait_status(task_id, "completed", "failed")
+    assert row.status == "completed" and row.result == 5, (row.status, row.result, row.error)
+    assert not forged_marker.exists()
+    wait_for(lambda: consumer_backlog(live_nats.url) == 0, what="the forged message to be settled")
+
+
+def test_forged_message_for_a_task_of_another_pool_is_not_run(client, pools, live_nats, start_worker, tmp_path):
+    ensure_topology(live_nats.url)
+    task_id = str(uuid.uuid4())
+    Task.objects.create(id=task_id, function_name="wk_gpu_pid", status="queued", pool="gpu", execution_mode="async",
+                        created_at=timezone.now(), timeout_ms=10_000)
+
+    async def publish(nc: Client, js: JetStreamContext) -> None:
+        await js.publish(task_subject("async", "wk_gpu_pid"),
+                         encode_task_message(task_id=task_id, function="wk_gpu_pid", args={}, max_retries=0,
+                                             timeout_ms=10_000))
+
+    nats_call(live_nats.url, publish)
+    start_worker("async")
+    wait_for(lambda: consumer_backlog(live_nats.url) == 0, what="the forged message to be settled")
+    row = task_row(task_id)
+    assert row.status == "queued" and row.attempt == 0 and row.started_at is None
+
+
+def test_forged_cancel_does_not_kill_a_running_task(client, pools, live_nats, start_worker, tmp_path):
+    start_worker("async")
+    pid_file = tmp_path / "pid"
+    task_id = submit(client, "wk_pid_sleep", pid_path=str(pid_file), seconds=2)
+    wait_status(task_id, "running")
+    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), what="the task's pid"))
+
+    async def forge_cancel(nc: Client, js: JetStreamContext) -> None:
+        await nc.publish(CANCEL_SUBJECT, json.dumps({"task_id": task_id}).encode())
+        await nc.flush()
+
+    nats_call(live_nats.url, forge_cancel)
+    row = wait_status(task_id, "completed", "failed", "cancelled")
+    assert row.status == "completed" and row.result == pid, (row.status, row.error)
+    wait_for(lambda: consumer_backlog(live_nats.url) == 0, what="the message to be acked")

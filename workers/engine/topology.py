@@ -12,6 +12,7 @@ Imports no Django: the gateway and the workers share it.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,11 @@ def encode_task_message(*, task_id: str, function: str, args: dict[str, Any], ma
 
 @dataclass(frozen=True)
 class TaskMessage:
+    """A task message as published. Only `task_id` is to be trusted, and only as a name: a worker runs
+    the function, arguments, timeout and retries of the task's row (`task_mark_running` returns them),
+    so a message that anyone forged cannot change what a queued task runs. The other fields stay in
+    the message for people reading the stream and for workers of older versions."""
+
     task_id: str
     function: str
     args: dict[str, Any]
@@ -80,16 +86,18 @@ class BadMessage(ValueError):
 
 
 def decode_task_message(data: bytes) -> TaskMessage:
+    """The message's task id (a UUID) and, for logs, what it says it runs; BadMessage when it is no task."""
     try:
         body = json.loads(data)
+        task_id = str(uuid.UUID(str(body["task_id"])))
         return TaskMessage(
-            task_id=str(body["task_id"]),
-            function=str(body["function"]),
+            task_id=task_id,
+            function=str(body.get("function", "")),
             args=dict(body.get("args") or {}),
             max_retries=int(body.get("max_retries", 0)),
-            timeout_ms=int(body["timeout_ms"]),
+            timeout_ms=int(body.get("timeout_ms", 0)),
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BadMessage(f"not a task message ({exc}): {data[:200]!r}") from exc
 
 

@@ -12,6 +12,7 @@ from nats.js import JetStreamContext
 
 from tasks_app.core.conf import NeutrinoSettings
 from tasks_app.core.ports import TaskEvents
+from tasks_app.models import Task
 from tasks_app.services import tasks as services
 from workers.engine.topology import STREAM, BadMessage, consumer_name, decode_task_message
 from workers.pool_worker.db import db
@@ -37,8 +38,19 @@ class Control:
             task_id = json.loads(msg.data).get("task_id")
         except (ValueError, AttributeError):
             return
-        if isinstance(task_id, str):
+        if not isinstance(task_id, str) or task_id not in self.runs:
+            return
+        # Kill only what the row says was cancelled: a forged cancel must not kill a task whose row then
+        # stays `running` (the cancel service marks the row before it publishes).
+        try:
+            requested = await db(_cancel_requested, task_id=task_id)
+        except DatabaseError as exc:
+            logger.warning("cancel of %s not checked against its row (%s); ignored", task_id, exc)
+            return
+        if requested:
             self.runs.cancel(task_id)
+        else:
+            logger.warning("ignored a cancel for task %s: its row was not cancelled", task_id)
 
     async def on_max_deliveries(self, msg: Msg) -> None:
         """A message that reached max_deliver: its worker died on the last delivery. Fail it and delete it."""
@@ -78,3 +90,7 @@ class Control:
             await self.js.delete_msg(STREAM, seq)
         except Exception as exc:
             logger.debug("delete of message %d failed: %s", seq, exc)
+
+
+def _cancel_requested(*, task_id: str) -> bool:
+    return Task.objects.filter(id=task_id, cancel_requested=True).exists()

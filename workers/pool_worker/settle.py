@@ -19,7 +19,7 @@ from tasks_app.core.ports import TaskEvents
 from tasks_app.models import FINISHED_STATUSES, Task
 from tasks_app.services import tasks as services
 from workers.engine import executor as ex
-from workers.engine.topology import BadMessage, decode_task_message
+from workers.engine.topology import BadMessage, TaskMessage, decode_task_message
 from workers.pool_worker.db import TransitionBatcher, db, db_call
 from workers.pool_worker.state import Run, RunningTasks, StopFlags
 
@@ -78,18 +78,21 @@ class Settler:
         task = run.task
         try:
             claimed = await self.transitions.call(
-                services.task_mark_running, events=self.events, task_id=task.task_id, attempt=run.attempt,
-                worker_id=self.worker_id,
+                services.task_mark_running, events=self.events, task_id=task.task_id, pool=self.pool,
+                attempt=run.attempt, worker_id=self.worker_id,
             )
         except DatabaseError as exc:
             logger.error("cannot mark task %s running (%s); it comes back in a moment", task.task_id, exc)
             await settle_all(run, "nak", delay=self._backoff(1))
             return
-        if not claimed:
-            logger.info("skip %s %s (delivery %d): finished, cancelled or claimed by a newer attempt",
-                        task.function, task.task_id, run.attempt)
+        if claimed is None:
+            logger.info("skip %s (delivery %d): finished, cancelled, claimed by a newer attempt or not of pool %s",
+                        task.task_id, run.attempt, self.pool)
             await settle_all(run, "ack")
             return
+        # From here on the run is what the row says, whatever the message said.
+        run.task = task = TaskMessage(task_id=claimed.task_id, function=claimed.function, args=claimed.args,
+                                      max_retries=claimed.max_retries, timeout_ms=claimed.timeout_ms)
         if task.function not in self.tasks:
             await self._fail(run, f"unknown function {task.function} on pool {self.pool}", "UnknownTask", "")
             return
@@ -111,8 +114,8 @@ class Settler:
         except ex.ExecutorError as exc:
             await self._failed(run, exc)
             return
-        except ValueError as exc:  # a message whose timeout is not a positive integer
-            await self._fail(run, f"bad task message: {exc}", "BadMessage", "")
+        except ValueError as exc:  # a row whose timeout is not a positive integer
+            await self._fail(run, f"bad task: {exc}", "BadTask", "")
             return
         done = await self._write(services.task_mark_completed, run, task_id=task.task_id, attempt=run.attempt,
                                  result=result.value, duration_ms=result.duration_ms, worker_id=self.worker_id)
