@@ -170,7 +170,8 @@ def test_gpu_pool_scales_from_zero_runs_the_tasks_and_goes_back_to_zero(client, 
     set_pool("async", min_replicas=0)
     set_pool("gpu", min_replicas=0, max_replicas=2, target_backlog_per_replica=5, scale_down_delay_s=2)
     hook_log = tmp_path / "hook.log"
-    scaler = autoscaler(env={"PATH": fake_nvidia_smi(tmp_path / "bin"), "NEUTRINO_TEST_HOOK_LOG": str(hook_log)})
+    scaler = autoscaler(env={"PATH": fake_nvidia_smi(tmp_path / "bin"), "NEUTRINO_TEST_HOOK_LOG": str(hook_log),
+                                "NEUTRINO_CHILD_ENV": "NEUTRINO_TEST_HOOK_LOG"})
 
     # Idle: decisions are recorded, and no gpu worker runs.
     wait_for(lambda: ScalingDecision.objects.filter(pool="gpu").count() >= 3, what="three gpu decisions")

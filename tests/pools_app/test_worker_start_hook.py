@@ -22,6 +22,7 @@ def executor(pool: str, processes: int = 2, modules: tuple[str, ...] = ("tests.f
 def test_the_hook_runs_once_per_child_and_every_task_sees_what_it_loaded(tmp_path, monkeypatch):
     log = tmp_path / "hook.log"
     monkeypatch.setenv("NEUTRINO_TEST_HOOK_LOG", str(log))
+    monkeypatch.setenv("NEUTRINO_CHILD_ENV", "NEUTRINO_TEST_HOOK_LOG")  # children see only what is allowed
     pool = executor("gpu", processes=2)
     try:
         pool.start()
@@ -44,6 +45,7 @@ def test_the_hook_runs_once_per_child_and_every_task_sees_what_it_loaded(tmp_pat
 def test_children_of_other_pools_do_not_run_it(tmp_path, monkeypatch):
     log = tmp_path / "hook.log"
     monkeypatch.setenv("NEUTRINO_TEST_HOOK_LOG", str(log))
+    monkeypatch.setenv("NEUTRINO_CHILD_ENV", "NEUTRINO_TEST_HOOK_LOG")  # children see only what is allowed
     pool = executor("async", processes=1)
     try:
         with pytest.raises(TaskRaised, match="the start-up hook did not run"):

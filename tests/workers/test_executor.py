@@ -438,6 +438,19 @@ def test_module_importable_from_the_current_directory(
     assert run(executor, f"{name}_where").value == str(tmp_path)
 
 
+def test_a_child_cannot_make_the_parent_unpickle(make_executor: MakeExecutor, tmp_path: Path) -> None:
+    """The child's replies are JSON: a pickle a task writes on the pipe is refused, never loaded."""
+    marker = tmp_path / "unpickled"
+    executor = make_executor()
+    try:
+        outcome: object = run(executor, "ex_send_pickle", marker=str(marker))
+    except TaskCrashed as exc:
+        outcome = exc
+    assert not marker.exists()
+    assert isinstance(outcome, TaskCrashed) and "not a reply" in str(outcome), outcome
+    assert run(executor, "ex_add", a=1, b=2).value == 3  # the pool healed
+
+
 def test_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="fork"):
         ExecutorSettings(task_modules=MODULES, start_method="fork")

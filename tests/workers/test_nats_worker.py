@@ -598,3 +598,24 @@ def test_forged_cancel_does_not_kill_a_running_task(client, pools, live_nats, st
     row = wait_status(task_id, "completed", "failed", "cancelled")
     assert row.status == "completed" and row.result == pid, (row.status, row.error)
     wait_for(lambda: consumer_backlog(live_nats.url) == 0, what="the message to be acked")
+
+
+# --- what a task sees ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("pool", "task"), [("async", "wk_environ"), ("gpu", "wk_gpu_environ")])
+def test_task_children_do_not_see_the_workers_secrets(client, pools, live_nats, start_worker, pool, task):
+    """Forkserver (async) and spawn (gpu) children start from an allow-listed environment."""
+    secret = f"secret-{uuid.uuid4().hex}"
+    start_worker(pool, env={"DJANGO_SECRET_KEY": secret, "NEUTRINO_NATS_URL": live_nats.url,
+                            "NEUTRINO_CHILD_ENV": "NEUTRINO_TEST_PASSED", "NEUTRINO_TEST_PASSED": "yes"})
+    row = wait_status(submit(client, task), "completed", "failed")
+    assert row.status == "completed", row.error
+    environ, proc = row.result["environ"], row.result["proc"]
+    for name in ("DJANGO_SECRET_KEY", "DATABASE_URL", "NEUTRINO_NATS_URL", "NEUTRINO_SQLITE_PATH"):
+        assert name not in environ
+        assert f"{name}=" not in proc
+    assert secret not in str(environ) and secret not in proc
+    assert live_nats.url not in proc
+    assert environ["NEUTRINO_TEST_PASSED"] == "yes"  # what the operator lists passes
+    assert environ.get("PATH")

@@ -1,13 +1,14 @@
 """The loop that runs inside each executor child process.
 
 The parent (`workers.engine.executor.Executor`) starts a child with `child_main` as its target and talks
-to it over one duplex `multiprocessing` Pipe. The protocol, one pickled tuple per message:
+to it over one duplex `multiprocessing` Pipe. The protocol, one message per `send_bytes`:
 
-parent -> child
+parent -> child, pickled (the parent is trusted)
     (task_id, function, args, timeout_ms)  run one task
     None                                   exit cleanly (the child is being retired)
 
-child -> parent
+child -> parent, a JSON array (`send_reply` / `read_reply`): the child runs task code, which can write
+anything on the pipe, so the parent never unpickles what comes from it
     ("ready", pid)                                            task modules loaded, start-up hooks run; sent once
     ("init_error", message)                                   task modules failed to load, or a start-up hook
                                                               (`@app.on_worker_start`) raised; the child exits
@@ -17,7 +18,8 @@ child -> parent
         kind is "raised" (the function or the argument binding raised), "result" (the result is not
         JSON or too big) or "unknown" (no such function in the task modules)
 
-The child loads the task modules once, runs the start-up hooks that apply to its pool once
+The child first reduces its environment to an allow-list (`workers.engine.child_env`: no database URL,
+secret key or NATS credentials), then loads the task modules once, runs the start-up hooks that apply to its pool once
 (`@app.on_worker_start`: a model loaded there stays resident for every task the child runs), then
 serves one task at a time until the parent sends None or closes its end of the pipe. It ignores
 SIGINT (Ctrl-C belongs to the parent) and, on Linux, asks the kernel to SIGKILL it when its parent
@@ -44,11 +46,44 @@ import pydantic
 
 from neutrino.app import TaskSpec, load_tasks, worker_start_hooks
 from neutrino.progress import set_reporter
+from workers.engine.child_env import scrub as scrub_environment
 
 _MAX_TRACEBACK_CHARS = 32_000
 _PR_SET_PDEATHSIG = 1
 
 Reply = tuple[Any, ...]
+# kind -> the types of the fields after it (the protocol above)
+_REPLY_FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
+    "ready": (int,),
+    "init_error": (str,),
+    "progress": (str, (int, float), str),
+    "ok": (str, str, (int, float)),
+    "error": (str, str, str, str, str, (int, float)),
+}
+
+
+class BadReply(ValueError):
+    """What came from a child is not a reply of this protocol (task code wrote on the pipe)."""
+
+
+def send_reply(conn: Connection, reply: Reply) -> None:
+    """Send one reply to the parent as JSON."""
+    conn.send_bytes(json.dumps(reply, separators=(",", ":")).encode())  # ASCII: a lone surrogate survives
+
+
+def read_reply(conn: Connection) -> Reply:
+    """Receive one reply from a child: JSON only, never unpickled. BadReply when it is not one."""
+    data = conn.recv_bytes()
+    try:
+        reply = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise BadReply(f"not JSON ({type(exc).__name__}): {data[:80]!r}") from None
+    fields = _REPLY_FIELDS.get(reply[0]) if isinstance(reply, list) and reply and isinstance(reply[0], str) else None
+    if fields is None or len(reply) != len(fields) + 1 or not all(
+        isinstance(value, kind) for value, kind in zip(reply[1:], fields, strict=True)
+    ):
+        raise BadReply(f"not a reply: {data[:80]!r}")
+    return tuple(reply)
 
 
 class StartHookFailed(Exception):
@@ -63,6 +98,7 @@ class StartHookFailed(Exception):
 def child_main(conn: Connection, task_modules: tuple[str, ...], max_result_bytes: int, pool: str = "") -> None:
     """Entry point of a child process: load the task modules, run the pool's start-up hooks, then serve
     tasks until told to stop."""
+    scrub_environment()  # before any task code: the task modules are imported below
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     _release_fork_server()
@@ -76,12 +112,12 @@ def child_main(conn: Connection, task_modules: tuple[str, ...], max_result_bytes
         _run_start_hooks(pool)
     except BaseException as exc:  # an import error, any exception a module raised while importing, a hook
         try:
-            conn.send(("init_error", _describe_init_error(exc, task_modules)))
+            send_reply(conn, ("init_error", _describe_init_error(exc, task_modules)))
         except OSError:
             pass
         return
     send_lock = threading.Lock()
-    conn.send(("ready", os.getpid()))
+    send_reply(conn, ("ready", os.getpid()))
     while True:
         try:
             job = conn.recv()
@@ -92,7 +128,7 @@ def child_main(conn: Connection, task_modules: tuple[str, ...], max_result_bytes
         task_id, function, args, _timeout_ms = job
         reply = _run_one(conn, send_lock, tasks, task_id, function, args, max_result_bytes)
         with send_lock:
-            conn.send(reply)
+            send_reply(conn, reply)
 
 
 def _run_one(
@@ -118,7 +154,7 @@ def _run_one(
 
     def report(fraction: float, message: str) -> None:
         with send_lock:
-            conn.send(("progress", task_id, fraction, message))
+            send_reply(conn, ("progress", task_id, fraction, message))
 
     set_reporter(report)
     started = time.perf_counter()

@@ -51,7 +51,11 @@ kills them when their parent dies, even when the parent was killed with SIGKILL 
 under "forkserver" the fork server exits with the parent and takes its children along). Idle children
 also exit when their pipe closes.
 
-Data. Arguments travel pickled between these trusted processes; the result travels back as JSON text
+Environment. A child keeps only an allow-list of its parent's environment (`workers.engine.child_env`:
+no database URL, secret key or NATS credentials; `NEUTRINO_CHILD_ENV` names more), before any task code.
+
+Data. Arguments travel pickled from the parent to the child; everything the child sends back is JSON,
+never unpickled (task code runs there and could write on the pipe). The result travels back as JSON text
 (`json.dumps(..., allow_nan=False)`: a set, a datetime or a pydantic model is refused, not converted)
 and a result over `max_result_bytes` bytes of UTF-8 fails with `ResultError`, never truncated.
 

@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from workers.engine.child import BadReply, read_reply
 from workers.engine.executor import supervise
 from workers.engine.executor.errors import (
     ExecutorClosed,
@@ -91,7 +92,9 @@ class Executor:
                 # child still runs the parent's main script as __mp_main__ (guard it with
                 # `if __name__ == "__main__":`).
                 imported = [name for name in self.settings.task_modules if name in sys.modules]
-                self._ctx.set_forkserver_preload(["neutrino", "workers.engine.child", *imported])
+                # child_env comes first: it scrubs the fork server's environment before any task module runs.
+                self._ctx.set_forkserver_preload(["workers.engine.child_env", "neutrino", "workers.engine.child",
+                                                  *imported])
             self._spawner.ensure_started()
             future: Future[None] = Future()
             self._pool.jobs.put(Job("start", count=self.settings.processes, future=future))
@@ -253,9 +256,11 @@ class Executor:
             try:
                 if not conn.poll(remaining):
                     continue  # the deadline is checked above, so a poll that wakes early is harmless
-                message = conn.recv()
+                message = read_reply(conn)
             except (EOFError, OSError):
                 raise supervise.child_lost(self._pool, child, task_id, function) from None
+            except BadReply as exc:  # task code wrote on the pipe: the child cannot be trusted any more
+                raise supervise.broke_protocol(self._pool, child, task_id, function, str(exc)) from None
             kind = message[0]
             if message[1] != task_id:
                 continue  # a late progress report from a thread an earlier task left behind
@@ -263,10 +268,16 @@ class Executor:
                 if on_progress is not None:
                     _call_back(on_progress, message[2], message[3])
                 continue
+            if kind == "ok":
+                try:
+                    value = json.loads(message[2])
+                except ValueError as exc:
+                    raise supervise.broke_protocol(self._pool, child, task_id, function,
+                                                   f"its result is not JSON: {exc}") from None
             supervise.release(self._pool, child, task_id, function)
             if kind == "ok":
                 return RunResult(
-                    value=json.loads(message[2]),
+                    value=value,
                     result_json=message[2],
                     duration_ms=message[3],
                     worker_id=child.worker_id,

@@ -19,7 +19,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 
 from neutrino.app import TaskDefinitionError
-from workers.engine.child import child_main
+from workers.engine.child import BadReply, child_main, read_reply
 from workers.engine.executor.errors import ExecutorClosed, ExecutorError, describe_exit
 from workers.engine.executor.pool import Child, Job, Pool
 from workers.engine.executor.settings import (
@@ -169,7 +169,14 @@ class Spawner:
                 assert isinstance(ready, Connection)
                 process = pending.pop(ready)
                 try:
-                    message = ready.recv()
+                    message = read_reply(ready)
+                except BadReply as exc:  # module code wrote on the pipe while importing
+                    errors.append(f"worker process {process.pid} sent something that is not a reply while "
+                                  f"importing the task modules: {exc}")
+                    process.kill()
+                    process.join(EXIT_STATUS_WAIT_S)
+                    ready.close()
+                    continue
                 except (EOFError, OSError):
                     process.join(EXIT_STATUS_WAIT_S)
                     errors.append(

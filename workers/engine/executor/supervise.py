@@ -95,6 +95,27 @@ def child_lost(pool: Pool, child: Child, task_id: str, function: str) -> Executo
     )
 
 
+def broke_protocol(pool: Pool, child: Child, task_id: str, function: str, why: str) -> ExecutorError:
+    """The child sent something that is not a reply (the task wrote on the pipe): kill it, fail the task."""
+    with pool.lock:
+        reason = child.kill_reason
+        if reason is None:
+            child.kill_reason = "crashed"
+            child.kill()
+        _forget(pool, child, task_id)
+    pool.replace(child)
+    if reason is not None:
+        return killed_error(reason, child, task_id, function)
+    return TaskCrashed(
+        f"worker process {child.pid} sent the executor something that is not a reply while running task "
+        f"{task_id} ({function}), and was killed: {why}",
+        task_id=task_id,
+        worker_id=child.worker_id,
+        exitcode=None,
+        signal_name=None,
+    )
+
+
 def killed_error(reason: str | None, child: Child, task_id: str, function: str) -> ExecutorError:
     """The error for a child that `cancel()` or `shutdown()` killed under a running task."""
     if reason == "cancel":
