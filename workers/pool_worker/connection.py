@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 
 from pools_app.selectors import nats_pool_names
 from tasks_app.core.conf import NeutrinoSettings
-from workers.engine.broker.connect import connect
+from workers.engine.broker.connect import connect, shown
 from workers.engine.topology import (
     CANCEL_SUBJECT,
     MAX_DELIVERIES_ADVISORY,
@@ -54,20 +54,20 @@ class NatsConnection:
                                     logger=logger, disconnected_cb=self._on_disconnected,
                                     reconnected_cb=self._on_reconnected, until=self.stop.requested)
         except Exception as exc:
-            logger.error("cannot connect to NATS at %s: %s", self.conf.nats_url, exc)
+            logger.error("cannot connect to NATS at %s: %s", shown(self.conf.nats_url), exc)
             return False
         if self.nc is None:
             return False
         self.js = self.nc.jetstream(timeout=5.0)
-        logger.info("connected to NATS at %s", self.conf.nats_url)
+        logger.info("connected to NATS at %s", shown(self.conf.nats_url))
         return True
 
     async def _on_disconnected(self) -> None:
         if not self.stop.requested.is_set():
-            logger.warning("disconnected from NATS at %s; reconnecting", self.conf.nats_url)
+            logger.warning("disconnected from NATS at %s; reconnecting", shown(self.conf.nats_url))
 
     async def _on_reconnected(self) -> None:
-        logger.info("reconnected to NATS at %s", self.conf.nats_url)
+        logger.info("reconnected to NATS at %s", shown(self.conf.nats_url))
 
     async def set_up(self, *, on_cancel: Callable[[Msg], Awaitable[None]],
                      on_max_deliveries: Callable[[Msg], Awaitable[None]]) -> JetStreamContext.PullSubscription | None:

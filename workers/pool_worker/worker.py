@@ -53,6 +53,7 @@ from tasks_app.core.conf import NeutrinoSettings, neutrino_settings
 from tasks_app.core.registry import registered_tasks
 from workers.engine import executor as ex
 from workers.engine.broker.bridge import NatsBridge
+from workers.engine.broker.connect import shown
 from workers.engine.topology import consumer_name
 from workers.pool_worker.connection import NatsConnection
 from workers.pool_worker.control import Control
@@ -193,7 +194,7 @@ class PoolWorker:
         served = ", ".join(self.served) or "none (no registered task names this pool)"
         logger.info(
             "neutrino worker %s: pool %s (%s), concurrency %d, NATS %s, start method %s; tasks: %s",
-            self.worker_id, self.pool, self.kind, self.concurrency, self.conf.nats_url,
+            self.worker_id, self.pool, self.kind, self.concurrency, shown(self.conf.nats_url),
             self.executor.settings.start_method, served,
         )
 

