@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="TOKEN_COMMAND")
     token_create = token_commands.add_parser("create", help="create a token and print it (once)")
     token_create.add_argument("name", help="what the token is for, e.g. ci or reports-service")
+    token_create.add_argument("--admin", action="store_true",
+                              help="it sees, cancels and retries every task (default: only the tasks it created)")
+    token_create.add_argument("--tasks", default="", metavar="A,B",
+                              help="comma-separated tasks it may call (default: every task)")
     token_commands.add_parser("list", help="list the tokens (never their secrets)").add_argument(
         "--all", action="store_true", help="include revoked tokens")
     token_revoke = token_commands.add_parser("revoke", help="revoke a token: calls with it get 401")

@@ -16,6 +16,7 @@ from pools_app.startup import check_tasks
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import Conflict, NeutrinoError
 from tasks_app.core.registry import registered_tasks
+from tasks_app.models import ApiToken
 from tasks_app.services.tasks import admin_create
 from tasks_app.services.tokens import token_create, token_list, token_revoke
 from workers.dev.supervisor import run_dev
@@ -79,7 +80,7 @@ def cmd_createadmin(args: argparse.Namespace) -> int:
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     try:
-        token, plaintext = token_create(name=args.name)
+        token, plaintext = token_create(name=args.name, admin=args.admin, allowed_tasks=args.tasks.split(","))
     except NeutrinoError as exc:
         print(f"neutrino token create: {exc.message}", file=sys.stderr)
         return 1
@@ -88,9 +89,15 @@ def cmd_token_create(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     print(plaintext)
-    print(f"created token {token.name!r} ({token.prefix}…); shown once, only its hash is stored. "
-          "Send it as 'Authorization: Bearer <token>'.", file=sys.stderr)
+    print(f"created token {token.name!r} ({token.prefix}…, {token_scope(token)}); shown once, only its hash "
+          "is stored. Send it as 'Authorization: Bearer <token>'.", file=sys.stderr)
     return 0
+
+
+def token_scope(token: ApiToken) -> str:
+    """What a token may do, in a few words: whose tasks it sees, and which it may call."""
+    whose = "admin: all tasks" if token.admin else "own tasks"
+    return f"{whose}; calls {','.join(token.allowed_tasks)}" if token.allowed_tasks else whose
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
@@ -102,8 +109,9 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     def when(value: object) -> str:
         return f"{value:%Y-%m-%d %H:%M}" if value is not None else "-"
 
-    rows = [("NAME", "PREFIX", "CREATED", "LAST USED", "REVOKED")]
-    rows += [(t.name, t.prefix, when(t.created_at), when(t.last_used_at), when(t.revoked_at)) for t in tokens]
+    rows = [("NAME", "PREFIX", "SCOPE", "CREATED", "LAST USED", "REVOKED")]
+    rows += [(t.name, t.prefix, token_scope(t), when(t.created_at), when(t.last_used_at), when(t.revoked_at))
+             for t in tokens]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

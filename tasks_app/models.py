@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -21,6 +23,21 @@ class TaskStatus(models.TextChoices):
 
 ACTIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING)
 FINISHED_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+# `Task.created_by` of a task an anonymous caller (NEUTRINO_ALLOW_ANONYMOUS, dev only) created.
+ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True)
+class TaskCreator:
+    """Who creates a task, as its two columns: a label to show (`token:<name>`, `user:<username>`,
+    `anonymous`) and, for a token, its id. The id is what ownership is checked on: a revoked token's
+    name can be given to a new token, which must not inherit the old one's tasks."""
+
+    label: str
+    token_id: int | None = None
+
+    def fields(self) -> dict[str, Any]:
+        return {"created_by": self.label, "created_by_token_id": self.token_id}
 
 
 class Task(models.Model):
@@ -57,8 +74,19 @@ class Task(models.Model):
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     cancel_requested = models.BooleanField(default=False)
 
+    # Who created it (TaskCreator); "" on rows older than the column (only admin tokens see those in the API).
+    created_by = models.CharField(max_length=120, blank=True, default="")
+    # The token, when a token created it: a token that is not an admin sees only its own tasks.
+    # Its composite index below serves that lookup, so the FK has none of its own.
+    created_by_token = models.ForeignKey("ApiToken", null=True, blank=True, on_delete=models.SET_NULL,
+                                         related_name="tasks", db_index=False)
+
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [
+            ("cancel_task", "Can cancel tasks (dashboard)"),
+            ("retry_task", "Can retry tasks (dashboard)"),
+        ]
         indexes = [
             # Keyset pagination walks (created_at, id) newest first; each filter the list offers
             # has its own composite index so a filtered page is an index range scan.
@@ -70,6 +98,8 @@ class Task(models.Model):
             models.Index(fields=["execution_mode", "-created_at"], name="idx_execution_mode"),
             # A pool's backlog (pending + queued), counted on every submit to a pool with a max_backlog.
             models.Index(fields=["pool", "status"], name="idx_pool_status"),
+            # A token's own tasks, newest first (GET /tasks with a token that is not an admin).
+            models.Index(fields=["created_by_token", "-created_at"], name="idx_created_by_token"),
         ]
 
     def __str__(self) -> str:
@@ -90,6 +120,11 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField()
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # An admin token sees, cancels and retries every task; another only the tasks it created.
+    admin = models.BooleanField(default=False, help_text="Sees, cancels and retries every task, not only its own.")
+    # The task names it may call; empty: every task.
+    allowed_tasks = models.JSONField(default=list, blank=True,
+                                     help_text="The tasks this token may call; empty: every task.")
 
     class Meta:
         ordering = ["-created_at"]

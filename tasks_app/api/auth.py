@@ -9,6 +9,11 @@ What the rate limit cannot do: the buckets live in each server process's memory,
 workers a caller gets up to N times the rate, and a restart refills them. It keeps one caller from
 flooding a process, not an exact quota (put a shared limiter in a proxy in front for that).
 Anonymous callers are told apart by their address (REMOTE_ADDR), which behind a proxy is the proxy's.
+
+Who may do what (`Caller`): a task records who created it. A token that is not an admin sees, lists,
+cancels and retries only the tasks it created, and calls only its `allowed_tasks` (when it has any;
+403 otherwise); an admin token sees every task. Anonymous callers are one owner together: they see the
+tasks anonymous callers created, and no token's.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from ninja.security import HttpBearer
 
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import Overloaded, Unauthorized
-from tasks_app.services.tokens import token_authenticate
+from tasks_app.models import ANONYMOUS, TaskCreator
+from tasks_app.services.tokens import token_authenticate, token_check_task
 
 # Buckets idle for longer than a full refill are forgotten once there are this many.
 MAX_BUCKETS = 10_000
@@ -35,11 +41,13 @@ MAX_BUCKETS = 10_000
 
 @dataclass(frozen=True)
 class Caller:
-    """`request.auth` of an API request: a token, or an anonymous address."""
+    """`request.auth` of an API request: a token (with its scope), or an anonymous address."""
 
     token_id: int | None
     token_name: str | None
     address: str
+    admin: bool = False
+    allowed_tasks: tuple[str, ...] = ()  # empty: every task
 
     @property
     def rate_key(self) -> str:
@@ -49,6 +57,22 @@ class Caller:
     def scope(self) -> str:
         """Idempotency keys are scoped to the caller: one token cannot replay another's submit."""
         return f"t{self.token_id}" if self.token_id is not None else "anon"
+
+    @property
+    def creator(self) -> TaskCreator:
+        """What the tasks this caller creates record."""
+        if self.token_id is None:
+            return TaskCreator(label=ANONYMOUS)
+        return TaskCreator(label=f"token:{self.token_name}", token_id=self.token_id)
+
+    @property
+    def owner(self) -> TaskCreator | None:
+        """Whose tasks this caller may read, cancel and retry: its own, or (None) everyone's for an admin."""
+        return None if self.admin else self.creator
+
+    def check_may_call(self, task_name: str) -> None:
+        """Raise Forbidden (403) when this token is limited to other tasks."""
+        token_check_task(who=self.creator.label, allowed_tasks=self.allowed_tasks, task_name=task_name)
 
 
 class RateLimiter:
@@ -131,7 +155,8 @@ class ApiAuth(HttpBearer):
                 raise Unauthorized("the Authorization header must be 'Bearer <token>' (the word Bearer, a space, "
                                    "then the token)")
             token = token_authenticate(secret=secret)
-            caller = Caller(token_id=token.id, token_name=token.name, address=address)
+            caller = Caller(token_id=token.id, token_name=token.name, address=address, admin=token.admin,
+                            allowed_tasks=tuple(token.allowed_tasks or ()))
         rate_limit(caller)
         return caller
 

@@ -2,6 +2,8 @@
 
 Thin: parse, call a service, answer. Both routers authenticate with `tasks_app.api.auth.api_auth`
 (bearer tokens, anonymous where allowed, the rate limit); submits honour `Idempotency-Key`.
+Each task records its caller as its creator; a caller that is not an admin token reads, cancels and
+retries only its own tasks (others' answer 404), and a token limited to some tasks calls only those (403).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class TaskOut(Schema):
     progress_message: str | None = None
     retry_of: str | None = None
     cancel_requested: bool
+    created_by: str | None = None
 
 
 class TaskPageOut(Schema):
@@ -96,7 +99,7 @@ class BatchOut(Schema):
 
 # Every operation can answer these: a bad request, no or a wrong token, the rate limit.
 COMMON = {400: ErrorOut, 401: ErrorOut, 429: ErrorOut}
-ERRORS = {**COMMON, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut}
+ERRORS = {**COMMON, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut}
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
@@ -176,6 +179,8 @@ def call_answer(result: submissions.CallResult) -> HttpResponse:
     operation_id="call_task",
 )
 def call_task(request: HttpRequest, task_name: str) -> Any:
+    caller = request_caller(request)
+    caller.check_may_call(task_name)
     spec = task_spec(task_name)
     if not spec.runs_on_nats and neutrino_settings().sync_upstream:
         # A gateway in front of the fast pool: that pool validates, runs and records the call.
@@ -193,7 +198,8 @@ def call_task(request: HttpRequest, task_name: str) -> Any:
             f"unknown field(s) {', '.join(sorted(unknown))} in the body; send {{\"args\": {{...}}}}",
             fields=[{"field": name, "message": "unknown field"} for name in sorted(unknown)],
         )
-    return call_answer(submissions.task_call(ports=ports_of(request), spec=spec, args=body.get("args", {}), key=key))
+    return call_answer(submissions.task_call(ports=ports_of(request), spec=spec, args=body.get("args", {}), key=key,
+                                             creator=caller.creator))
 
 
 @gateway_router.post(
@@ -208,6 +214,8 @@ def call_task_batch(request: HttpRequest, task_name: str) -> Any:
     Every item is validated before any is written; a bad one is a 422 naming its index. Sync tasks are
     refused (422): call them one by one.
     """
+    caller = request_caller(request)
+    caller.check_may_call(task_name)
     spec = task_spec(task_name)
     key = request_key(request)
     body = read_json_body(request)
@@ -218,7 +226,8 @@ def call_task_batch(request: HttpRequest, task_name: str) -> Any:
             + (f"; unknown field(s) {', '.join(sorted(unknown))}" if unknown else ""),
             fields=[{"field": "items", "message": "must be a list of {\"args\": {...}}"}],
         )
-    batch = submissions.task_submit_many(ports=ports_of(request), spec=spec, items=body["items"], key=key)
+    batch = submissions.task_submit_many(ports=ports_of(request), spec=spec, items=body["items"], key=key,
+                                         creator=caller.creator)
     items = [{"task_id": task_id, "status": status} for task_id, status in batch.items]
     return json_response({"items": items}, status=200 if batch.replayed else 202, replayed=batch.replayed)
 
@@ -230,7 +239,8 @@ def list_tasks(request: HttpRequest, query: Query[TaskListQuery]) -> Any:
             raise BadRequest(f"the {name} filter cannot contain NUL characters", field=name)
     page = selectors.task_list(
         filters=selectors.TaskFilters(
-            status=query.status, function=query.function, pool=query.pool, execution_mode=query.mode
+            status=query.status, function=query.function, pool=query.pool, execution_mode=query.mode,
+            owner=request_caller(request).owner,
         ),
         limit=query.limit,
         cursor=query.cursor,
@@ -245,22 +255,28 @@ def get_task(request: HttpRequest, task_id: str, wait: float = 0) -> Any:
     if not 0 <= wait <= selectors.MAX_WAIT_S:
         raise InvalidArguments(f"wait must be between 0 and {selectors.MAX_WAIT_S:.0f} seconds", field="wait")
     ports = ports_of(request)
-    task = selectors.task_wait(task_id=parse_task_id(task_id), wait_s=wait, ledger=ports.ledger, events=ports.events)
+    task = selectors.task_wait(task_id=parse_task_id(task_id), wait_s=wait, ledger=ports.ledger, events=ports.events,
+                               owner=request_caller(request).owner)
     return selectors.task_as_dict(task)
 
 
 @tasks_router.delete("/{task_id}", response={200: TaskOut, **COMMON, 404: ErrorOut, 409: ErrorOut},
                      summary="Cancel a task")
 def cancel_task(request: HttpRequest, task_id: str) -> Any:
-    return selectors.task_as_dict(services.task_cancel(ports=ports_of(request), task_id=parse_task_id(task_id)))
+    task = services.task_cancel(ports=ports_of(request), task_id=parse_task_id(task_id),
+                                owner=request_caller(request).owner)
+    return selectors.task_as_dict(task)
 
 
 @tasks_router.post(
     "/{task_id}/retry",
-    response={200: RetryOut, 202: RetryOut, **COMMON, 404: ErrorOut, 409: ErrorOut, 501: ErrorOut, 503: ErrorOut},
+    response={200: RetryOut, 202: RetryOut, **COMMON, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 501: ErrorOut,
+              503: ErrorOut},
     summary="Run a task again as a new task",
 )
 def retry_task(request: HttpRequest, task_id: str) -> Any:
     """Honours Idempotency-Key like a submit: the same key answers with the same new task."""
-    retry = submissions.task_retry(ports=ports_of(request), task_id=parse_task_id(task_id), key=request_key(request))
+    caller = request_caller(request)
+    retry = submissions.task_retry(ports=ports_of(request), task_id=parse_task_id(task_id), key=request_key(request),
+                                   creator=caller.creator, owner=caller.owner, allowed_tasks=caller.allowed_tasks)
     return Status(202 if retry.status in ("pending", "queued") else 200, dataclasses.asdict(retry))

@@ -32,6 +32,11 @@ class Unauthorized(NeutrinoError):
     code = "unauthorized"
 
 
+class Forbidden(NeutrinoError):
+    status = 403
+    code = "forbidden"
+
+
 class TaskNotFound(NeutrinoError):
     status = 404
     code = "not_found"

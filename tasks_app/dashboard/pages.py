@@ -110,12 +110,12 @@ def task_list_page_context(request: HttpRequest, *, query: ListQuery) -> dict[st
 
 
 def task_detail_context(*, task: Task, user: Any, changed: Iterable[str] = ()) -> dict[str, Any]:
-    is_staff = bool(getattr(user, "is_staff", False))
+    # The buttons follow the permissions the views check (tasks_app.dashboard.views.require_permission).
     return {
         "story": task_story(task=task),
         "task": task,
-        "can_cancel": is_staff and task.status in ACTIVE_STATUSES,
-        "can_retry": is_staff,
+        "can_cancel": user.has_perm("tasks_app.cancel_task") and task.status in ACTIVE_STATUSES,
+        "can_retry": user.has_perm("tasks_app.retry_task"),
         "changed": {str(task_id) for task_id in changed},
     }
 

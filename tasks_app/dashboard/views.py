@@ -20,7 +20,7 @@ from tasks_app.core.errors import NeutrinoError, TaskNotFound
 from tasks_app.core.ports import ports_of
 from tasks_app.dashboard.charts import minute_chart
 from tasks_app.dashboard.pages import detail_url, live_url, task_detail_context, task_list_page_context
-from tasks_app.models import Task
+from tasks_app.models import Task, TaskCreator
 from tasks_app.selectors.dashboard import list_query_from_params, pool_depths, task_overview
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
 from tasks_app.services import tasks as services
@@ -70,15 +70,17 @@ def task_detail_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     return _vary_on_htmx(render(request, template, context))
 
 
-def require_staff(request: HttpRequest, *, to: str) -> None:
-    """Refuse (403) a user who is not staff, saying what only staff may do."""
-    if not request.user.is_staff:
-        raise PermissionDenied(f"only staff users can {to}")
+def require_permission(request: HttpRequest, permission: str, *, to: str) -> None:
+    """Refuse (403) a user without the Django model permission `permission` ("app_label.codename"),
+    saying what it allows. Being staff is not enough: an admin grants the permission (directly or
+    through a group) in the Django admin; a superuser has them all."""
+    if not request.user.has_perm(permission):
+        raise PermissionDenied(f"you need the permission {permission} to {to}; an admin grants it in the Django admin")
 
 
 @require_POST
 def task_cancel_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
-    require_staff(request, to="cancel or retry tasks")
+    require_permission(request, "tasks_app.cancel_task", to="cancel tasks")
     try:
         task = services.task_cancel(ports=ports_of(request), task_id=task_id)
     except TaskNotFound:
@@ -92,9 +94,10 @@ def task_cancel_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
 
 @require_POST
 def task_retry_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
-    require_staff(request, to="cancel or retry tasks")
+    require_permission(request, "tasks_app.retry_task", to="retry tasks")
+    creator = TaskCreator(label=f"user:{request.user.get_username()}")
     try:
-        retry = task_retry(ports=ports_of(request), task_id=task_id, key=None)
+        retry = task_retry(ports=ports_of(request), task_id=task_id, key=None, creator=creator)
     except TaskNotFound as exc:
         if "task" in exc.details:  # the function is not registered here
             messages.error(request, exc.message)

@@ -1,4 +1,8 @@
-"""Reads: one task, and pages of tasks newest first (keyset pagination)."""
+"""Reads: one task, and pages of tasks newest first (keyset pagination).
+
+Every read takes an optional owner (`TaskCreator`): given one, only the tasks it created exist for
+the reader (another's task is "not found", so its id reveals nothing); None reads every task.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from django.db.models import Q, QuerySet
 
 from tasks_app.core.errors import BadRequest, TaskNotFound
 from tasks_app.core.ports import Ledger, TaskEvents
-from tasks_app.models import FINISHED_STATUSES, Task, TaskStatus
+from tasks_app.models import FINISHED_STATUSES, Task, TaskCreator, TaskStatus
 
 MAX_PAGE = 500
 MAX_WAIT_S = 60.0
@@ -33,6 +37,7 @@ class TaskFilters:
     created_after: datetime | None = None
     created_before: datetime | None = None
     id_prefix: str | None = None
+    owner: TaskCreator | None = None  # None: every creator's tasks
 
 
 @dataclass(frozen=True)
@@ -41,24 +46,37 @@ class TaskPage:
     next_cursor: str | None
 
 
-def task_get(*, task_id: uuid.UUID, ledger: Ledger | None = None, grace_s: float = 0.0) -> Task:
-    """One task. With `ledger` and `grace_s`, a row still in a ledger writer's batch (a sync call that
-    just answered, in this or another server process) is waited for that long before 404."""
-    task = Task.objects.filter(id=task_id).first()
+def owned_by(qs: QuerySet[Task], owner: TaskCreator | None) -> QuerySet[Task]:
+    """The tasks of `qs` that `owner` created (a token's by its id); all of them for None."""
+    if owner is None:
+        return qs
+    if owner.token_id is not None:
+        return qs.filter(created_by_token_id=owner.token_id)
+    return qs.filter(created_by=owner.label, created_by_token__isnull=True)
+
+
+def task_get(*, task_id: uuid.UUID, ledger: Ledger | None = None, grace_s: float = 0.0,
+             owner: TaskCreator | None = None) -> Task:
+    """One task (of `owner`'s, when given). With `ledger` and `grace_s`, a row still in a ledger
+    writer's batch (a sync call that just answered, in this or another server process) is waited
+    for that long before 404."""
+    rows = owned_by(Task.objects.filter(id=task_id), owner)
+    task = rows.first()
     if task is None and ledger is not None and grace_s > 0:
         ledger.flush(timeout_s=grace_s)
         deadline = time.monotonic() + grace_s
         while task is None and time.monotonic() < deadline:
             time.sleep(0.01)
-            task = Task.objects.filter(id=task_id).first()
+            task = rows.first()
     if task is None:
         raise TaskNotFound(f"no task with id {task_id}", task_id=str(task_id))
     return task
 
 
-def task_wait(*, task_id: uuid.UUID, wait_s: float, ledger: Ledger, events: TaskEvents) -> Task:
+def task_wait(*, task_id: uuid.UUID, wait_s: float, ledger: Ledger, events: TaskEvents,
+              owner: TaskCreator | None = None) -> Task:
     """The task once it has finished, or as it is when `wait_s` (at most 60 s) runs out."""
-    task = task_get(task_id=task_id, ledger=ledger, grace_s=LEDGER_GRACE_S)
+    task = task_get(task_id=task_id, ledger=ledger, grace_s=LEDGER_GRACE_S, owner=owner)
     if task.status in FINISHED_STATUSES or wait_s <= 0:
         return task
     deadline = time.monotonic() + min(wait_s, MAX_WAIT_S)
@@ -73,7 +91,7 @@ def task_wait(*, task_id: uuid.UUID, wait_s: float, ledger: Ledger, events: Task
 
 
 def task_queryset(*, filters: TaskFilters) -> QuerySet[Task]:
-    qs = Task.objects.all()
+    qs = owned_by(Task.objects.all(), filters.owner)
     if filters.status:
         if filters.status not in TaskStatus.values:
             raise BadRequest(
@@ -157,4 +175,5 @@ def task_as_dict(task: Task) -> dict[str, Any]:
         "progress_message": task.progress_message or None,
         "retry_of": str(task.retry_of_id) if task.retry_of_id else None,
         "cancel_requested": task.cancel_requested,
+        "created_by": task.created_by or None,
     }

@@ -46,9 +46,10 @@ from tasks_app.core.errors import (
 )
 from tasks_app.core.ports import Ports
 from tasks_app.core.registry import task_spec
-from tasks_app.models import FINISHED_STATUSES, Task, TaskStatus
+from tasks_app.models import FINISHED_STATUSES, Task, TaskCreator, TaskStatus
 from tasks_app.selectors import tasks as selectors
 from tasks_app.services.tasks import SyncOutcome, task_run_sync, task_validate_args
+from tasks_app.services.tokens import token_check_task
 from workers.engine.broker.errors import BrokerDown, BrokerError
 from workers.engine.topology import encode_task_message, task_subject
 
@@ -127,8 +128,8 @@ def _same_request(task: Task, *, spec: TaskSpec, args: dict[str, Any]) -> None:
 # --- one call --------------------------------------------------------------------------------
 
 
-def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None) -> CallResult:
-    """Validate `args`, then run a sync task or queue a queued one, at most once per key.
+def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None, creator: TaskCreator) -> CallResult:
+    """Validate `args`, then run a sync task or queue a queued one (recording its `creator`), at most once per key.
 
     Raises InvalidArguments naming each bad field, and what the services raise.
 
@@ -147,8 +148,10 @@ def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None) -> Ca
                     if existing is None:
                         raise
                     return _replay_checked(ports, spec, args, existing)
-                return CallResult(task=task_submit(ports=ports, spec=spec, args=args, idempotency_key=key))
-            return CallResult(outcome=task_run_sync(ports=ports, spec=spec, args=args, idempotency_key=key))
+                return CallResult(task=task_submit(ports=ports, spec=spec, args=args, idempotency_key=key,
+                                                   creator=creator))
+            return CallResult(outcome=task_run_sync(ports=ports, spec=spec, args=args, idempotency_key=key,
+                                                    creator=creator))
         except IntegrityError:
             if key is None:
                 raise
@@ -189,14 +192,14 @@ def _sync_outcome(spec: TaskSpec, task: Task) -> SyncOutcome:
                    task_id=task_id, status=task.status)
 
 
-def task_submit(*, ports: Ports, spec: TaskSpec, args: dict[str, Any], retry_of: str | None = None,
-                idempotency_key: str | None = None) -> Task:
+def task_submit(*, ports: Ports, spec: TaskSpec, args: dict[str, Any], creator: TaskCreator,
+                retry_of: str | None = None, idempotency_key: str | None = None) -> Task:
     """Queue one async or gpu task. Raises BrokerUnavailable (503) when its pool or NATS is missing."""
     _check_route(ports, spec)
     task = Task.objects.create(
         function_name=spec.name, status=TaskStatus.PENDING, pool=spec.pool, execution_mode=spec.execution_mode,
         created_at=timezone.now(), timeout_ms=spec.timeout_ms, max_retries=spec.max_retries, args=args,
-        retry_of_id=retry_of, idempotency_key=idempotency_key,
+        retry_of_id=retry_of, idempotency_key=idempotency_key, **creator.fields(),
     )
     task.status = _queue(ports, spec, [_Row(id=task.id, args=args, key=idempotency_key)])[0]
     return task
@@ -205,10 +208,12 @@ def task_submit(*, ports: Ports, spec: TaskSpec, args: dict[str, Any], retry_of:
 # --- retry -----------------------------------------------------------------------------------
 
 
-def task_retry(*, ports: Ports, task_id: uuid.UUID, key: str | None) -> RetryResult:
-    """Run the task's function again with the same args, as a new task that records `retry_of`.
+def task_retry(*, ports: Ports, task_id: uuid.UUID, key: str | None, creator: TaskCreator,
+               owner: TaskCreator | None = None, allowed_tasks: tuple[str, ...] = ()) -> RetryResult:
+    """Run the task's function again with the same args, as a new task that records `retry_of` and `creator`.
 
-    At most once per key, and refused while the task's pool is full.
+    Only a task of `owner`'s (when given; others are not found) whose function is in `allowed_tasks`
+    (when not empty; Forbidden otherwise). At most once per key, and refused while the task's pool is full.
     """
     if key is not None:
         existing = task_by_key(key=key)
@@ -217,17 +222,21 @@ def task_retry(*, ports: Ports, task_id: uuid.UUID, key: str | None) -> RetryRes
                 raise Conflict(f"this Idempotency-Key was already used for another call (task {existing.id})",
                                task_id=str(existing.id))
             return _retry_result(existing)
-    original = selectors.task_get(task_id=task_id, ledger=ports.ledger, grace_s=selectors.LEDGER_GRACE_S)
+    original = selectors.task_get(task_id=task_id, ledger=ports.ledger, grace_s=selectors.LEDGER_GRACE_S,
+                                  owner=owner)
+    token_check_task(who=creator.label, allowed_tasks=allowed_tasks, task_name=original.function_name)
     spec = task_spec(original.function_name)
     args = original.args if isinstance(original.args, dict) else {}
     retry_of = str(original.id)
     try:
         if spec.runs_on_nats:
             pool_check_backlog(ports=ports, spec=spec, adding=1)
-            task = task_submit(ports=ports, spec=spec, args=args, retry_of=retry_of, idempotency_key=key)
+            task = task_submit(ports=ports, spec=spec, args=args, retry_of=retry_of, idempotency_key=key,
+                               creator=creator)
             return RetryResult(task_id=str(task.id), status=task.status, retry_of=retry_of)
         try:
-            outcome = task_run_sync(ports=ports, spec=spec, args=args, retry_of=retry_of, idempotency_key=key)
+            outcome = task_run_sync(ports=ports, spec=spec, args=args, retry_of=retry_of, idempotency_key=key,
+                                    creator=creator)
         except (TaskFailed, TaskTimeout, Conflict) as exc:
             return RetryResult(task_id=exc.details["task_id"], retry_of=retry_of, error=exc.message,
                                status=TaskStatus.CANCELLED if isinstance(exc, Conflict) else TaskStatus.FAILED)
@@ -279,8 +288,9 @@ def pool_check_backlog(*, ports: Ports, spec: TaskSpec, adding: int) -> None:
 # --- bulk submit -----------------------------------------------------------------------------
 
 
-def task_submit_many(*, ports: Ports, spec: TaskSpec, items: list[Any], key: str | None) -> BatchResult:
-    """Queue one task per item (`{"args": {...}}`), all or nothing; the ids in item order.
+def task_submit_many(*, ports: Ports, spec: TaskSpec, items: list[Any], key: str | None,
+                     creator: TaskCreator) -> BatchResult:
+    """Queue one task per item (`{"args": {...}}`), all or nothing, recording their `creator`; the ids in item order.
 
     Sync tasks are refused (422): a batch would hold one request for the sum of their run times;
     call them one by one, or make the task async.
@@ -308,7 +318,7 @@ def task_submit_many(*, ports: Ports, spec: TaskSpec, items: list[Any], key: str
     pool_check_backlog(ports=ports, spec=spec, adding=len(items))
     template = Task(function_name=spec.name, status=TaskStatus.PENDING, pool=spec.pool,
                     execution_mode=spec.execution_mode, created_at=timezone.now(), timeout_ms=spec.timeout_ms,
-                    max_retries=spec.max_retries)
+                    max_retries=spec.max_retries, **creator.fields())
     rows = [_Row(id=uuid.uuid4(), args=args, key=keys[index] if keys is not None else None)
             for index, args in enumerate(all_args)]
     try:
@@ -434,8 +444,8 @@ def task_republish_pending(*, ports: Ports, pool: str, older_than_s: float, limi
 def _insert_rows(template: Task, rows: list[_Row]) -> None:
     """INSERT the batch's rows in one transaction, with one prepared statement run for every row.
 
-    Only the id, the args and the key differ between a batch's rows: the other columns are prepared
-    once from `template`, which keeps a 1,000-row batch to milliseconds where `bulk_create`
+    Only the id, the args and the key differ between a batch's rows: the other columns (the creator
+    too) are prepared once from `template`, which keeps a 1,000-row batch to milliseconds where `bulk_create`
     prepares 24 values per row.
     """
     fields = Task._meta.concrete_fields

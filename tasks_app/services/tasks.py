@@ -26,7 +26,7 @@ from tasks_app.core.errors import (
 )
 from tasks_app.core.ports import Ports, TaskEvents
 from tasks_app.metrics import sync_task_finished
-from tasks_app.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskStatus
+from tasks_app.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskCreator, TaskStatus
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
 from workers.engine import executor as ex
 from workers.engine.topology import CANCEL_SUBJECT
@@ -68,7 +68,7 @@ def task_validate_args(*, spec: TaskSpec, args: Any) -> dict[str, Any]:
 
 
 def task_run_sync(
-    *, ports: Ports, spec: TaskSpec, args: dict[str, Any], retry_of: str | None = None,
+    *, ports: Ports, spec: TaskSpec, args: dict[str, Any], creator: TaskCreator, retry_of: str | None = None,
     idempotency_key: str | None = None,
 ) -> SyncOutcome:
     """Run a sync task on this process's pool and record it in the ledger (off the request path).
@@ -96,6 +96,7 @@ def task_run_sync(
         args=args,
         worker_id=GATEWAY_ID,
         retry_of_id=retry_of,
+        **creator.fields(),
     )
     if idempotency_key is None:
         ledger.record_start(task_id, **row)
@@ -320,12 +321,13 @@ def task_record_progress(*, events: TaskEvents, task_id: str, attempt: int, frac
     events.emit(task_id, TaskStatus.RUNNING, progress=fraction, progress_message=message)
 
 
-def task_cancel(*, ports: Ports, task_id: uuid.UUID) -> Task:
-    """Cancel a task: a pending or queued one never runs; a running one is killed.
+def task_cancel(*, ports: Ports, task_id: uuid.UUID, owner: TaskCreator | None = None) -> Task:
+    """Cancel a task (one of `owner`'s, when given): a pending or queued one never runs; a running one is killed.
 
     Raises TaskNotFound, or Conflict when the task already finished.
     """
-    task_get(ledger=ports.ledger, task_id=task_id, grace_s=LEDGER_GRACE_S)  # 404 unless it exists (or is about to)
+    # 404 unless it exists (or is about to) and is the owner's.
+    task_get(ledger=ports.ledger, task_id=task_id, grace_s=LEDGER_GRACE_S, owner=owner)
     updated = Task.objects.filter(id=task_id, status__in=ACTIVE_STATUSES).update(
         status=TaskStatus.CANCELLED,
         cancel_requested=True,

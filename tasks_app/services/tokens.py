@@ -4,12 +4,17 @@ A token looks like `ntr_<43 url-safe characters>` (256 random bits). Only its SH
 leaked database does not leak usable tokens; a plain hash (not a slow password hash) is enough for a
 secret this long, and it keeps the check to one indexed lookup per request. `prefix` (the first 12
 characters) tells tokens apart in lists without revealing them.
+
+A token has a scope: an admin token sees, cancels and retries every task; any other only the tasks it
+created. `allowed_tasks` (empty: all) limits which tasks it may call. Both are set when it is created
+and never change: to change them, create another token and revoke this one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from tasks_app.core.errors import BadRequest, Conflict, TokenNotFound, Unauthorized
+from tasks_app.core.errors import BadRequest, Conflict, Forbidden, TokenNotFound, Unauthorized
 from tasks_app.models import ApiToken
 
 TOKEN_PREFIX = "ntr_"
@@ -26,20 +31,28 @@ DISPLAY_CHARS = 12
 # last_used_at is written at most this often per token, so a busy token costs no write per request.
 LAST_USED_EVERY = timedelta(minutes=1)
 NAME_MAX = 100
+TASK_NAME_MAX = 200  # Task.function_name
 
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def token_create(*, name: str, user: Any = None) -> tuple[ApiToken, str]:
+def token_create(*, name: str, user: Any = None, admin: bool = False,
+                 allowed_tasks: Sequence[str] = ()) -> tuple[ApiToken, str]:
     """A new token named `name`. Returns the row and the plaintext token (shown once, never stored).
 
-    Raises BadRequest for an empty or over-long name and Conflict when a live token has that name.
+    `admin`: it sees every task, not only its own. `allowed_tasks`: the only tasks it may call (empty:
+    all); names are not checked against the registry, which may differ between processes.
+    Raises BadRequest for an empty or over-long name or task name, and Conflict when a live token has that name.
     """
     name = name.strip()
     if not name or len(name) > NAME_MAX or not name.isprintable():
         raise BadRequest(f"a token name is 1 to {NAME_MAX} printable characters, not {name!r}")
+    tasks = sorted({task.strip() for task in allowed_tasks if task.strip()})
+    for task in tasks:
+        if len(task) > TASK_NAME_MAX or not task.isprintable():
+            raise BadRequest(f"a task name is 1 to {TASK_NAME_MAX} printable characters, not {task!r}")
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
     try:
         with transaction.atomic():
@@ -48,12 +61,25 @@ def token_create(*, name: str, user: Any = None) -> tuple[ApiToken, str]:
                 prefix=plaintext[:DISPLAY_CHARS],
                 secret_hash=hash_secret(plaintext),
                 user=user,
+                admin=admin,
+                allowed_tasks=tasks,
                 created_at=timezone.now(),
             )
     except IntegrityError:
         raise Conflict(f"a live token named {name!r} exists already; revoke it first or pick another name",
                        name=name)
     return token, plaintext
+
+
+def token_check_task(*, who: str, allowed_tasks: Sequence[str], task_name: str) -> None:
+    """Raise Forbidden (403) when a token limited to `allowed_tasks` (empty: all) calls another task.
+    `who` names the caller in the message (`token:<name>`)."""
+    if allowed_tasks and task_name not in allowed_tasks:
+        raise Forbidden(
+            f"{who} may not call {task_name!r}: it may call only {', '.join(allowed_tasks)} "
+            "(an admin creates a token for other tasks with `neutrino token create NAME --tasks a,b`)",
+            task=task_name,
+        )
 
 
 def token_revoke(*, name_or_prefix: str) -> ApiToken:

@@ -29,8 +29,20 @@ _clock = itertools.count()
 
 @pytest.fixture
 def staff_user(django_user_model: Any) -> Any:
-    """A staff user without a password (tests sign in with force_login; hashing one costs 0.2 s)."""
-    return django_user_model.objects.create_user("ada", is_staff=True)
+    """A staff user allowed to cancel and retry tasks, without a password (tests sign in with
+    force_login; hashing one costs 0.2 s)."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("ada", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="tasks_app",
+                                                         codename__in=["cancel_task", "retry_task"]))
+    return user
+
+
+@pytest.fixture
+def bare_staff_user(django_user_model: Any) -> Any:
+    """A staff user given no permission."""
+    return django_user_model.objects.create_user("eve", is_staff=True)
 
 
 @pytest.fixture

@@ -8,12 +8,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from tasks_app.models import Task
+from tasks_app.models import ANONYMOUS, Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def make_rows(count: int, **fields) -> list[Task]:
+    """Rows as the tests' anonymous caller would have made them (anonymous callers see only those)."""
     base = timezone.now()
     rows = [
         Task(
@@ -24,6 +25,7 @@ def make_rows(count: int, **fields) -> list[Task]:
             created_at=base - timedelta(seconds=i),
             timeout_ms=5000,
             args={"i": i},
+            created_by=ANONYMOUS,
         )
         for i in range(count)
     ]
