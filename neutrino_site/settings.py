@@ -185,6 +185,10 @@ NEUTRINO_IMAGE = os.environ.get("NEUTRINO_IMAGE", "")
 NEUTRINO_KUBE_URL = os.environ.get("NEUTRINO_KUBE_URL", "")
 # `neutrino autoscale`: the namespace of the pool Deployments it scales (its own, in the manifests).
 NEUTRINO_KUBE_NAMESPACE = os.environ.get("NEUTRINO_KUBE_NAMESPACE", "")
+# The images a pool may run (dashboard, admin): comma-separated prefixes, each matched up to a "/", ":"
+# or "@" (so "registry.example.com" accepts registry.example.com/team/x:1, not registry.example.com.evil.io/x).
+# Empty: any tag of Neutrino's own image (`neutrino:`) and of NEUTRINO_IMAGE's repository.
+NEUTRINO_IMAGE_REGISTRIES = _env_list("NEUTRINO_IMAGE_REGISTRIES", [])
 
 # The API's front door (tasks_app.api.auth): bearer tokens (`neutrino token create NAME`), anonymous calls
 # (refused unless allowed: `neutrino dev` on 127.0.0.1 allows them), a per-caller rate limit in

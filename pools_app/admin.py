@@ -1,4 +1,7 @@
-"""Django admin for pools (the same form and rules as the dashboard's screens) and the autoscaler's record."""
+"""Django admin for pools (the same form and rules as the dashboard's screens) and the autoscaler's record.
+
+The admin checks Django's model permissions (add, change, delete pool); the pool actions need change_pool.
+"""
 
 from __future__ import annotations
 
@@ -65,19 +68,20 @@ class PoolAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"pool {pool.name} {done}", messages.SUCCESS)
 
-    @admin.action(description="Enable the selected pools")
+    @admin.action(description="Enable the selected pools", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
         self._each(request, queryset, functools.partial(pool_set_enabled, enabled=True), "is enabled")
 
-    @admin.action(description="Disable the selected pools (their workers stop)")
+    @admin.action(description="Disable the selected pools (their workers stop)", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
         self._each(request, queryset, functools.partial(pool_set_enabled, enabled=False), "is disabled")
 
-    @admin.action(description="Drain: refuse new tasks, let the workers finish the waiting ones")
+    @admin.action(description="Drain: refuse new tasks, let the workers finish the waiting ones",
+                  permissions=["change"])
     def drain(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
         self._each(request, queryset, functools.partial(pool_set_draining, draining=True), "is draining")
 
-    @admin.action(description="Stop draining: take new tasks again")
+    @admin.action(description="Stop draining: take new tasks again", permissions=["change"])
     def stop_draining(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
         self._each(request, queryset, functools.partial(pool_set_draining, draining=False), "takes tasks again")
 

@@ -2,7 +2,8 @@
 
 The rules across fields are `Pool.clean()` (`pools_app.validation`); a ModelForm runs them and puts
 each message on its field. A pool's name is fixed once it exists (it names the NATS subjects, the
-consumer and the Deployment): create a new pool instead.
+consumer and the Deployment): create a new pool instead. The image must come from an allowed registry
+(NEUTRINO_IMAGE_REGISTRIES, `pools_app.validation.image_error`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any, cast
 from django import forms
 
 from pools_app.models import Pool
+from pools_app.validation import image_error
+from tasks_app.core.conf import neutrino_settings
 
 FIELDS = [
     "name", "kind", "mode", "enabled", "concurrency",
@@ -35,7 +38,8 @@ HELP = {
     "max_replicas": "Never more workers than this.",
     "target_backlog_per_replica": "Workers wanted = (pending + in flight) / this, rounded up.",
     "scale_down_delay_s": "A lower figure must hold this long before workers are removed.",
-    "image": "Image of the pool's pods; empty: the manifests' Neutrino image.",
+    "image": "Image of the pool's pods, from an allowed registry (NEUTRINO_IMAGE_REGISTRIES); "
+             "empty: the manifests' Neutrino image.",
     "node_selector": 'JSON object of node labels, e.g. {"nvidia.com/gpu": "true"}.',
     "tolerations": 'JSON list, e.g. [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}].',
 }
@@ -81,6 +85,13 @@ class PoolForm(forms.ModelForm):
         for field in self.fields.values():
             if isinstance(field.widget, forms.NumberInput):
                 field.widget.attrs.setdefault("min", 0)
+
+    def clean_image(self) -> str:
+        image = str(self.cleaned_data.get("image") or "")
+        error = image_error(image.strip(), neutrino_settings().image_registries)
+        if error is not None:
+            raise forms.ValidationError(error)
+        return image
 
     def clean_node_selector(self) -> Any:
         value = self.cleaned_data.get("node_selector")

@@ -2,12 +2,14 @@
 
 `pool_errors(pool)` reads a `Pool` (saved or not) and returns {field: [messages]}; `Pool.clean()` raises
 them as a `ValidationError`, so the dashboard's form and the Django admin show each next to its field.
-Imports no Django.
+`image_error(image, registries)` checks a pool's image against the allowed registries
+(NEUTRINO_IMAGE_REGISTRIES), which the form (dashboard and admin) passes in. Imports no Django.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -16,6 +18,12 @@ from workers.engine.topology import RESERVED_POOL_NAMES
 HTTP_POOL = "fast"  # the one pool whose tasks run inside the HTTP servers
 DEPLOYMENT_PREFIX = "neutrino-pool-"
 MAX_NAME = 63 - len(DEPLOYMENT_PREFIX)  # the Deployment's name is a DNS label
+# Bounds that keep one pool from asking a cluster (or a laptop's `neutrino dev`) for absurd amounts:
+# a worker's concurrency is its number of child processes, replicas its number of pods or processes.
+MAX_CONCURRENCY = 256
+MAX_REPLICAS = 100
+MAX_GPUS = 16  # per worker: more than any one node has
+_IMAGE_BOUNDARY = "/:@"
 _QUANTITY = re.compile(r"^\+?(\d+(\.\d*)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+)?$")
 _SUFFIX = {
     "": Decimal(1), "m": Decimal("0.001"), "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9,
@@ -68,10 +76,33 @@ def pool_errors(pool: Any) -> dict[str, list[str]]:
     return errors
 
 
+def image_error(image: str, registries: Sequence[str]) -> str | None:
+    """Why a pool may not run `image`, or None. Empty is the manifests' own image, always allowed.
+
+    An image is allowed when it starts with one of `registries` at a boundary: the prefix ends with
+    "/", ":" or "@", or the image goes on with one of them (or ends there). So "neutrino:" allows
+    neutrino:0.1.0 but not neutrino-miner:1 or neutrino/miner:1, and "registry.example.com" allows
+    registry.example.com/team/x:1 but not registry.example.com.evil.io/x.
+    """
+    if not image:
+        return None
+    for prefix in registries:
+        if not prefix or not image.startswith(prefix):
+            continue
+        if prefix[-1] in _IMAGE_BOUNDARY or len(image) == len(prefix) or image[len(prefix)] in _IMAGE_BOUNDARY:
+            return None
+    return (f"{image!r} is not from an allowed registry ({', '.join(registries) or 'none'}); an operator "
+            "allows others with NEUTRINO_IMAGE_REGISTRIES (comma-separated prefixes).")
+
+
 def _check_scaling(pool: Any, add: Any) -> None:
     low, high = pool.min_replicas, pool.max_replicas
     if isinstance(high, int) and high < 1:
         add("max_replicas", "At least 1 (disable the pool to stop all its workers).")
+    if isinstance(high, int) and high > MAX_REPLICAS:
+        add("max_replicas", f"At most {MAX_REPLICAS}.")
+    if isinstance(pool.concurrency, int) and pool.concurrency > MAX_CONCURRENCY:
+        add("concurrency", f"At most {MAX_CONCURRENCY} tasks at once per worker (add replicas instead).")
     if isinstance(low, int) and isinstance(high, int) and low > high:
         add("min_replicas", f"Must not exceed max replicas ({high}).")
     delay = pool.scale_down_delay_s
@@ -95,6 +126,8 @@ def _check_resources(pool: Any, add: Any) -> None:
         request, limit = parsed.get(f"{kind}_request"), parsed.get(f"{kind}_limit")
         if request is not None and limit is not None and request > limit:
             add(f"{kind}_request", f"Must not exceed the {kind} limit ({getattr(pool, kind + '_limit')}).")
+    if isinstance(pool.gpu_count, int) and pool.gpu_count > MAX_GPUS:
+        add("gpu_count", f"At most {MAX_GPUS} GPUs per worker.")
     if pool.kind == "gpu" and not pool.gpu_count:
         add("gpu_count", "A gpu pool asks Kubernetes for at least 1 GPU per worker.")
     if pool.kind != "gpu" and pool.gpu_count:

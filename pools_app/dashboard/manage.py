@@ -1,4 +1,8 @@
-"""The dashboard's pool management (staff only) and each pool's live view.
+"""The dashboard's pool management and each pool's live view.
+
+Each change needs its Django model permission, not just staff status: `pools_app.add_pool` to create,
+`pools_app.change_pool` to edit, enable, disable, drain or undrain, `pools_app.delete_pool` to delete
+(granted in the Django admin; a superuser has them all). The buttons show only to those who have them.
 
 - `ui/pools/new`, `ui/pools/<name>/edit`: the pool form (`pools_app.forms.PoolForm`), each bad value
   reported next to its field;
@@ -34,7 +38,7 @@ from pools_app.services import pool_delete, pool_save, pool_set_draining, pool_s
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import NeutrinoError
 from tasks_app.core.ports import ports_of
-from tasks_app.dashboard.views import require_staff, wants_partial
+from tasks_app.dashboard.views import require_permission, wants_partial
 from tasks_app.selectors.dashboard import pool_depths
 
 HISTORY = timedelta(hours=1)
@@ -54,7 +58,7 @@ def _detail(pool: Pool) -> HttpResponseRedirect:
 
 @require_http_methods(["GET", "POST"])
 def pool_new_view(request: HttpRequest) -> HttpResponse:
-    require_staff(request, to="manage pools")
+    require_permission(request, "pools_app.add_pool", to="create pools")
     form = PoolForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         pool = pool_save(broker=ports_of(request).broker, pool=form.instance)
@@ -66,7 +70,7 @@ def pool_new_view(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def pool_edit_view(request: HttpRequest, name: str) -> HttpResponse:
-    require_staff(request, to="manage pools")
+    require_permission(request, "pools_app.change_pool", to="change pools")
     pool = _pool_or_404(name)
     form = PoolForm(request.POST or None, instance=pool)
     if request.method == "POST" and form.is_valid():
@@ -88,7 +92,10 @@ ACTIONS: dict[str, tuple[Callable[..., Pool], str]] = {
 
 @require_POST
 def pool_action_view(request: HttpRequest, name: str, action: str) -> HttpResponse:
-    require_staff(request, to="manage pools")
+    if action == "delete":
+        require_permission(request, "pools_app.delete_pool", to="delete pools")
+    else:
+        require_permission(request, "pools_app.change_pool", to=f"{action} pools")
     pool = _pool_or_404(name)
     if action == "delete":
         try:
@@ -127,7 +134,8 @@ def pool_detail_view(request: HttpRequest, name: str) -> HttpResponse:
         "pool": pool,
         "chart": scaling_chart(live.history, since=now - HISTORY, until=now),
         "refresh_s": REFRESH_S,
-        "can_manage": request.user.is_staff,
+        "can_change": request.user.has_perm("pools_app.change_pool"),
+        "can_delete": request.user.has_perm("pools_app.delete_pool"),
     }
     template = "pools_app/_pool_live.html" if wants_partial(request, "pool-live") else "pools_app/pool_detail.html"
     response = render(request, template, context)

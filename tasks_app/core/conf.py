@@ -39,6 +39,7 @@ class NeutrinoSettings:
     rate_limit_burst: int = 0
     batch_max: int = 1000
     idempotency_ttl_s: float = 24 * 3600.0
+    image_registries: tuple[str, ...] = ("neutrino:",)
 
 
 @functools.cache
@@ -70,9 +71,19 @@ def neutrino_settings() -> NeutrinoSettings:
         rate_limit_burst=int(settings.NEUTRINO_RATE_LIMIT_BURST),
         batch_max=int(settings.NEUTRINO_BATCH_MAX),
         idempotency_ttl_s=float(settings.NEUTRINO_IDEMPOTENCY_TTL_S),
+        image_registries=tuple(settings.NEUTRINO_IMAGE_REGISTRIES) or _default_registries(str(settings.NEUTRINO_IMAGE)),
     )
     _validate(conf)
     return conf
+
+
+def _default_registries(image: str) -> tuple[str, ...]:
+    """Any tag of Neutrino's own image, and of the repository of NEUTRINO_IMAGE: just those repositories,
+    not their registries (`neutrino/...` on Docker Hub is anyone's)."""
+    repository = image.split("@", 1)[0]
+    if ":" in repository.rsplit("/", 1)[-1]:
+        repository = repository.rsplit(":", 1)[0]
+    return ("neutrino:",) + ((f"{repository}:",) if repository and repository != "neutrino" else ())
 
 
 def _validate(conf: NeutrinoSettings) -> None:
