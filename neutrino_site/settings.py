@@ -199,6 +199,10 @@ NEUTRINO_RATE_LIMIT_PER_S = float(os.environ.get("NEUTRINO_RATE_LIMIT_PER_S", "0
 NEUTRINO_RATE_LIMIT_BURST = int(os.environ.get("NEUTRINO_RATE_LIMIT_BURST", "0") or 0)
 NEUTRINO_BATCH_MAX = int(os.environ.get("NEUTRINO_BATCH_MAX", "1000") or 1000)
 NEUTRINO_IDEMPOTENCY_TTL_S = float(os.environ.get("NEUTRINO_IDEMPOTENCY_TTL_S", str(24 * 3600)))
+# Browsers may call the API only from the server's own origin (scheme://Host, as Django's CSRF check
+# sees it) and these exact origins, e.g. https://neutrino.example.com behind a proxy that rewrites
+# Host (tasks_app.api.browsers).
+NEUTRINO_ALLOWED_ORIGINS = _env_list("NEUTRINO_ALLOWED_ORIGINS", [])
 
 # The gateway refuses bodies over the payload limit itself (413, before parsing); Django's own
 # limit sits just above it so it never answers first with a less helpful error.

@@ -1,6 +1,7 @@
 """Who is calling the API, and how often: bearer tokens, anonymous calls, the per-caller rate limit.
 
-`ApiAuth` is the django-ninja auth of the gateway and polling routers. Each request either shows a live
+`ApiAuth` is the django-ninja auth of the gateway and polling routers. It first refuses what a browser
+must not send (tasks_app.api.browsers: another site's page, a body that is not JSON). Each request either shows a live
 token (`Authorization: Bearer ntr_...`) or, where NEUTRINO_ALLOW_ANONYMOUS is on, nothing; anything
 else is 401 with a message saying what to send. The caller then spends one unit of its token bucket
 (NEUTRINO_RATE_LIMIT_PER_S; 0: no limit) or gets 429 with Retry-After.
@@ -30,6 +31,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
+from tasks_app.api.browsers import browser_guard
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import Overloaded, Unauthorized
 from tasks_app.models import ANONYMOUS, TaskCreator
@@ -135,9 +137,14 @@ def rate_limit(caller: Caller) -> None:
 
 
 class ApiAuth(HttpBearer):
-    """Bearer tokens, anonymous calls where allowed, then the rate limit. Never returns None: it raises."""
+    """The browser guard, bearer tokens, anonymous calls where allowed, then the rate limit.
+
+    Never returns None: it raises. The guard (tasks_app.api.browsers) runs first, so that a request a
+    page of another site sent learns nothing else, and a form post never reaches a task.
+    """
 
     def __call__(self, request: HttpRequest) -> Caller:
+        browser_guard(request)
         address = str(request.META.get("REMOTE_ADDR") or "unknown")
         header = request.headers.get("Authorization", "").strip()
         if not header:

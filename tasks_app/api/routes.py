@@ -1,7 +1,8 @@
 """The gateway (`POST /api/<task>`, `POST /api/<task>/batch`) and polling (`/tasks`) APIs.
 
 Thin: parse, call a service, answer. Both routers authenticate with `tasks_app.api.auth.api_auth`
-(bearer tokens, anonymous where allowed, the rate limit); submits honour `Idempotency-Key`.
+(browser requests from other sites and non-JSON bodies refused, then bearer tokens, anonymous where
+allowed, the rate limit); submits honour `Idempotency-Key`.
 Each task records its caller as its creator; a caller that is not an admin token reads, cancels and
 retries only its own tasks (others' answer 404), and a token limited to some tasks calls only those (403).
 """
@@ -20,6 +21,7 @@ from ninja import Query, Router, Schema, Status
 
 from tasks_app.api import upstream
 from tasks_app.api.auth import api_auth, request_caller
+from tasks_app.api.browsers import require_json
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import BadRequest, InvalidArguments, PayloadTooLarge, TaskNotFound
 from tasks_app.core.payloads import loads_strict
@@ -97,9 +99,10 @@ class BatchOut(Schema):
     items: list[BatchItemOut]
 
 
-# Every operation can answer these: a bad request, no or a wrong token, the rate limit.
-COMMON = {400: ErrorOut, 401: ErrorOut, 429: ErrorOut}
-ERRORS = {**COMMON, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut}
+# Every operation can answer these: a bad request, no or a wrong token, a cross-site browser request,
+# a body that is not JSON, the rate limit.
+COMMON = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 415: ErrorOut, 429: ErrorOut}
+ERRORS = {**COMMON, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut}
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
@@ -123,9 +126,7 @@ def read_json_body(request: HttpRequest) -> dict[str, Any]:
     raw = read_raw_body(request)
     if not raw.strip():
         return {}
-    content_type = request.META.get("CONTENT_TYPE", "")
-    if content_type and "json" not in content_type.split(";")[0]:
-        raise BadRequest(f"send the body as application/json, not {content_type!r}")
+    require_json(request)  # ApiAuth checked the declared body already; this covers any body it did not see
     body = loads_strict(raw)
     if not isinstance(body, dict):
         raise BadRequest('the body must be a JSON object like {"args": {...}}')

@@ -37,6 +37,13 @@ class Forbidden(NeutrinoError):
     code = "forbidden"
 
 
+class CrossSiteRequest(NeutrinoError):
+    """A browser sent the request from a page of another site (see tasks_app.api.browsers)."""
+
+    status = 403
+    code = "cross_site_request"
+
+
 class TaskNotFound(NeutrinoError):
     status = 404
     code = "not_found"
@@ -55,6 +62,11 @@ class Conflict(NeutrinoError):
 class PayloadTooLarge(NeutrinoError):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(NeutrinoError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class InvalidArguments(NeutrinoError):

@@ -232,8 +232,8 @@ def test_a_malformed_key_is_400(client, key) -> None:
 def test_retry_with_a_key_makes_one_new_task(client, pools, private_nats) -> None:
     original = post(client, "/api/wk_add", {"args": {"a": 1, "b": 2}}).json()["task_id"]
     key = str(uuid.uuid4())
-    first = client.post(f"/tasks/{original}/retry", headers={"Idempotency-Key": key})
-    again = client.post(f"/tasks/{original}/retry", headers={"Idempotency-Key": key})
+    first = client.post(f"/tasks/{original}/retry", content_type="application/json", headers={"Idempotency-Key": key})
+    again = client.post(f"/tasks/{original}/retry", content_type="application/json", headers={"Idempotency-Key": key})
     assert first.status_code == 202 and again.json()["task_id"] == first.json()["task_id"]
     assert Task.objects.filter(retry_of=original).count() == 1
 
@@ -384,7 +384,7 @@ def test_huge_but_finite_numbers_and_moderate_nesting_are_fine(client) -> None:
 
 
 def test_wrong_content_type_and_bad_query_values_are_4xx(client) -> None:
-    assert_error(post(client, "/api/add", raw="a=1", content_type="application/x-www-form-urlencoded"), 400,
+    assert_error(post(client, "/api/add", raw="a=1", content_type="application/x-www-form-urlencoded"), 415,
                  "application/json")
     assert_error(client.get("/tasks/not-a-uuid"), 404, "UUID")
     assert_error(client.get(f"/tasks/{uuid.uuid4()}", {"wait": "soon"}), 422)
@@ -393,7 +393,7 @@ def test_wrong_content_type_and_bad_query_values_are_4xx(client) -> None:
     assert_error(client.get("/tasks", {"limit": "many"}), 422)
     assert client.get("/tasks", {"limit": str(10**30)}).status_code == 200
     assert client.delete("/tasks/12345").status_code == 404
-    assert client.post("/tasks/12345/retry").status_code == 404
+    assert client.post("/tasks/12345/retry", content_type="application/json").status_code == 404
 
 
 # --- the OpenAPI document --------------------------------------------------------------------------

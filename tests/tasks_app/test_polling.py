@@ -88,7 +88,7 @@ def test_cancel_of_a_finished_task_is_409(client) -> None:
 def test_retry_of_a_sync_row_runs_it_again_as_a_new_task(client, ledger_flush) -> None:
     first = client.post("/api/add", {"args": {"a": 20, "b": 22}}, content_type="application/json").json()
     ledger_flush()
-    response = client.post(f"/tasks/{first['task_id']}/retry")
+    response = client.post(f"/tasks/{first['task_id']}/retry", content_type="application/json")
     assert response.status_code == 200
     body = response.json()
     assert body["task_id"] != first["task_id"] and body["retry_of"] == first["task_id"] and body["result"] == 42
