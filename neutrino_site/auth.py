@@ -1,9 +1,15 @@
-"""Who may see what: every dashboard page needs a signed-in user.
+"""Who may see what: every dashboard page needs a signed-in user, and sign-in is throttled.
 
 Left open here, each under its own rules: the login page itself (and any view marked
 `login_not_required`, such as the health probes), the JSON API (`/api/...` and `/tasks...`, which
 authenticates its callers itself), `/static/` (served before this by WhiteNoise) and `/admin/`
 (Django's admin has its own login and staff check).
+
+Sign-in (the login page and the admin's) is throttled by django-axes, whose counts live in the
+database, so every server process sees the same ones: after NEUTRINO_LOGIN_FAILURE_LIMIT failures for
+one username, or from one address, within NEUTRINO_LOGIN_LOCKOUT_S, that username or address is
+refused (429, the login page saying why) until the failures are that old. A successful sign-in
+forgets that user's failures from that address.
 """
 
 from __future__ import annotations
@@ -12,11 +18,16 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from axes.backends import AxesStandaloneBackend
+from axes.handlers.proxy import AxesProxyHandler
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.middleware import LoginRequiredMiddleware
+from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.http.request import split_domain_port, validate_host
+from django.shortcuts import render
 from django_htmx.http import HttpResponseClientRedirect
 
 OPEN_PREFIXES = ("/api/", "/tasks/", "/static/", "/admin/")
@@ -80,3 +91,60 @@ class SameHostOriginValidator:
             return True
         patterns = [h for h in settings.ALLOWED_HOSTS if h != "*"]
         return validate_host(origin_host, patterns)
+
+
+# --- sign-in throttle (django-axes) -----------------------------------------------------------------
+
+
+def login_client_address(request: HttpRequest) -> str:
+    """The address a sign-in came from (AXES_CLIENT_IP_CALLABLE).
+
+    REMOTE_ADDR, unless NEUTRINO_CLIENT_IP_HEADER names a header that the proxy in front sets (such as
+    X-Forwarded-For): then its last entry, the address that proxy saw. Behind a proxy without it, every
+    sign-in comes from the proxy's address and the per-address limit counts everyone's failures together.
+    """
+    header = settings.NEUTRINO_CLIENT_IP_HEADER
+    if header:
+        forwarded = request.headers.get(header, "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded
+    return str(request.META.get("REMOTE_ADDR") or "unknown")
+
+
+class LoginThrottleBackend(AxesStandaloneBackend):
+    """Axes' check, first in AUTHENTICATION_BACKENDS: refuses a locked-out username or address.
+
+    A check without a request (`authenticate()` in a management shell or a script on the server) is
+    not a sign-in over the network: it is passed on to the next backend, where Axes would raise.
+    """
+
+    def authenticate(self, request: HttpRequest | None, username: str | None = None,
+                     password: str | None = None, **kwargs: Any) -> None:
+        if request is None:
+            return None
+        return super().authenticate(request, username, password, **kwargs)
+
+
+class ThrottledLoginView(LoginView):
+    """Django's login view; a successful sign-in forgets this user's failures from this address."""
+
+    redirect_authenticated_user = True
+
+    def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        response = super().form_valid(form)
+        AxesProxyHandler.reset_attempts(ip_address=login_client_address(self.request),
+                                        username=form.get_user().get_username())
+        return response
+
+
+def login_locked_response(request: HttpRequest, original_response: HttpResponse | None = None,
+                          credentials: dict[str, Any] | None = None) -> HttpResponse:
+    """AXES_LOCKOUT_CALLABLE: the login page again, saying why and for how long, as a 429."""
+    lockout_s = int(settings.AXES_COOLOFF_TIME.total_seconds())
+    minutes = max(1, round(lockout_s / 60))
+    context = {"form": AuthenticationForm(request), "locked_out": True,
+               "locked_for": f"{minutes} minute{'s' if minutes != 1 else ''}",
+               "failure_limit": settings.AXES_FAILURE_LIMIT, "next": request.POST.get("next", "")}
+    response = render(request, "registration/login.html", context, status=429)
+    response["Retry-After"] = str(lockout_s)
+    return response

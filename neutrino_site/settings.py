@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -43,6 +44,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # The sign-in throttle's failure counts, in the database (neutrino_site.auth).
+    "axes",
     "ninja",
     "django_htmx",
     "tasks_app",
@@ -67,6 +70,14 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a refused sign-in into the login page's 429 (neutrino_site.auth).
+    "axes.middleware.AxesMiddleware",
+]
+
+# The throttle's check comes first, then Django's own users and passwords.
+AUTHENTICATION_BACKENDS = [
+    "neutrino_site.auth.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "neutrino_site.urls"
@@ -140,6 +151,19 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
+
+# Sign-in throttle (django-axes, counts in the database so every server process shares them): after
+# NEUTRINO_LOGIN_FAILURE_LIMIT failed sign-ins for one username, or from one address, that username or
+# address is refused until NEUTRINO_LOGIN_LOCKOUT_S pass without another failure. NEUTRINO_CLIENT_IP_HEADER
+# names the header a proxy in front sets to the client's address (its last entry is used).
+NEUTRINO_CLIENT_IP_HEADER = os.environ.get("NEUTRINO_CLIENT_IP_HEADER", "")
+AXES_FAILURE_LIMIT = int(os.environ.get("NEUTRINO_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(seconds=float(os.environ.get("NEUTRINO_LOGIN_LOCKOUT_S", "900")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = False  # neutrino_site.auth.ThrottledLoginView forgets only this user's failures from here
+AXES_CLIENT_IP_CALLABLE = "neutrino_site.auth.login_client_address"
+AXES_LOCKOUT_CALLABLE = "neutrino_site.auth.login_locked_response"
+AXES_DISABLE_ACCESS_LOG = True  # keep the failure counts only, not a row per successful sign-in
 
 LOGGING = {
     "version": 1,

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from neutrino_site.api import api
+from neutrino_site.auth import ThrottledLoginView
 from neutrino_site.health import healthz, readyz
 from neutrino_site.metrics import metrics_view
 
@@ -11,7 +12,7 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", ThrottledLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("tasks_app.dashboard.urls")),
     path("", include("pools_app.dashboard.urls")),
