@@ -202,6 +202,8 @@ NEUTRINO_SYNC_UPSTREAM = os.environ.get("NEUTRINO_SYNC_UPSTREAM", "")
 # (e.g. wss://neutrino.example.com/ws/dashboard/). 0 and no URL: the pages are not live.
 NEUTRINO_WS_PORT = int(os.environ.get("NEUTRINO_WS_PORT", "0") or 0)
 NEUTRINO_WS_URL = os.environ.get("NEUTRINO_WS_URL", "")
+# How often an open dashboard socket re-checks its session (logout, deactivation) in seconds.
+NEUTRINO_WS_SESSION_CHECK_S = float(os.environ.get("NEUTRINO_WS_SESSION_CHECK_S", "30"))
 # Kubernetes (`neutrino k8s render`, `neutrino up`, the autoscaler): the image the manifests run
 # (empty: the manifests' own `neutrino:<version>`), and an API server URL that replaces the
 # in-cluster / kubeconfig configuration (tests point it at a fake API server).
