@@ -80,10 +80,11 @@ def refuse_cross_site(request: HttpRequest) -> None:
 
 def has_body(request: HttpRequest) -> bool:
     """Whether the request declares a body (read before the body itself, which may be large)."""
-    length = (request.META.get("CONTENT_LENGTH") or "").strip()
     if "HTTP_TRANSFER_ENCODING" in request.META:
         return True
-    return bool(length) and length != "0"
+    length = (request.META.get("CONTENT_LENGTH") or "").strip()
+    # Anything but a plain zero counts: a malformed length must not slip a body past the check.
+    return bool(length) and not (length.isdigit() and int(length) == 0)
 
 
 def require_json(request: HttpRequest) -> None:
