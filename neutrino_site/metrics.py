@@ -45,6 +45,11 @@ REQUEST_LATENCY = Histogram(
     ["method", "route", "status"], buckets=REQUEST_BUCKETS_S, registry=task_metrics.LOCAL,
 )
 SCOPES = ("all", "process", "cluster")
+# Every label value comes from a closed set, so no request can add a series (each costs memory in every
+# process and in Prometheus): a method outside these is "other", a path no URL pattern matches is one label.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+UNMATCHED_ROUTE = "<unmatched>"
 
 
 def multiprocess_mode() -> bool:
@@ -52,8 +57,9 @@ def multiprocess_mode() -> bool:
 
 
 class RequestLatencyMiddleware:
-    """Observes every request's time in `neutrino_http_request_duration_seconds` (route: the URL pattern,
-    so the label stays small: `api/<task>` rather than each task id)."""
+    """Observes every request's time in `neutrino_http_request_duration_seconds`. The labels come from closed
+    sets: route is the URL pattern (`api/<task_name>` rather than each task's name or id), or `<unmatched>`;
+    method is one of HTTP_METHODS or `other`; status is a code this server chose to answer."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -62,9 +68,9 @@ class RequestLatencyMiddleware:
         started = time.perf_counter()
         response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
-        route = getattr(match, "route", None) or "<unmatched>"
-        REQUEST_LATENCY.labels(request.method or "", route, str(response.status_code)).observe(
-            time.perf_counter() - started)
+        route = getattr(match, "route", None) or UNMATCHED_ROUTE
+        method = request.method if request.method in HTTP_METHODS else OTHER_METHOD
+        REQUEST_LATENCY.labels(method, route, str(response.status_code)).observe(time.perf_counter() - started)
         return response
 
 

@@ -160,3 +160,23 @@ def _alive(pid: int) -> bool:
             return proc.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.django_db
+def test_request_labels_come_from_a_closed_set_so_a_client_cannot_add_series(client):
+    sent = [str(uuid.uuid4()) for _ in range(5)]
+    for n, path in enumerate(sent):
+        client.generic(f"BREW{n}", "/healthz")
+        client.get(f"/no-such-page/{path}")
+    client.generic("PROPFIND", f"/api/{sent[0]}")
+
+    text = scrape(client, "process")
+    series = {labels for name, labels in samples(text) if name == "neutrino_http_request_duration_seconds_count"}
+    methods = {dict(labels)["method"] for labels in series}
+    routes = {dict(labels)["route"] for labels in series}
+    assert not any(method.startswith("BREW") or method == "PROPFIND" for method in methods), methods
+    assert value(text, "neutrino_http_request_duration_seconds_count", method="other", route="healthz",
+                 status="405") >= 5
+    assert sum(n for (name, labels), n in samples(text).items() if name == "neutrino_http_request_duration_seconds_count"
+               and dict(labels)["route"] == "<unmatched>" and dict(labels)["method"] == "GET") >= 5
+    assert not any("no-such-page" in route or any(path in route for path in sent) for route in routes), routes
