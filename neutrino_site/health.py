@@ -6,10 +6,15 @@
   is not ready before the migration Job has run), and, when NEUTRINO_NATS_URL is set,
   this process is connected to NATS. 200 when both hold; 503 naming the check that failed otherwise.
 
-Both answer JSON, and neither needs a signed-in user (`login_not_required`).
+Both answer JSON, and neither needs a signed-in user (`login_not_required`). So each check answers only
+`ok` or `error` (a NATS check only when NEUTRINO_NATS_URL is set): why it failed (an exception's text,
+the NATS URL, which may hold credentials) goes to the log, not to whoever asks.
 """
 
 from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
 
 from django.contrib.auth.decorators import login_not_required
 from django.db import DatabaseError
@@ -19,6 +24,11 @@ from django.views.decorators.http import require_GET
 
 from pools_app.models import Pool
 from tasks_app.core.ports import Broker, ports_of
+
+logger = logging.getLogger("neutrino.health")
+
+OK = "ok"
+ERROR = "error"
 
 
 @never_cache
@@ -32,8 +42,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @login_not_required
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    checks = {"database": _check_database(), "nats": _check_nats(ports_of(request).broker)}
-    failed = sorted(name for name, result in checks.items() if result not in {"ok", "not configured"})
+    checks = {"database": _check_database()}
+    broker = ports_of(request).broker
+    if broker is not None:
+        checks["nats"] = _check_nats(broker)
+    failed = sorted(name for name, result in checks.items() if result != OK)
     body: dict[str, object] = {"status": "ok" if not failed else "unavailable", "checks": checks}
     if failed:
         body["failed"] = failed
@@ -45,13 +58,22 @@ def _check_database() -> str:
     try:
         Pool.objects.only("id").exists()
     except DatabaseError as exc:
-        return f"error: {type(exc).__name__}: {exc}"
-    return "ok"
+        logger.warning("not ready: the database check failed: %s: %s", type(exc).__name__, exc)
+        return ERROR
+    return OK
 
 
-def _check_nats(broker: Broker | None) -> str:
-    if broker is None:
-        return "not configured"
+def _check_nats(broker: Broker) -> str:
     if not broker.connected:
-        return f"error: not connected to NATS at {broker.url}"
-    return "ok"
+        logger.warning("not ready: not connected to NATS at %s", _without_credentials(broker.url))
+        return ERROR
+    return OK
+
+
+def _without_credentials(url: str) -> str:
+    """The URL without a user or password (`nats://user:secret@host:4222` -> `nats://host:4222`)."""
+    try:
+        parts = urlsplit(url)
+        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    except ValueError:
+        return "<unparsable URL>"
