@@ -13,6 +13,7 @@ the hop. If the fast pool cannot be reached the caller gets 503; if it does not 
 
 from __future__ import annotations
 
+import re
 import threading
 
 import httpx
@@ -20,9 +21,12 @@ from django.http import HttpRequest, HttpResponse
 
 from neutrino.app import TaskSpec
 from tasks_app.core.conf import neutrino_settings
-from tasks_app.core.errors import BrokerUnavailable, TaskTimeout
+from tasks_app.core.errors import BadRequest, BrokerUnavailable, TaskTimeout
 
 TIMEOUT_HEADER = "X-Neutrino-Timeout-Ms"
+# ASCII digits only: str.isdigit() and int() also take "١٢٣" or "²" (a latin-1 header byte), and int()
+# raises on some of them; twelve digits are more milliseconds than any task may run.
+_TIMEOUT_MS = re.compile(r"[0-9]{1,12}")
 # Headers the fast pool needs to answer as the gateway would have; the rest stays at the gateway.
 FORWARDED_HEADERS = ("content-type", "authorization", "idempotency-key", "accept")
 PASSED_BACK_HEADERS = ("content-type", "retry-after")
@@ -46,11 +50,17 @@ def _http_client() -> httpx.Client:
 
 
 def requested_timeout_ms(request: HttpRequest, spec: TaskSpec) -> int:
-    """The task's timeout, or the smaller one the caller asked for (never a larger one)."""
-    raw = request.headers.get(TIMEOUT_HEADER, "")
-    if raw.isdigit() and int(raw) > 0:
-        return min(int(raw), spec.timeout_ms)
-    return spec.timeout_ms
+    """The task's timeout, or the smaller one the caller asked for (never a larger one).
+
+    Raises BadRequest (400) when the header is there but is not a positive whole number of milliseconds.
+    """
+    raw = request.headers.get(TIMEOUT_HEADER, "").strip()
+    if not raw:
+        return spec.timeout_ms
+    if not _TIMEOUT_MS.fullmatch(raw) or int(raw) == 0:
+        raise BadRequest(f"{TIMEOUT_HEADER} must be a positive whole number of milliseconds in ASCII digits "
+                         f"(at most 12), not {raw[:40]!r}", header=TIMEOUT_HEADER)
+    return min(int(raw), spec.timeout_ms)
 
 
 def forward_sync_call(*, request: HttpRequest, spec: TaskSpec, body: bytes) -> HttpResponse:

@@ -162,3 +162,12 @@ def test_progress_reported_inside_a_sync_task_reaches_the_row(client, ledger_flu
     ledger_flush()
     row = Task.objects.get(id=response.json()["task_id"])
     assert row.progress == 1.0 and row.progress_message == "step 4 of 4"
+
+
+@pytest.mark.parametrize("raw", ["١٢٣", "²", "𝟗", "0", "abc", "9" * 5000])
+def test_a_timeout_header_that_is_not_a_positive_ascii_number_is_400(client, ledger_flush, raw) -> None:
+    response = call(client, "echo", {"value": 1}, headers={"X-Neutrino-Timeout-Ms": raw})
+    assert response.status_code == 400, response.content
+    assert "X-Neutrino-Timeout-Ms" in response.json()["message"]
+    assert call(client, "echo", {"value": 1}, headers={"X-Neutrino-Timeout-Ms": "250"}).status_code == 200
+    ledger_flush()

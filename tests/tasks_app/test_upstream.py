@@ -67,3 +67,14 @@ def test_an_unreachable_fast_pool_is_503(tmp_path: Path) -> None:
         status, body = request(gateway, "POST", "/api/async_add", {"args": {"a": 1, "b": 2}})
     assert status == 503
     assert "fast pool" in json.loads(body)["message"]
+
+
+@pytest.mark.parametrize("raw", ["²", "¹²³", "0", "-5", "12ms", "9" * 5000])
+def test_a_timeout_header_that_is_not_ascii_digits_is_400_on_the_gateway_and_the_fast_pool(pair, raw) -> None:
+    # http.client sends the header as latin-1: "²" is the byte 0xB2, which str.isdigit() takes for a digit.
+    for port in pair:
+        status, body = request(port, "POST", "/api/echo", {"args": {"value": 1}},
+                               headers={"X-Neutrino-Timeout-Ms": raw})
+        assert status == 400, body
+        answer = json.loads(body)
+        assert answer["error"] == "bad_request" and "X-Neutrino-Timeout-Ms" in answer["message"]
