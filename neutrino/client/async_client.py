@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
 
 from neutrino.client.base import DEFAULT_SUBMIT_RETRIES, DEFAULT_TIMEOUT_S, ClientBase, HandleBase
 from neutrino.client.errors import NeutrinoClientError
-from neutrino.client.flows import DEFAULT_CHUNK_SIZE, DEFAULT_WAIT_S, Done, Flow, Reply, Request, Submitted, advance
+from neutrino.client.flows import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_WAIT_S,
+    MAX_PAGE,
+    Done,
+    Flow,
+    Reply,
+    Request,
+    Submitted,
+    advance,
+)
 from neutrino.client.models import TaskInfo, TaskPage
 from neutrino.client.wire import default_headers, http_kwargs, to_reply
 
@@ -76,16 +86,18 @@ class AsyncNeutrinoClient(ClientBase):
         return AwaitableTask(self, await self._drive(self._flows.retry(str(task_id), key=idempotency_key)))
 
     async def list_tasks(self, *, status: str | None = None, function: str | None = None, pool: str | None = None,
-                         mode: str | None = None, limit: int = 50, cursor: str | None = None) -> TaskPage:
+                         mode: str | None = None, limit: int = 50, cursor: str | None = None,
+                         fields: Sequence[str] = ()) -> TaskPage:
         return await self._drive(self._flows.list_page(status=status, function=function, pool=pool, mode=mode,
-                                                       limit=limit, cursor=cursor))
+                                                       limit=limit, cursor=cursor, fields=fields))
 
     async def iter_tasks(self, *, status: str | None = None, function: str | None = None, pool: str | None = None,
-                         mode: str | None = None, page_size: int = 200) -> AsyncIterator[TaskInfo]:
+                         mode: str | None = None, page_size: int = MAX_PAGE,
+                         fields: Sequence[str] = ()) -> AsyncIterator[TaskInfo]:
         cursor: str | None = None
         while True:
             page = await self.list_tasks(status=status, function=function, pool=pool, mode=mode, limit=page_size,
-                                         cursor=cursor)
+                                         cursor=cursor, fields=fields)
             for item in page.items:
                 yield item
             if page.next_cursor is None:

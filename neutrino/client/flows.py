@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -27,6 +27,7 @@ DEFAULT_WAIT_S = 300.0
 MAX_POLL_S = 60.0  # the server's longest long-poll
 POLL_SLACK_S = 10.0  # a long-poll request's own timeout is its wait plus this
 DEFAULT_CHUNK_SIZE = 1000  # the server's default NEUTRINO_BATCH_MAX
+MAX_PAGE = 100  # the most tasks the server puts in one page of GET /tasks
 
 T = TypeVar("T")
 
@@ -157,9 +158,12 @@ class Flows:
         return _submitted(reply, function_name="")
 
     def list_page(self, *, status: str | None, function: str | None, pool: str | None, mode: str | None,
-                  limit: int, cursor: str | None) -> Flow[TaskPage]:
+                  limit: int, cursor: str | None, fields: Sequence[str] = ()) -> Flow[TaskPage]:
+        """A page of at most MAX_PAGE tasks (the server caps `limit`); items carry args, result and traceback
+        only when `fields` names them."""
         params = {k: str(v) for k, v in {"status": status, "function": function, "pool": pool, "mode": mode,
-                                         "limit": limit, "cursor": cursor}.items() if v is not None}
+                                         "limit": limit, "cursor": cursor,
+                                         "fields": ",".join(fields) or None}.items() if v is not None}
         reply = yield Request("GET", "/tasks", "list_tasks(" + ", ".join(f"{k}={v!r}" for k, v in params.items())
                               + ")", params=params, resend_ok=True)
         body = reply.body if isinstance(reply.body, dict) else {}

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
 
 from neutrino.client.base import DEFAULT_SUBMIT_RETRIES, DEFAULT_TIMEOUT_S, ClientBase, HandleBase
 from neutrino.client.errors import NeutrinoClientError
-from neutrino.client.flows import DEFAULT_CHUNK_SIZE, DEFAULT_WAIT_S, Done, Flow, Reply, Request, Submitted, advance
+from neutrino.client.flows import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_WAIT_S,
+    MAX_PAGE,
+    Done,
+    Flow,
+    Reply,
+    Request,
+    Submitted,
+    advance,
+)
 from neutrino.client.models import TaskInfo, TaskPage
 from neutrino.client.wire import default_headers, http_kwargs, to_reply
 
@@ -87,18 +97,20 @@ class NeutrinoClient(ClientBase):
         return AsyncTask(self, self._drive(self._flows.retry(str(task_id), key=idempotency_key)))
 
     def list_tasks(self, *, status: str | None = None, function: str | None = None, pool: str | None = None,
-                   mode: str | None = None, limit: int = 50, cursor: str | None = None) -> TaskPage:
-        """A page of tasks, newest first."""
+                   mode: str | None = None, limit: int = 50, cursor: str | None = None,
+                   fields: Sequence[str] = ()) -> TaskPage:
+        """A page of at most 100 tasks, newest first; `fields` adds args, result or traceback to the items."""
         return self._drive(self._flows.list_page(status=status, function=function, pool=pool, mode=mode,
-                                                 limit=limit, cursor=cursor))
+                                                 limit=limit, cursor=cursor, fields=fields))
 
     def iter_tasks(self, *, status: str | None = None, function: str | None = None, pool: str | None = None,
-                   mode: str | None = None, page_size: int = 200) -> Iterator[TaskInfo]:
+                   mode: str | None = None, page_size: int = MAX_PAGE,
+                   fields: Sequence[str] = ()) -> Iterator[TaskInfo]:
         """Every matching task, newest first, a page at a time."""
         cursor: str | None = None
         while True:
             page = self.list_tasks(status=status, function=function, pool=pool, mode=mode, limit=page_size,
-                                   cursor=cursor)
+                                   cursor=cursor, fields=fields)
             yield from page.items
             if page.next_cursor is None:
                 return

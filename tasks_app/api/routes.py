@@ -69,7 +69,7 @@ class TaskOut(Schema):
 
 
 class TaskPageOut(Schema):
-    items: list[TaskOut]
+    items: list[TaskOut]  # without args, result and traceback unless `?fields=` asks for them
     next_cursor: str | None
 
 
@@ -78,8 +78,9 @@ class TaskListQuery(Schema):
     function: str | None = None
     pool: str | None = None
     mode: str | None = None
-    limit: int = 50
+    limit: int = 50  # at most selectors.MAX_PAGE (100): a bigger limit gets 100 items and a next_cursor
     cursor: str | None = None
+    fields: str | None = None  # "args,result,traceback", or some of them
 
 
 class RetryOut(Schema):
@@ -233,11 +234,30 @@ def call_task_batch(request: HttpRequest, task_name: str) -> Any:
     return json_response({"items": items}, status=200 if batch.replayed else 202, replayed=batch.replayed)
 
 
-@tasks_router.get("", response={200: TaskPageOut, **COMMON, 422: ErrorOut}, summary="List tasks, newest first")
+def list_fields(raw: str | None) -> set[str]:
+    """The optional fields `?fields=args,result` asks list items to include. Raises InvalidArguments (422)
+    naming any other name."""
+    asked = {name.strip() for name in (raw or "").split(",") if name.strip()}
+    unknown = sorted(asked - set(selectors.LIST_OPTIONAL_FIELDS))
+    if unknown:
+        shown = ", ".join(repr(name[:40]) for name in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+        raise InvalidArguments(
+            f"unknown field(s) {shown} in fields; list items can also include "
+            f"{', '.join(selectors.LIST_OPTIONAL_FIELDS)} (the other fields are always there)",
+            fields=[{"field": "fields", "message": f"unknown field {name[:40]!r}"} for name in unknown[:10]],
+        )
+    return asked
+
+
+@tasks_router.get("", response={200: TaskPageOut, **COMMON, 422: ErrorOut}, summary="List tasks, newest first",
+                  exclude_unset=True)
 def list_tasks(request: HttpRequest, query: Query[TaskListQuery]) -> Any:
+    """At most 100 tasks a page (a bigger `limit` gets 100 and a `next_cursor`). Items leave out `args`,
+    `result` and `traceback` unless `?fields=args,result,traceback` (or some of them) asks for them."""
     for name, value in query.dict().items():
         if isinstance(value, str) and "\x00" in value:
             raise BadRequest(f"the {name} filter cannot contain NUL characters", field=name)
+    asked = list_fields(query.fields)
     page = selectors.task_list(
         filters=selectors.TaskFilters(
             status=query.status, function=query.function, pool=query.pool, execution_mode=query.mode,
@@ -245,6 +265,7 @@ def list_tasks(request: HttpRequest, query: Query[TaskListQuery]) -> Any:
         ),
         limit=query.limit,
         cursor=query.cursor,
+        leave_out=[name for name in selectors.LIST_OPTIONAL_FIELDS if name not in asked],
     )
     return {"items": [selectors.task_as_dict(t) for t in page.items], "next_cursor": page.next_cursor}
 

@@ -31,6 +31,8 @@ from workers.engine.topology import PoolDepth, pool_depth
 logger = logging.getLogger("neutrino.dashboard")
 
 PAGE_SIZE = 50
+# Columns the list's rows do not show, so its query does not read them.
+LIST_LEFT_OUT = ("args", "result", "error", "traceback")
 COUNT_CAP = 10_000
 COUNT_SCAN_CAP = 10_000
 ID_PREFIX_MIN = 4  # hex digits: a shorter prefix matches a sixteenth of the table or more
@@ -142,8 +144,9 @@ def list_query_from_params(params: Mapping[str, str], *, now: datetime) -> ListQ
 
 
 def task_page(*, query: ListQuery, limit: int = PAGE_SIZE) -> TaskPage:
-    """One page of the list, newest first (keyset pagination on (created_at, id))."""
-    return task_list(filters=query.filters, limit=limit, cursor=query.cursor)
+    """One page of the list, newest first (keyset pagination on (created_at, id)), without the columns a
+    row does not show: they may hold megabytes each (the detail page reads them)."""
+    return task_list(filters=query.filters, limit=limit, cursor=query.cursor, leave_out=LIST_LEFT_OUT)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import base64
 import binascii
 import time
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,11 @@ from tasks_app.core.errors import BadRequest, TaskNotFound
 from tasks_app.core.ports import Ledger, TaskEvents
 from tasks_app.models import FINISHED_STATUSES, Task, TaskCreator, TaskStatus
 
-MAX_PAGE = 500
+# A page is at most this many rows; a bigger `limit` gets this many (and a next_cursor for the rest).
+MAX_PAGE = 100
+# Columns a list leaves unread unless asked: each may hold megabytes (NEUTRINO_MAX_PAYLOAD_BYTES), so a
+# page of them could take a server's memory. One task's page (`task_get`) reads them all.
+LIST_OPTIONAL_FIELDS = ("args", "result", "traceback")
 MAX_WAIT_S = 60.0
 # Events wake a long-poll at once; this re-read covers an event lost while NATS reconnects.
 WAIT_RECHECK_S = 1.0
@@ -124,10 +129,14 @@ def _id_prefix_filter(qs: QuerySet[Task], prefix: str) -> QuerySet[Task]:
     return qs.filter(id__gte=low, id__lte=high)
 
 
-def task_list(*, filters: TaskFilters, limit: int = 50, cursor: str | None = None) -> TaskPage:
-    """A page of tasks, newest first. `cursor` is the opaque `next_cursor` of the previous page."""
+def task_list(*, filters: TaskFilters, limit: int = 50, cursor: str | None = None,
+              leave_out: Collection[str] = LIST_OPTIONAL_FIELDS) -> TaskPage:
+    """A page of at most MAX_PAGE tasks, newest first. `cursor` is the opaque `next_cursor` of the previous page.
+
+    The `leave_out` columns are not read (SQL `defer`); `task_as_dict` leaves them out of each item.
+    """
     limit = max(1, min(limit, MAX_PAGE))
-    qs = task_queryset(filters=filters).order_by("-created_at", "-id")
+    qs = task_queryset(filters=filters).order_by("-created_at", "-id").defer(*leave_out)
     if cursor:
         created_at, last_id = decode_cursor(cursor)
         qs = qs.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=last_id))
@@ -150,30 +159,38 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise BadRequest("invalid cursor; pass the next_cursor of a previous page unchanged", field="cursor")
 
 
+# What the API shows of a task, in order. A key that is also a column's name is left out when the
+# query deferred that column (see task_as_dict).
+_SHOWN: dict[str, Callable[[Task], Any]] = {
+    "task_id": lambda t: str(t.id),
+    "function_name": lambda t: t.function_name,
+    "status": lambda t: t.status,
+    "pool": lambda t: t.pool,
+    "execution_mode": lambda t: t.execution_mode,
+    "args": lambda t: t.args,
+    "result": lambda t: t.result,
+    "error": lambda t: t.error or None,
+    "error_type": lambda t: t.error_type or None,
+    "traceback": lambda t: t.traceback or None,
+    "attempt": lambda t: t.attempt,
+    "max_retries": lambda t: t.max_retries,
+    "timeout_ms": lambda t: t.timeout_ms,
+    "worker_id": lambda t: t.worker_id or None,
+    "created_at": lambda t: t.created_at,
+    "queued_at": lambda t: t.queued_at,
+    "started_at": lambda t: t.started_at,
+    "completed_at": lambda t: t.completed_at,
+    "duration_ms": lambda t: t.duration_ms,
+    "progress": lambda t: t.progress,
+    "progress_message": lambda t: t.progress_message or None,
+    "retry_of": lambda t: str(t.retry_of_id) if t.retry_of_id else None,
+    "cancel_requested": lambda t: t.cancel_requested,
+    "created_by": lambda t: t.created_by or None,
+}
+
+
 def task_as_dict(task: Task) -> dict[str, Any]:
-    return {
-        "task_id": str(task.id),
-        "function_name": task.function_name,
-        "status": task.status,
-        "pool": task.pool,
-        "execution_mode": task.execution_mode,
-        "args": task.args,
-        "result": task.result,
-        "error": task.error or None,
-        "error_type": task.error_type or None,
-        "traceback": task.traceback or None,
-        "attempt": task.attempt,
-        "max_retries": task.max_retries,
-        "timeout_ms": task.timeout_ms,
-        "worker_id": task.worker_id or None,
-        "created_at": task.created_at,
-        "queued_at": task.queued_at,
-        "started_at": task.started_at,
-        "completed_at": task.completed_at,
-        "duration_ms": task.duration_ms,
-        "progress": task.progress,
-        "progress_message": task.progress_message or None,
-        "retry_of": str(task.retry_of_id) if task.retry_of_id else None,
-        "cancel_requested": task.cancel_requested,
-        "created_by": task.created_by or None,
-    }
+    """The task as the API shows it, without the columns its query deferred: reading one would cost a
+    query per row and bring back the bytes the list meant not to read."""
+    deferred = task.get_deferred_fields()
+    return {key: show(task) for key, show in _SHOWN.items() if key not in deferred}

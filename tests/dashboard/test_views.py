@@ -7,6 +7,8 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tasks_app.models import Task
@@ -75,6 +77,19 @@ def test_list_shows_newest_first_with_counters(staff_client, make_task) -> None:
                      r'<span class="counter-value">1</span>', html)
     assert 'aria-valuenow="40"' in html  # the running task's progress bar
     assert "<html" in html
+
+
+def test_the_list_reads_no_args_result_error_or_traceback(staff_client, make_task) -> None:
+    blob = "y" * 50_000
+    made = [make_task(status="failed", args={"blob": blob}, result=blob, error=blob, traceback=blob)
+            for _ in range(5)]
+    with CaptureQueriesContext(connection) as queries:
+        response = staff_client.get("/")
+    assert response.status_code == 200 and row_ids(response.content.decode()) == [str(t.id) for t in reversed(made)]
+    table = Task._meta.db_table
+    for column in ("args", "result", "error", "traceback"):
+        assert not [q for q in queries.captured_queries if f'"{table}"."{column}"' in q["sql"]], column
+    assert len(response.content) < 200_000  # the page, not 5 x 200 KB of columns it does not show
 
 
 @pytest.mark.parametrize(

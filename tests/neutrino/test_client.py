@@ -50,7 +50,7 @@ def eventually(probe: Callable[[], T], what: str, timeout_s: float = 30.0) -> T:
 
 def tasks_with(client: NeutrinoClient, function: str, **args: Any) -> list[str]:
     """Ids of the tasks of `function` whose args include `args`."""
-    return [t.id for t in client.iter_tasks(function=function)
+    return [t.id for t in client.iter_tasks(function=function, fields=("args",))
             if isinstance(t.args, dict) and all(t.args.get(k) == v for k, v in args.items())]
 
 
@@ -204,6 +204,20 @@ def test_get_and_list_tasks(neutrino_client) -> None:
         neutrino_client.get_task("not-an-id")
     with pytest.raises(ValidationError):
         neutrino_client.list_tasks(status="exploded")
+
+
+def test_list_items_carry_args_and_result_only_when_asked(neutrino_client) -> None:
+    a = uuid.uuid4().int % 10**9
+    assert neutrino_client.call_sync("cl_add", a=a, b=2) == a + 2
+    (task_id,) = eventually(lambda: tasks_with(neutrino_client, "cl_add", a=a), "the row in the ledger")
+    plain = neutrino_client.list_tasks(function="cl_add", limit=500)
+    assert 0 < len(plain.items) <= 100 and task_id in [t.id for t in plain.items]
+    assert all(t.args is None and t.result is None and "result" not in t.raw for t in plain.items)
+    full = neutrino_client.list_tasks(function="cl_add", limit=100, fields=("args", "result", "traceback"))
+    (mine,) = [t for t in full.items if t.id == task_id]
+    assert (mine.args, mine.result) == ({"a": a, "b": 2}, a + 2)
+    with pytest.raises(ValidationError, match="'secret'"):
+        neutrino_client.list_tasks(fields=("secret",))
 
 
 # --- idempotency -----------------------------------------------------------------------------------

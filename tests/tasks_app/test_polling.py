@@ -6,6 +6,8 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tasks_app.models import ANONYMOUS, Task
@@ -108,3 +110,51 @@ def test_wait_returns_at_once_for_a_finished_task_and_validates_its_range(client
     (row,) = make_rows(1)
     assert client.get(f"/tasks/{row.id}?wait=30").json()["status"] == "completed"
     assert client.get(f"/tasks/{row.id}?wait=1000").status_code == 422
+
+
+def make_big_rows(count: int, size: int) -> None:
+    """`count` failed rows whose args, result and traceback each hold `size` characters."""
+    base = timezone.now()
+    blob = "x" * size
+    Task.objects.bulk_create(
+        Task(function_name="big", status="failed", pool="fast", execution_mode="sync", timeout_ms=5000,
+             created_at=base - timedelta(seconds=i), args={"blob": blob}, result=blob, traceback=blob, error="e")
+        for i in range(count)
+    )
+
+
+def reads_of(queries: CaptureQueriesContext, column: str) -> list[str]:
+    table = Task._meta.db_table
+    return [q["sql"] for q in queries.captured_queries if f'"{table}"."{column}"' in q["sql"]]
+
+
+def test_a_list_of_big_rows_reads_no_args_result_or_traceback_and_answers_at_most_100(client) -> None:
+    make_big_rows(130, 30_000)  # 130 rows of 90 KB: the page would be 9 MB if it read them
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/tasks?limit=1000")
+    assert response.status_code == 200
+    body = response.json()
+    assert len(body["items"]) == 100 and body["next_cursor"], "a bigger limit gets 100 and a cursor"
+    assert len(response.content) < 100 * 2_000, "items carry metadata only"
+    assert all(not {"args", "result", "traceback"} & item.keys() for item in body["items"])
+    assert body["items"][0]["error"] == "e" and body["items"][0]["status"] == "failed"
+    for column in ("args", "result", "traceback"):
+        assert reads_of(queries, column) == [], f"the list read {column}"
+    assert len(reads_of(queries, "id")) == 1, "one query for the page, none per row"
+    rest = client.get(f"/tasks?limit=100&cursor={body['next_cursor']}").json()
+    assert len(rest["items"]) == 30 and rest["next_cursor"] is None
+
+
+def test_fields_asks_for_args_result_or_traceback_and_names_unknown_ones(client) -> None:
+    make_big_rows(3, 10)
+    items = client.get("/tasks?fields=result").json()["items"]
+    assert [item["result"] for item in items] == ["x" * 10] * 3
+    assert all("args" not in item and "traceback" not in item for item in items)
+    (item,) = client.get("/tasks?limit=1&fields=args,result,traceback").json()["items"]
+    assert (item["args"], item["result"], item["traceback"]) == ({"blob": "x" * 10}, "x" * 10, "x" * 10)
+    response = client.get("/tasks?fields=result,secret_key,password")
+    assert response.status_code == 422
+    message = response.json()["message"]
+    assert "'password'" in message and "'secret_key'" in message and "args, result, traceback" in message
+    one = client.get(f"/tasks/{item['task_id']}").json()
+    assert one["result"] == "x" * 10 and one["args"] == {"blob": "x" * 10}, "one task shows everything"
