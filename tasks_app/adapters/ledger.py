@@ -12,6 +12,13 @@ instead of loss). `close()` flushes what is buffered; it runs at interpreter
 exit and from the server's worker-exit hook. What it cannot guarantee: a
 process killed with SIGKILL loses the records still in its buffer (at most
 one batch interval's worth).
+
+One bad row never costs the others: what a task produced is made storable
+first (NUL characters and lone surrogates escaped, `tasks_app.core.storable`),
+and a batch the database still refuses is written again task by task, so only
+the refused task's records are dropped (and logged with its id). When the
+database itself fails (down, restarting, locked) the batch is retried with
+backoff, WRITE_ATTEMPTS times in all, then dropped and logged.
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import close_old_connections, connection, transaction
+from django.db import DataError, IntegrityError, close_old_connections, connection, transaction
 from django.utils import timezone
 
+from tasks_app.core.storable import storable_fields
 from tasks_app.models import Task, TaskStatus
 
 logger = logging.getLogger("neutrino.ledger")
@@ -38,6 +46,10 @@ PUT_WAIT_S = 5.0
 # land in one batch (one INSERT instead of INSERT + UPDATE) and the writer takes the GIL and the
 # database lock far less often. A flush request ends the wait at once.
 BATCH_LINGER_S = 0.02
+WRITE_ATTEMPTS = 5
+# Errors a row brings on itself (a value or a constraint the database refuses): writing it again cannot
+# help, so its batch is written task by task and the task that still fails is dropped at once.
+ROW_ERRORS = (DataError, IntegrityError, ValueError, TypeError, UnicodeError)
 
 
 @dataclass
@@ -152,22 +164,54 @@ class LedgerWriter:
             connection.close()
 
     def _write_with_retry(self, records: list[_Record]) -> None:
-        for attempt in range(1, 6):
+        pending: list[list[_Record]] = [records]
+        failures = 0
+        while pending:
+            chunk = pending[0]
             try:
                 close_old_connections()
-                written = write_records(records)
-            except Exception:
-                logger.exception("ledger write of %d records failed (attempt %d of 5)", len(records), attempt)
-                connection.close()
-                time.sleep(min(2.0, 0.1 * 2**attempt))
+                written = write_records(chunk)
+            except ROW_ERRORS as exc:
+                pending.pop(0)
+                tasks = _by_task(chunk)
+                if len(tasks) > 1:
+                    logger.warning("ledger batch of %d records refused (%s); writing it task by task",
+                                   len(chunk), _describe(exc))
+                    pending[:0] = tasks
+                else:
+                    logger.error("ledger dropped the records of task %s: the database refused them (%s)",
+                                 chunk[0].task_id, _describe(exc))
                 continue
+            except Exception:
+                failures += 1
+                logger.exception("ledger write of %d records failed (attempt %d of %d)",
+                                 len(chunk), failures, WRITE_ATTEMPTS)
+                connection.close()
+                if failures >= WRITE_ATTEMPTS:
+                    lost = [record.task_id for part in pending for record in part]
+                    logger.error("ledger gave up on %d records: %r", len(lost), lost)
+                    return
+                time.sleep(min(2.0, 0.1 * 2**failures))
+                continue
+            pending.pop(0)
+            failures = 0
             for hook in self.on_written:
                 try:
                     hook(written)
                 except Exception:
                     logger.exception("ledger hook %r failed", hook)
-            return
-        logger.error("ledger gave up on %d records: %r", len(records), [r.task_id for r in records])
+
+
+def _by_task(records: list[_Record]) -> list[list[_Record]]:
+    """The records grouped by task, in order (a task's start, progress and finish stay together)."""
+    groups: dict[str, list[_Record]] = {}
+    for record in records:
+        groups.setdefault(record.task_id, []).append(record)
+    return list(groups.values())
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 def write_records(records: Iterable[_Record]) -> list[dict[str, Any]]:
@@ -177,14 +221,15 @@ def write_records(records: Iterable[_Record]) -> list[dict[str, Any]]:
     progress: dict[str, dict[str, Any]] = {}
     queued: list[str] = []
     for record in records:
+        fields = storable_fields(record.fields)  # NUL and lone surrogates escaped: no row fails for them
         if record.kind == "start":
-            starts[record.task_id] = dict(record.fields)
+            starts[record.task_id] = fields
         elif record.kind == "finish":
-            finishes.setdefault(record.task_id, {}).update(record.fields)
+            finishes.setdefault(record.task_id, {}).update(fields)
         elif record.kind == "queued":
             queued.append(record.task_id)
         else:
-            progress[record.task_id] = record.fields
+            progress[record.task_id] = fields
     inserts: list[Task] = []
     changed: list[dict[str, Any]] = []
     for task_id, row in starts.items():

@@ -25,6 +25,7 @@ from tasks_app.core.errors import (
     TaskTimeout,
 )
 from tasks_app.core.ports import Ports, TaskEvents
+from tasks_app.core.storable import storable_fields, storable_json, storable_text
 from tasks_app.metrics import sync_task_finished
 from tasks_app.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskCreator, TaskStatus
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
@@ -141,7 +142,7 @@ def task_run_sync(
 
 def _record_finish_now(events: TaskEvents, task_id: str, **fields: Any) -> None:
     """A sync task's end, written at once (the ledger's conditional UPDATE, without the batch)."""
-    if Task.objects.filter(id=task_id, status=TaskStatus.RUNNING).update(**fields):
+    if Task.objects.filter(id=task_id, status=TaskStatus.RUNNING).update(**storable_fields(fields)):
         events.emit(task_id, str(fields["status"]))
 
 
@@ -159,6 +160,8 @@ def _failure(spec: TaskSpec, task_id: str, exc: ex.ExecutorError) -> tuple[str, 
 
 # --- transitions reported by the workers. Each is one conditional UPDATE: a redelivered message,
 # --- a late result from an older attempt or a cancel that won the race can never move a finished task.
+# --- What the task produced (result, error, traceback, progress message) goes through
+# --- `tasks_app.core.storable` first, like the ledger's rows: a NUL in it cannot fail the write.
 
 
 # The two transitions every queued task makes are written as plain SQL: built through the ORM, a
@@ -203,7 +206,7 @@ def _record_past_attempt(*, task_id: str, attempt: int, outcome: str, error: str
         return
     TaskAttempt.objects.create(task_id=task_id, attempt=attempt, worker_id=seen["worker_id"],
                                started_at=seen["started_at"], ended_at=timezone.now(), outcome=outcome,
-                               error=error[:2000])
+                               error=storable_text(error[:2000]))
 
 
 def _running_attempt(task_id: str, attempt: int | None = None) -> Mapping[str, Any] | None:
@@ -259,7 +262,7 @@ def task_mark_running(*, events: TaskEvents, task_id: str, pool: str, attempt: i
 def task_mark_completed(*, events: TaskEvents, task_id: str, attempt: int, result: Any, duration_ms: float,
                         worker_id: str) -> bool:
     updated = _update_task(
-        set_values={"status": TaskStatus.COMPLETED, "result": result, "duration_ms": duration_ms,
+        set_values={"status": TaskStatus.COMPLETED, "result": storable_json(result), "duration_ms": duration_ms,
                     "worker_id": worker_id, "completed_at": timezone.now(), "error": "", "error_type": "",
                     "traceback": ""},
         where_sql="id = %s AND status = %s AND attempt = %s",
@@ -274,6 +277,7 @@ def task_mark_retrying(*, events: TaskEvents, task_id: str, attempt: int, error:
                        duration_ms: float | None) -> bool:
     """A failed attempt that will be tried again: back to queued, keeping the error for the record."""
     seen = _running_attempt(task_id, attempt)
+    error, error_type, traceback = storable_text(error), storable_text(error_type), storable_text(traceback)
     updated = Task.objects.filter(id=task_id, status=TaskStatus.RUNNING, attempt=attempt).update(
         status=TaskStatus.QUEUED, error=error, error_type=error_type, traceback=traceback,
         duration_ms=duration_ms,
@@ -293,8 +297,8 @@ def task_mark_failed(*, events: TaskEvents, task_id: str, attempt: int | None, e
         status__in=ACTIVE_STATUSES
     )
     updated = rows.update(
-        status=TaskStatus.FAILED, error=error, error_type=error_type, traceback=traceback,
-        duration_ms=duration_ms, completed_at=timezone.now(),
+        status=TaskStatus.FAILED, error=storable_text(error), error_type=storable_text(error_type),
+        traceback=storable_text(traceback), duration_ms=duration_ms, completed_at=timezone.now(),
     )
     if updated:
         events.emit(task_id, TaskStatus.FAILED)
@@ -315,6 +319,7 @@ def task_mark_requeued(*, events: TaskEvents, task_id: str, attempt: int) -> boo
 
 
 def task_record_progress(*, events: TaskEvents, task_id: str, attempt: int, fraction: float, message: str) -> None:
+    message = storable_text(message)
     Task.objects.filter(id=task_id, status=TaskStatus.RUNNING, attempt=attempt).update(
         progress=fraction, progress_message=message
     )

@@ -171,3 +171,38 @@ def test_a_timeout_header_that_is_not_a_positive_ascii_number_is_400(client, led
     assert "X-Neutrino-Timeout-Ms" in response.json()["message"]
     assert call(client, "echo", {"value": 1}, headers={"X-Neutrino-Timeout-Ms": "250"}).status_code == 200
     ledger_flush()
+
+
+def test_nul_in_a_result_error_traceback_or_progress_costs_no_row_of_its_batch(client, ledger_flush,
+                                                                                monkeypatch) -> None:
+    from tasks_app.adapters import ledger as ledger_module
+
+    batches: list[set[str]] = []
+    ledger = http_ports().ledger
+    ledger.flush()
+    # A long linger puts every call below in one batch; the hook sees what each write wrote.
+    monkeypatch.setattr(ledger_module, "BATCH_LINGER_S", 3.0)
+    ledger.on_written.append(lambda rows: batches.append({str(row["task_id"]) for row in rows}))
+    try:
+        answers = [call(client, "echo", {"value": n}) for n in range(3)]
+        answers += [call(client, "nul_result"), call(client, "nul_error"), call(client, "nul_progress")]
+        answers += [call(client, "echo", {"value": 3})]
+        ledger_flush()
+    finally:
+        ledger.on_written.pop()
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 500, 200, 200]
+    ids = [a.json()["task_id"] for a in answers]
+    assert any(set(ids) <= batch for batch in batches), f"not one batch: {batches}"
+
+    rows = {str(row.id): row for row in Task.objects.filter(id__in=ids)}
+    assert len(rows) == 7, "every row of the batch landed"
+    good, result, error, progress = rows[ids[0]], rows[ids[3]], rows[ids[4]], rows[ids[5]]
+    assert (good.status, good.result) == ("completed", 0) and rows[ids[6]].result == 3
+    # Stored escaped: the six characters \u0000 (and \ud800) where the task had the character.
+    assert result.result == {"text": "before\\u0000after", "key\\u0000": ["\\u0000"]}
+    assert error.status == "failed" and "bad\\u0000byte \\ud800" in error.error
+    assert "\x00" not in error.traceback and "bad\\u0000byte" in error.traceback
+    assert progress.progress_message == "half\\u0000way" and progress.result == "done"
+    # The caller got the result as the task returned it; GET shows the stored copy.
+    assert answers[3].json()["result"]["text"] == "before\x00after"
+    assert client.get(f"/tasks/{ids[3]}").json()["result"]["text"] == "before\\u0000after"

@@ -80,3 +80,34 @@ def test_disabled_writer_writes_nothing_and_never_blocks() -> None:
     assert writer.flush()
     writer.close()
     assert Task.objects.count() == 0
+
+
+def test_a_batch_the_database_refuses_is_written_task_by_task_and_only_the_bad_row_is_lost(
+        monkeypatch, caplog) -> None:
+    from tasks_app.adapters import ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "BATCH_LINGER_S", 3.0)  # every record below in one batch
+    writer = LedgerWriter(queue_size=100)
+    batches: list[set[str]] = []
+    writer.on_written.append(lambda rows: batches.append({row["task_id"] for row in rows}))
+    good = [str(uuid.uuid4()) for _ in range(4)]
+    nul, bad = str(uuid.uuid4()), str(uuid.uuid4())
+    writer.record_start(good[0], **start_fields())
+    writer.record_start(bad, **{**start_fields(), "attempt": "not a number"})  # no database takes this row
+    writer.record_start(nul, **start_fields())
+    writer.record_progress(nul, 0.5, "half\x00way")
+    writer.record_finish(nul, status="failed", completed_at=timezone.now(), error="bad\x00byte",
+                         traceback="Traceback\x00", result={"k\x00": "v\x00"})
+    for task_id in good[1:]:
+        writer.record_start(task_id, **start_fields())
+        writer.record_finish(task_id, status="completed", completed_at=timezone.now(), result="ok")
+    with caplog.at_level("WARNING", logger="neutrino.ledger"):
+        writer.close()
+    assert set(Task.objects.values_list("id", flat=True).filter(id__in=[*good, nul, bad])) == {
+        uuid.UUID(t) for t in [*good, nul]}
+    assert sorted(len(b) for b in batches) == [1] * 5, "the batch was refused, then its tasks written one by one"
+    row = Task.objects.get(id=nul)
+    assert (row.error, row.traceback, row.result, row.progress_message) == (
+        "bad\\u0000byte", "Traceback\\u0000", {"k\\u0000": "v\\u0000"}, "half\\u0000way")
+    assert f"ledger dropped the records of task {bad}" in caplog.text
+    assert "gave up" not in caplog.text

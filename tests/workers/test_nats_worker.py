@@ -619,3 +619,18 @@ def test_task_children_do_not_see_the_workers_secrets(client, pools, live_nats, 
     assert live_nats.url not in proc
     assert environ["NEUTRINO_TEST_PASSED"] == "yes"  # what the operator lists passes
     assert environ.get("PATH")
+
+
+def test_nul_in_a_queued_tasks_result_error_or_progress_is_stored_escaped(client, pools, live_nats, start_worker):
+    start_worker("async", concurrency=2)
+
+    completed = submit(client, "wk_nul", fail=False)
+    failed = submit(client, "wk_nul", fail=True)
+
+    row = wait_status(completed, "completed")
+    assert row.result == {"text": "before\\u0000after"} and row.progress_message == "half\\u0000way"
+    row = wait_status(failed, "failed")
+    assert row.attempt == 2 and row.error_type == "ValueError"  # retried once (a NUL in the retry's error), then failed
+    assert "bad\\u0000byte" in row.error and "\x00" not in row.traceback and "bad\\u0000byte" in row.traceback
+    (past,) = TaskAttempt.objects.filter(task_id=failed)
+    assert "bad\\u0000byte" in past.error
