@@ -4,6 +4,7 @@ nats-server, the HTTP server and one worker of the async pool, each a real proce
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -18,6 +19,13 @@ from workers.engine.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "neutrino_site.cli"]
+
+
+def serve_env() -> dict[str, str]:
+    """What `neutrino serve` needs to start: its own secret key (it refuses the public default) and the
+    host names it answers. An environment that sets them keeps its own."""
+    return {"DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50),
+            "DJANGO_ALLOWED_HOSTS": os.environ.get("DJANGO_ALLOWED_HOSTS") or "localhost,127.0.0.1,[::1]"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ def neutrino_stack(*, http_workers: int, concurrency: int, anonymous: bool = Tru
         nats = NatsServer(store_dir=data / "nats").start()
         env = {
             **os.environ,
+            **serve_env(),
             "DJANGO_SETTINGS_MODULE": "neutrino_site.settings",
             "NEUTRINO_DATA_DIR": str(data),
             "NEUTRINO_TASK_MODULES": "bench.bench_tasks",

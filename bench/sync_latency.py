@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.stack import serve_env  # noqa: E402
 from workers.engine.nats_server import free_port, wait_for_port  # noqa: E402
 
 BODY = json.dumps({"args": {}}).encode()
@@ -73,6 +74,7 @@ def start_server(*, ledger: bool, workers: int, data_dir: Path, upstream: str = 
     port = free_port()
     env = {
         **os.environ,
+        **serve_env(),
         "NEUTRINO_DATA_DIR": str(data_dir),
         "NEUTRINO_LEDGER": "1" if ledger else "0",
         "NEUTRINO_TASK_MODULES": "bench.bench_tasks",

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from django.conf import settings
 from django.core.management import execute_from_command_line
 from django.db import DatabaseError
 
@@ -33,7 +34,45 @@ def run(args: argparse.Namespace) -> int:
     return COMMANDS[args.command](args)
 
 
+RET_UNSAFE = 78  # EX_CONFIG (sysexits.h): the configuration makes the server unsafe to start
+
+NEW_KEY_HINT = """python -c 'import secrets; print(secrets.token_urlsafe(50))'"""
+
+
+def unsafe_settings(*, serves_http: bool) -> list[str]:
+    """Why this process must not start with these settings (empty: it may).
+
+    Checked by every long-running command of a deployment: `serve` (both modes) and `autoscale`.
+    `neutrino dev` passes its own generated key and loopback host names to the processes it starts.
+    """
+    problems = []
+    if settings.SECRET_KEY == settings.DEV_SECRET_KEY:
+        problems.append(
+            "DJANGO_SECRET_KEY is not set (or is the public development default), so anyone could forge "
+            "this server's signed cookies (sessions, messages). Generate one and give the same value to "
+            f"every Neutrino process of this deployment:\n    export DJANGO_SECRET_KEY=\"$({NEW_KEY_HINT})\"")
+    if serves_http and not settings.NEUTRINO_ALLOWED_HOSTS_GIVEN:
+        problems.append(
+            "DJANGO_ALLOWED_HOSTS is not set: name the host names clients use to reach this server, "
+            "comma-separated (e.g. DJANGO_ALLOWED_HOSTS=neutrino.example.com; `.example.com` for a domain "
+            "and its subdomains).")
+    elif serves_http and "*" in settings.ALLOWED_HOSTS:
+        problems.append(
+            "DJANGO_ALLOWED_HOSTS is `*`, which answers any Host header (poisoned links, cache keys): name "
+            "the host names clients use to reach this server instead (e.g. neutrino.example.com).")
+    return problems
+
+
+def _refuse(command: str, problems: list[str]) -> int:
+    for problem in problems:
+        print(f"{command}: refusing to start: {problem}", file=sys.stderr)
+    return RET_UNSAFE
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    problems = unsafe_settings(serves_http=args.mode == "http")
+    if problems:
+        return _refuse(f"neutrino serve --mode {args.mode}", problems)
     if args.mode == "http":
         if args.pool not in (None, "fast"):
             print(f"neutrino serve --mode http serves the fast pool, not {args.pool!r}", file=sys.stderr)
@@ -159,6 +198,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_autoscale(args: argparse.Namespace) -> int:
+    problems = unsafe_settings(serves_http=False)
+    if problems:
+        return _refuse("neutrino autoscale", problems)
     options = AutoscaleOptions(namespace=args.namespace, interval_s=args.interval_s, once=args.once,
                                context=args.context, kube_url=args.kube_url)
     return autoscale_command(options, out=sys.stdout, err=sys.stderr)

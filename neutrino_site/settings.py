@@ -30,12 +30,54 @@ def _env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _private_file(path: str) -> str:
+    """Create the SQLite file 0600 before Django connects (sqlite3 would create it 0644 under the usual
+    umask); SQLite gives its -wal and -shm files the database file's mode. An existing file is left
+    as it is (`neutrino dev` tightens its own). Returns `path`."""
+    if path == ":memory:" or path.startswith("file:") or not Path(path).parent.is_dir():
+        return path
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    return path
+
+
 DATA_DIR = Path(os.environ.get("NEUTRINO_DATA_DIR", str(Path.cwd() / "data")))
 
 DEBUG = _env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "neutrino-dev-insecure-change-me")
-ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", ["*"])
+# The fallback key is public, so anything signed with it (sessions, messages, CSRF) can be forged:
+# `neutrino serve`, the workers and `neutrino autoscale` refuse to start with it
+# (neutrino_site.commands), and `neutrino dev` generates a key of its own (./data/secret_key). It is
+# left only for commands that serve nothing (migrate, token, k8s render) and for tests.
+DEV_SECRET_KEY = "neutrino-dev-insecure-change-me"
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "").strip() or DEV_SECRET_KEY
+# The host names the HTTP server answers. `neutrino serve` refuses to start unless they are given
+# (NEUTRINO_ALLOWED_HOSTS_GIVEN); anything else (and `neutrino dev`) answers loopback names only.
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+NEUTRINO_ALLOWED_HOSTS_GIVEN = _env_list("DJANGO_ALLOWED_HOSTS", [])
+ALLOWED_HOSTS = NEUTRINO_ALLOWED_HOSTS_GIVEN or LOOPBACK_HOSTS
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+# NEUTRINO_TLS=1: browsers reach this server over HTTPS only, through a TLS-terminating proxy (the
+# manifests' Ingress) that sets X-Forwarded-Proto. Cookies are then sent over HTTPS only, HSTS pins
+# the host to HTTPS, and plain-HTTP requests are redirected, except the probes and /metrics, which
+# the kubelet and Prometheus send to the pod directly. Trust X-Forwarded-Proto only where nothing but
+# the proxy can reach the server (the manifests' ClusterIP Service and NetworkPolicy).
+NEUTRINO_TLS = _env_bool("NEUTRINO_TLS", False)
+if NEUTRINO_TLS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("NEUTRINO_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("NEUTRINO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = _env_bool("NEUTRINO_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        # Asking browsers to preload the domain binds every host of it for months: the domain's
+        # owner decides (NEUTRINO_HSTS_PRELOAD=1), so `check --deploy` does not nag about it.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -104,13 +146,14 @@ _database_url = os.environ.get("DATABASE_URL", "").strip()
 if _database_url:
     DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=600, conn_health_checks=True)}
 else:
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    # Only this user reads the data directory (the database, the dev secret key, NATS' store).
+    DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     # WAL lets the server and several workers write at once; IMMEDIATE transactions take the
     # write lock up front so two writers wait on the busy timeout instead of failing to upgrade.
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": os.environ.get("NEUTRINO_SQLITE_PATH", str(DATA_DIR / "neutrino.db")),
+            "NAME": _private_file(os.environ.get("NEUTRINO_SQLITE_PATH", str(DATA_DIR / "neutrino.db"))),
             "OPTIONS": {
                 "timeout": 30,
                 "transaction_mode": "IMMEDIATE",

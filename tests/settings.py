@@ -5,6 +5,7 @@ processes the tests start inherit the same values.
 """
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -19,5 +20,10 @@ os.environ["NEUTRINO_TASK_MODULES"] = (
 os.environ.setdefault("NEUTRINO_SYNC_PROCESSES", "2")
 # The API tests call anonymously; tests of tokens turn this off with the `settings` fixture.
 os.environ.setdefault("NEUTRINO_ALLOW_ANONYMOUS", "1")
+
+# `neutrino serve`, the workers and `neutrino autoscale` refuse the public development key, and the
+# HTTP server unnamed hosts: every server a test starts inherits these (tests/servers.py `cli_env`).
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 
 from neutrino_site.settings import *  # noqa: E402, F403

@@ -11,13 +11,19 @@ min 0, like gpu, has none until a task waits) and starts or stops (SIGTERM, grac
 worker processes to match; pools an admin adds, changes, disables or deletes are
 followed the same way. Ctrl-C stops the HTTP server and the workers (gracefully:
 running tasks finish or go back to the stream), then nats-server.
+
+The processes it starts sign with a key made once and kept in ./data/secret_key (0600) and answer
+loopback host names only (localhost, 127.0.0.1, [::1]), whatever --host binds. ./data/ is 0700 and
+the SQLite files 0600.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
+import stat
 import sys
 import threading
 import time
@@ -39,18 +45,59 @@ logger = logging.getLogger("neutrino.dev")
 
 CHECK_EVERY_S = 2.0
 RESTART_BACKOFF_S = 1.0
+SECRET_KEY_FILE = "secret_key"
 
 
 def _say(message: str) -> None:
     print(f"neutrino dev: {message}", file=sys.stderr, flush=True)
 
 
+def dev_secret_key(data_dir: Path) -> str:
+    """The key `neutrino dev` signs with: made once and kept in `<data>/secret_key` (0600), so sessions
+    survive a restart. A DJANGO_SECRET_KEY in the environment takes its place."""
+    path = data_dir / SECRET_KEY_FILE
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)
+        key = path.read_text().strip()
+        if key:
+            return key
+        raise SystemExit(f"neutrino dev: {path} is empty; delete it and a new key is made") from None
+    key = secrets.token_urlsafe(50)
+    with os.fdopen(fd, "w") as file:
+        file.write(key + "\n")
+    return key
+
+
+def _tighten_data_dir(data_dir: Path) -> None:
+    """0700, as settings creates it; one made by an older version may be 0755. A shared directory
+    (sticky, like /tmp) or another user's is left alone."""
+    info = data_dir.stat()
+    if info.st_uid == os.getuid() and not info.st_mode & stat.S_ISVTX:
+        data_dir.chmod(0o700)
+
+
+def _tighten_sqlite_files() -> None:
+    """The SQLite files 0600: settings creates a new database so, but one from an older version may be 0644."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.sqlite3":
+        return
+    for suffix in ("", "-wal", "-shm"):
+        path = Path(f"{database['NAME']}{suffix}")
+        if path.exists():
+            path.chmod(0o600)
+
+
 def run_dev(*, host: str, port: int, nats_port: int, ws_port: int | None = None,
             allow_anonymous: bool = False) -> int:
     ws_port = port + 1 if ws_port is None else ws_port
     data_dir = Path(settings.DATA_DIR)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _tighten_data_dir(data_dir)
+    secret_key = settings.SECRET_KEY if settings.SECRET_KEY != settings.DEV_SECRET_KEY else dev_secret_key(data_dir)
     call_command("migrate", interactive=False, verbosity=0)
+    _tighten_sqlite_files()
     check_tasks()
     password = admin_ensure_first(username="admin")
     if password is not None:
@@ -63,7 +110,11 @@ def run_dev(*, host: str, port: int, nats_port: int, ws_port: int | None = None,
                       config=server_config(credentials))
     nats.start()
     gateway_url = credentials.url(nats.url, GATEWAY_USER)
-    env = {**os.environ, "NEUTRINO_NATS_URL": gateway_url, "NEUTRINO_ALLOW_ANONYMOUS": "1" if allow_anonymous else "0"}
+    env = {**os.environ, "NEUTRINO_NATS_URL": gateway_url, "NEUTRINO_ALLOW_ANONYMOUS": "1" if allow_anonymous else "0",
+           "DJANGO_SECRET_KEY": secret_key,
+           # Whatever --host binds, the server answers loopback names only: a page of another site
+           # cannot reach it through a DNS name rebound to 127.0.0.1.
+           "DJANGO_ALLOWED_HOSTS": ",".join(settings.LOOPBACK_HOSTS)}
     worker_env = {**env, "NEUTRINO_NATS_URL": credentials.url(nats.url, WORKER_USER)}
     cli = [sys.executable, "-m", "neutrino_site.cli"]
     http = Child("http server", [*cli, "serve", "--mode", "http", "--host", host, "--port", str(port),
