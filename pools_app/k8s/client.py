@@ -24,7 +24,7 @@ PLURALS = {
     "PersistentVolumeClaim": "persistentvolumeclaims", "Deployment": "deployments",
     "StatefulSet": "statefulsets", "Job": "jobs", "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "PodDisruptionBudget": "poddisruptionbudgets", "Role": "roles", "RoleBinding": "rolebindings",
-    "NetworkPolicy": "networkpolicies", "ScaledObject": "scaledobjects",
+    "NetworkPolicy": "networkpolicies", "Ingress": "ingresses", "ScaledObject": "scaledobjects",
 }
 
 

@@ -56,7 +56,7 @@ MAX_LABEL_VALUE = 63
 APPLY_ORDER = [
     "Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "PersistentVolumeClaim",
     "Service", "NetworkPolicy", "PodDisruptionBudget", "StatefulSet", "Job", "Deployment",
-    "HorizontalPodAutoscaler",
+    "HorizontalPodAutoscaler", "Ingress",
 ]
 
 

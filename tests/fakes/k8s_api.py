@@ -55,6 +55,7 @@ KINDS: dict[str, str] = {
     "roles": "Role",
     "rolebindings": "RoleBinding",
     "networkpolicies": "NetworkPolicy",
+    "ingresses": "Ingress",
     "scaledobjects": "ScaledObject",
 }
 SCALABLE = {"deployments", "statefulsets"}

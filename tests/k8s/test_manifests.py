@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import subprocess
+import sys
 
 import kubernetes_validate
 import pytest
@@ -22,6 +25,7 @@ from pools_app.k8s.render import (
     snapshot_text,
 )
 from tests.k8s.conftest import gpu_pool, memory_pool
+from tests.servers import ROOT
 from workers.engine.topology import STREAM, consumer_name
 
 # The Kubernetes version the manifests are checked against (kubernetes-validate ships its schemas).
@@ -183,7 +187,7 @@ def test_the_system_as_the_issue_lists_it():
     exporter = next(c for c in nats["spec"]["template"]["spec"]["containers"] if c["name"] == "metrics")
     assert "-jsz=consumers" in exporter["args"]
     assert by_name(objects, "Deployment", "neutrino-gateway")["spec"]["replicas"] == 2
-    assert by_name(objects, "Service", "neutrino-gateway")["spec"]["type"] == "LoadBalancer"
+    assert by_name(objects, "Service", "neutrino-gateway")["spec"]["type"] == "ClusterIP"  # the Ingress publishes it
     fast = by_name(objects, "Deployment", "neutrino-fast")
     assert fast["spec"]["replicas"] == 3
     assert fast["spec"]["template"]["spec"]["containers"][0]["args"][:6] == [
@@ -278,3 +282,89 @@ def test_keda_scaled_objects_name_real_deployments_and_consumers():
         assert trigger["metadata"]["stream"] == STREAM
         assert trigger["metadata"]["consumer"] == consumer_name(pool)
     assert not any("extras" in str(path) for path in OVERLAYS.values())  # an alternative, in no overlay
+
+
+def ingress_backends(ingress: dict) -> list[tuple[str, str, str, str | int]]:
+    """(host, path, Service, port) of every rule."""
+    return [(rule["host"], p["path"], p["backend"]["service"]["name"],
+             p["backend"]["service"]["port"].get("name") or p["backend"]["service"]["port"]["number"])
+            for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_only_a_tls_ingress_publishes_the_gateway(overlay):
+    objects = rendered(overlay)
+    services = [o for o in objects if o["kind"] == "Service"]
+    assert all(s["spec"].get("type", "ClusterIP") == "ClusterIP" for s in services), "no LoadBalancer, no NodePort"
+    ingresses = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Ingress"}
+    assert sorted(ingresses) == ["neutrino-gateway", "neutrino-gateway-ws"]
+    host = "neutrino.example.com"
+    for ingress in ingresses.values():
+        assert ingress["spec"]["tls"] == [{"hosts": [host], "secretName": "neutrino-tls"}]
+        notes = ingress["metadata"]["annotations"]
+        assert notes["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+        for timeout in ("proxy-connect-timeout", "proxy-send-timeout", "proxy-read-timeout"):
+            assert int(notes[f"nginx.ingress.kubernetes.io/{timeout}"]) > 0
+        assert notes["nginx.ingress.kubernetes.io/proxy-body-size"]
+    main_ingress = ingresses["neutrino-gateway"]
+    # The whole body is read at the edge before the gateway sees it, and refused there over 2 MB.
+    assert main_ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
+    assert main_ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "2m"
+    backends = [*ingress_backends(main_ingress), *ingress_backends(ingresses["neutrino-gateway-ws"])]
+    assert backends == [
+        (host, "/", "neutrino-gateway", "http"),
+        (host, "/metrics", "neutrino-not-published", 80),
+        (host, "/ws/", "neutrino-gateway", "ws"),  # the websocket port under /ws/ only
+    ]
+    assert [p["pathType"] for r in main_ingress["spec"]["rules"] for p in r["http"]["paths"]] == ["Prefix", "Exact"]
+    unpublished = by_name(objects, "Service", "neutrino-not-published")["spec"]
+    assert "selector" not in unpublished  # no endpoints: /metrics answers 503 at the edge
+    gateway = by_name(objects, "Service", "neutrino-gateway")["spec"]
+    assert {p["name"]: p["targetPort"] for p in gateway["ports"]} == {"http": "http", "ws": "ws"}
+    if overlay != "single-node":
+        assert [p["name"] for p in by_name(objects, "Service", "neutrino-fast")["spec"]["ports"]] == ["http"]
+    gateway_config = by_name(objects, "ConfigMap", "neutrino-gateway")["data"]
+    assert gateway_config["NEUTRINO_TLS"] == "1"
+    assert gateway_config["NEUTRINO_WS_URL"] == f"wss://{host}/ws/dashboard/"
+    hosts = by_name(objects, "ConfigMap", "neutrino-config")["data"]["DJANGO_ALLOWED_HOSTS"].split(",")
+    assert "*" not in hosts and {host, "localhost"} <= set(hosts)
+    if overlay != "single-node":
+        assert "neutrino-fast" in hosts  # the gateway's sync calls: http://neutrino-fast:8000
+    for obj, container in neutrino_containers(objects):
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            if probe in container:
+                headers = {h["name"]: h["value"] for h in container[probe]["httpGet"].get("httpHeaders", [])}
+                assert headers.get("Host") in hosts, f"{obj['metadata']['name']} {probe}"
+
+
+def test_http_servers_and_nats_monitoring_are_reachable_inside_the_cluster_only():
+    objects = rendered("base")
+    policies = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
+    http = policies["neutrino-http"]
+    assert http["policyTypes"] == ["Ingress"]
+    selected = {e["key"]: e["values"] for e in http["podSelector"]["matchExpressions"]}
+    assert selected == {"app.kubernetes.io/name": ["neutrino"], "app.kubernetes.io/component": ["gateway", "fast"]}
+    # From pods of the cluster (the ingress controller, the gateway, Prometheus), never an address block.
+    assert http["ingress"] == [{"from": [{"namespaceSelector": {}}], "ports": [{"port": 8000}, {"port": 8001}]}]
+    nats = policies["nats"]
+    assert not any("ipBlock" in peer for rule in nats["ingress"] for peer in rule["from"])
+    by_port = {port["port"]: rule["from"] for rule in nats["ingress"] for port in rule["ports"]}
+    neutrino_pods = [{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "neutrino"}}}]
+    assert by_port[4222] == by_port[6222] == neutrino_pods
+    assert by_port[8222] == by_port[7777] == [{"namespaceSelector": {}}]
+    for name in ("nats", "nats-headless", "nats-metrics"):
+        assert by_name(objects, "Service", name)["spec"].get("type", "ClusterIP") == "ClusterIP"
+
+
+def test_the_gateway_settings_of_the_manifests_pass_check_deploy(tmp_path):
+    """`manage.py check --deploy` with the environment the gateway pods get (the Secret's key made up)."""
+    objects = rendered("production")
+    env = {**os.environ, **by_name(objects, "ConfigMap", "neutrino-config")["data"],
+           **by_name(objects, "ConfigMap", "neutrino-gateway")["data"],
+           "DJANGO_SETTINGS_MODULE": "neutrino_site.settings", "NEUTRINO_DATA_DIR": str(tmp_path),
+           "DJANGO_SECRET_KEY": "k8s-" + "s3cr3t-Vq9xT2mB7nR4wY8zL1cK6hJ0fD5gP3aE" * 2, "PYTHONPATH": str(ROOT)}
+    env.pop("DATABASE_URL", None)
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "DEBUG"], env=env,
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
