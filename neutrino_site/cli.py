@@ -98,6 +98,9 @@ def _add_render_arguments(parser: argparse.ArgumentParser) -> None:
                         help="k8s/base (default), or an overlay of k8s/overlays/")
     parser.add_argument("--namespace", default=None, help="namespace of every object (default: neutrino)")
     parser.add_argument("--image", default=None, help="image of the Neutrino containers (default: $NEUTRINO_IMAGE)")
+    parser.add_argument("--host", default=None,
+                        help="host name users reach Neutrino at: the Ingress, its TLS certificate, "
+                             "DJANGO_ALLOWED_HOSTS (default: neutrino.example.com)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

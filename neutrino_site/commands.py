@@ -187,12 +187,12 @@ def cmd_manage(argv: list[str]) -> int:
 
 
 def cmd_k8s(args: argparse.Namespace) -> int:
-    options = RenderOptions(overlay=args.overlay, namespace=args.namespace, image=args.image)
+    options = RenderOptions(overlay=args.overlay, namespace=args.namespace, image=args.image, host=args.host)
     return render_command(options, out=sys.stdout, err=sys.stderr)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    options = RenderOptions(overlay=args.overlay, namespace=args.namespace, image=args.image)
+    options = RenderOptions(overlay=args.overlay, namespace=args.namespace, image=args.image, host=args.host)
     return up_command(options, context=args.context, kube_url=args.kube_url, dry_run=args.dry_run,
                       timeout_s=args.timeout, out=sys.stdout, err=sys.stderr)
 

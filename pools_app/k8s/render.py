@@ -40,6 +40,10 @@ OVERLAYS = {
 # The image every manifest names; `--image` / NEUTRINO_IMAGE replace exactly this string.
 MANIFEST_IMAGE = "neutrino:0.1.0"
 DEFAULT_NATS_URL = "nats://nats:4222"
+# The host name the manifests publish (Ingress rules and certificate, DJANGO_ALLOWED_HOSTS,
+# NEUTRINO_WS_URL); `--host` replaces exactly this string.
+MANIFEST_HOST = "neutrino.example.com"
+_HOST_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)+")
 POOL_COMPONENT = "pool-worker"
 # Every Neutrino container has this name, so one overlay patch reaches them all.
 CONTAINER_NAME = "neutrino"
@@ -208,15 +212,18 @@ def is_pool_deployment(obj: Obj) -> bool:
 
 
 def render(*, overlay: str = "base", pools: Sequence[PoolShape] | None, namespace: str | None = None,
-           image: str | None = None) -> list[Obj]:
+           image: str | None = None, host: str | None = None) -> list[Obj]:
     """Build the overlay, pool Deployments from `pools` in place of the snapshots (None: keep them).
 
-    Then: the namespace (when given), the image (when given, in place of MANIFEST_IMAGE), Jobs named
+    Then: the namespace (when given), the image (when given, in place of MANIFEST_IMAGE), the public
+    host name (when given, in place of MANIFEST_HOST), Jobs named
     after their pod template (a Job's template cannot change, so a changed one is a new Job), and the
     objects ordered for applying. Raises KustomizeError when kubectl is missing or kustomize fails.
     """
     if overlay not in OVERLAYS:
         raise RenderError(f"unknown overlay {overlay!r}; choose one of {', '.join(OVERLAYS)}")
+    if host is not None and (len(host) > 253 or not _HOST_NAME.fullmatch(host)):
+        raise RenderError(f"--host {host!r} is not a DNS host name (lower case, with a dot: tasks.example.com)")
     with tempfile.TemporaryDirectory(prefix="neutrino-k8s-") as tmp:
         tree = copy_manifests(K8S_DIR, Path(tmp))
         overlay_dir = tree / OVERLAYS[overlay].relative_to(K8S_DIR)
@@ -227,6 +234,9 @@ def render(*, overlay: str = "base", pools: Sequence[PoolShape] | None, namespac
         top = write_top_kustomization(Path(tmp) / "render", overlay_dir, namespace=namespace,
                                       images=[image_override(MANIFEST_IMAGE, image)] if image else [])
         objects = kustomize_build(top)
+    if host is not None:
+        # Whole strings and URLs only (the names are plain DNS names, so no YAML or JSON escaping matters).
+        objects = json.loads(json.dumps(objects).replace(MANIFEST_HOST, host))
     objects = [_job_named_by_template(obj) for obj in objects]
     return sorted(objects, key=_apply_rank)
 

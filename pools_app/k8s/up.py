@@ -22,13 +22,15 @@ class RenderOptions:
     overlay: str = "base"
     namespace: str | None = None
     image: str | None = None  # None: NEUTRINO_IMAGE, else the manifests' own
+    host: str | None = None  # None: the manifests' own (neutrino.example.com)
 
 
 def render_objects(options: RenderOptions, *, err: TextIO) -> list[Obj]:
     from django.conf import settings
 
     image = options.image or settings.NEUTRINO_IMAGE or None
-    return render(overlay=options.overlay, pools=pools_to_render(err=err), namespace=options.namespace, image=image)
+    return render(overlay=options.overlay, pools=pools_to_render(err=err), namespace=options.namespace, image=image,
+                  host=options.host)
 
 
 def pools_to_render(*, err: TextIO) -> list[PoolShape]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -368,3 +369,21 @@ def test_the_gateway_settings_of_the_manifests_pass_check_deploy(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+@pytest.mark.django_db
+def test_the_host_option_names_the_published_host_everywhere(default_pools, capsys):
+    assert main(["k8s", "render", "--overlay", "single-node", "--host", "tasks.acme.io"]) == 0
+    objects = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert "neutrino.example.com" not in json.dumps(objects)
+    for name in ("neutrino-gateway", "neutrino-gateway-ws"):
+        ingress = by_name(objects, "Ingress", name)
+        assert ingress["spec"]["tls"][0]["hosts"] == ["tasks.acme.io"]
+        assert {host for host, *_ in ingress_backends(ingress)} == {"tasks.acme.io"}
+    assert by_name(objects, "ConfigMap", "neutrino-gateway")["data"]["NEUTRINO_WS_URL"] == (
+        "wss://tasks.acme.io/ws/dashboard/")
+    hosts = by_name(objects, "ConfigMap", "neutrino-config")["data"]["DJANGO_ALLOWED_HOSTS"].split(",")
+    assert hosts[0] == "tasks.acme.io"
+    for bad in ("*", "Tasks.Acme.IO", "localhost", "a b.io", "x.io,evil.io"):
+        assert main(["k8s", "render", "--host", bad]) == 2
+        assert "is not a DNS host name" in capsys.readouterr().err
