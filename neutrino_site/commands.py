@@ -23,6 +23,9 @@ from tasks_app.services.tokens import token_create, token_list, token_revoke
 from workers.dev.supervisor import run_dev
 from workers.pool_worker.worker import run_worker
 
+RET_UNSAFE = 78  # EX_CONFIG (sysexits.h): the configuration makes the server unsafe to start
+NEW_KEY_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "token":
@@ -32,11 +35,6 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "manage":
         return cmd_manage(args.args)
     return COMMANDS[args.command](args)
-
-
-RET_UNSAFE = 78  # EX_CONFIG (sysexits.h): the configuration makes the server unsafe to start
-
-NEW_KEY_HINT = """python -c 'import secrets; print(secrets.token_urlsafe(50))'"""
 
 
 def unsafe_settings(*, serves_http: bool) -> list[str]:

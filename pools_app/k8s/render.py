@@ -235,7 +235,8 @@ def render(*, overlay: str = "base", pools: Sequence[PoolShape] | None, namespac
                                       images=[image_override(MANIFEST_IMAGE, image)] if image else [])
         objects = kustomize_build(top)
     if host is not None:
-        # Whole strings and URLs only (the names are plain DNS names, so no YAML or JSON escaping matters).
+        # The placeholder is only ever a host name (Ingress rules and TLS hosts, DJANGO_ALLOWED_HOSTS,
+        # NEUTRINO_WS_URL), and a DNS name needs no JSON escaping.
         objects = json.loads(json.dumps(objects).replace(MANIFEST_HOST, host))
     objects = [_job_named_by_template(obj) for obj in objects]
     return sorted(objects, key=_apply_rank)
