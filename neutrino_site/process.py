@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.signals import setting_changed
+from django.db import DatabaseError, connection
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
@@ -26,6 +27,7 @@ from tasks_app.adapters.ledger import LedgerWriter
 from tasks_app.core.conf import NeutrinoSettings, neutrino_settings
 from tasks_app.core.ports import Ports
 from tasks_app.core.registry import registered_tasks
+from tasks_app.selectors.tasks import tasks_cancel_requested
 from workers.engine.broker.bridge import NatsBridge
 from workers.engine.broker.publisher import Publisher
 from workers.engine.broker.wire import SyncPublisher, supported
@@ -91,7 +93,7 @@ def _build() -> Ports:
         )
     if _nats is None or _nats.key != _nats_key(conf):
         _close_nats()
-        _nats = _connect(conf, on_cancel=_sync.executor.cancel)
+        _nats = _connect(conf, executor=_sync.executor)
     events = PublishedTaskEvents(_nats.publisher, _nats.bridge)
     _sync.ledger.on_written[:] = [events.emit_written]
     _ports = Ports(broker=_nats.bridge, publisher=_nats.publisher, events=events, ledger=_sync.ledger,
@@ -99,15 +101,24 @@ def _build() -> Ports:
     return _ports
 
 
-def _connect(conf: NeutrinoSettings, *, on_cancel: Callable[[str], bool]) -> _NatsSide:
+def _connect(conf: NeutrinoSettings, *, executor: Executor) -> _NatsSide:
     url = conf.nats_url
     if not url:
         return _NatsSide(key=_nats_key(conf), bridge=None, publisher=Publisher(None, timeout_s=conf.publish_timeout_s))
 
     def cancel(body: dict[str, Any]) -> None:
-        # Whichever process runs the task kills its child; the others do not know it.
-        if isinstance(body.get("task_id"), str):
-            on_cancel(body["task_id"])
+        # Whichever process runs the task kills its child; the others do not know it. A message alone
+        # kills nothing: the row must say the cancel was asked for (the cancel service marks it first).
+        task_id = body.get("task_id")
+        if not isinstance(task_id, str) or task_id not in executor.running():
+            return
+        try:
+            if tasks_cancel_requested(task_ids=[task_id]):
+                executor.cancel(task_id)
+        except DatabaseError as exc:
+            logger.warning("cancel of %s not checked against its row (%s); ignored", task_id, exc)
+        finally:
+            connection.close()  # the NATS thread keeps no database connection between cancels
 
     bridge = NatsBridge(url, name="neutrino-gateway")
     bridge.subscribe(CANCEL_SUBJECT, cancel)

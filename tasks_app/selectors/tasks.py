@@ -78,6 +78,13 @@ def task_get(*, task_id: uuid.UUID, ledger: Ledger | None = None, grace_s: float
     return task
 
 
+def tasks_cancel_requested(*, task_ids: list[str]) -> list[str]:
+    """Those of `task_ids` whose row says a cancel was requested: a cancel message alone kills nothing."""
+    if not task_ids:
+        return []
+    return [str(i) for i in Task.objects.filter(id__in=task_ids, cancel_requested=True).values_list("id", flat=True)]
+
+
 def task_wait(*, task_id: uuid.UUID, wait_s: float, ledger: Ledger, events: TaskEvents,
               owner: TaskCreator | None = None) -> Task:
     """The task once it has finished, or as it is when `wait_s` (at most 60 s) runs out."""

@@ -206,3 +206,34 @@ def test_nul_in_a_result_error_traceback_or_progress_costs_no_row_of_its_batch(c
     # The caller got the result as the task returned it; GET shows the stored copy.
     assert answers[3].json()["result"]["text"] == "before\x00after"
     assert client.get(f"/tasks/{ids[3]}").json()["result"]["text"] == "before\\u0000after"
+
+
+def test_a_forged_cancel_message_does_not_kill_a_running_sync_task(client, live_nats) -> None:
+    """The gateway kills a child only for a cancel its row records, not for any message on the subject."""
+    import asyncio
+    import threading
+
+    import nats
+
+    from workers.engine.topology import CANCEL_SUBJECT
+
+    ports = http_ports()  # connected to live_nats: it subscribes to the cancel subject
+    answers: list = []
+    caller = threading.Thread(target=lambda: answers.append(call(client, "pid_then_sleep", {"seconds": 1})))
+    caller.start()
+    deadline = time.monotonic() + 5
+    while not ports.runner.running() and time.monotonic() < deadline:  # type: ignore[union-attr]
+        time.sleep(0.01)
+    running = list(ports.runner.running())  # type: ignore[union-attr]
+    assert running, "the sync task did not start"
+
+    async def forge() -> None:
+        nc = await nats.connect(live_nats.url)
+        await nc.publish(CANCEL_SUBJECT, f'{{"task_id": "{running[0]}"}}'.encode())
+        await nc.flush()
+        await nc.close()
+
+    asyncio.run(forge())
+    caller.join(10)
+    assert answers and answers[0].status_code == 200, answers and answers[0].content
+    assert isinstance(answers[0].json()["result"], int)

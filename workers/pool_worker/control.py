@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 
 from tasks_app.core.conf import NeutrinoSettings
 from tasks_app.core.ports import TaskEvents
-from tasks_app.models import Task
+from tasks_app.selectors.tasks import tasks_cancel_requested
 from tasks_app.services import tasks as services
 from workers.engine.topology import STREAM, BadMessage, consumer_name, decode_task_message
 from workers.pool_worker.db import db
@@ -43,7 +43,7 @@ class Control:
         # Kill only what the row says was cancelled: a forged cancel must not kill a task whose row then
         # stays `running` (the cancel service marks the row before it publishes).
         try:
-            requested = await db(_cancel_requested, task_id=task_id)
+            requested = bool(await db(tasks_cancel_requested, task_ids=[task_id]))
         except DatabaseError as exc:
             logger.warning("cancel of %s not checked against its row (%s); ignored", task_id, exc)
             return
@@ -91,6 +91,3 @@ class Control:
         except Exception as exc:
             logger.debug("delete of message %d failed: %s", seq, exc)
 
-
-def _cancel_requested(*, task_id: str) -> bool:
-    return Task.objects.filter(id=task_id, cancel_requested=True).exists()

@@ -14,7 +14,7 @@ from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
 
 from pools_app.models import Worker
-from tasks_app.models import Task
+from tasks_app.selectors.tasks import tasks_cancel_requested
 from workers.pool_worker.db import db
 from workers.pool_worker.state import RunningTasks
 
@@ -71,7 +71,7 @@ class Heartbeat:
             try:
                 await db(self.beat)
                 # Cancels whose message this worker missed (it was disconnected) are in the rows.
-                for task_id in await db(_cancel_requested, task_ids=self.runs.ids()):
+                for task_id in await db(tasks_cancel_requested, task_ids=self.runs.ids()):
                     self.runs.cancel(task_id)
             except DatabaseError as exc:
                 logger.warning("heartbeat not written: %s", exc)
@@ -79,11 +79,6 @@ class Heartbeat:
                 logger.exception("heartbeat failed")
             await asyncio.sleep(self.every_s)
 
-
-def _cancel_requested(*, task_ids: list[str]) -> list[str]:
-    if not task_ids:
-        return []
-    return [str(i) for i in Task.objects.filter(id__in=task_ids, cancel_requested=True).values_list("id", flat=True)]
 
 
 def detect_gpus() -> list[dict[str, str]]:
