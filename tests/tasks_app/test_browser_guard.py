@@ -44,7 +44,7 @@ def add_body(a: int = 1, b: int = 2) -> bytes:
 
 
 def echoed_values(port: int) -> list[object]:
-    status, page = send(port, "GET", "/tasks?function=echo&limit=100")
+    status, page = send(port, "GET", "/tasks?function=echo&limit=100&fields=args")
     assert status == 200, page
     return [item["args"].get("value") for item in page["items"]]
 

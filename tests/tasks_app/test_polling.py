@@ -118,7 +118,8 @@ def make_big_rows(count: int, size: int) -> None:
     blob = "x" * size
     Task.objects.bulk_create(
         Task(function_name="big", status="failed", pool="fast", execution_mode="sync", timeout_ms=5000,
-             created_at=base - timedelta(seconds=i), args={"blob": blob}, result=blob, traceback=blob, error="e")
+             created_at=base - timedelta(seconds=i), args={"blob": blob}, result=blob, traceback=blob, error="e",
+             created_by=ANONYMOUS)
         for i in range(count)
     )
 
