@@ -20,13 +20,20 @@ from __future__ import annotations
 
 import gc
 import logging
+import resource
 from typing import Any
 
+from django.conf import settings
+
 from neutrino_site import metrics, process
-from neutrino_site.sidecar import WebsocketSidecar
+from neutrino_site.http_worker import Limits
+from neutrino_site.sidecar import WebsocketSidecar, head_deadline_protocol
 from tasks_app.core.conf import neutrino_settings
 
 logger = logging.getLogger("neutrino.server")
+
+# Sockets one process holds at most (idle keep-alives and requests being read cost no thread).
+WORKER_CONNECTIONS = 2048
 
 
 def serve_http(*, host: str, port: int, workers: int, threads: int, asgi: bool = False) -> None:
@@ -47,12 +54,23 @@ def serve_http(*, host: str, port: int, workers: int, threads: int, asgi: bool =
 def _serve_uvicorn(*, host: str, port: int, workers: int) -> None:
     import uvicorn
 
+    # Waiting costs uvicorn no thread; the limits are the front door's: a deadline on each request head,
+    # a cap on its size, and bodies over the limit refused (neutrino_site.asgi.BodyLimit).
     uvicorn.run("neutrino_site.asgi:application", host=host, port=port, workers=workers,
-                log_level="warning", lifespan="auto")
+                log_level="warning", lifespan="auto",
+                http=head_deadline_protocol(settings.NEUTRINO_HTTP_HEADER_TIMEOUT_S),
+                h11_max_incomplete_event_size=64 * 1024)
 
 
 def _serve_gunicorn(*, host: str, port: int, workers: int, threads: int) -> None:
     from gunicorn.app.base import BaseApplication
+
+    # Set before the fork, so every worker has them: bodies over Django's own limit (just above the
+    # payload limit) are refused unread, and a head or body that does not arrive in time ends the socket.
+    Limits.max_body_bytes = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    Limits.head_timeout_s = settings.NEUTRINO_HTTP_HEADER_TIMEOUT_S
+    Limits.body_timeout_s = settings.NEUTRINO_HTTP_BODY_TIMEOUT_S
+    _raise_open_files(WORKER_CONNECTIONS * workers + 256)
 
     class NeutrinoGunicorn(BaseApplication):
         def __init__(self, options: dict[str, Any]) -> None:
@@ -72,9 +90,15 @@ def _serve_gunicorn(*, host: str, port: int, workers: int, threads: int) -> None
     options = {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "worker_class": "gthread",
+        # gthread whose main loop reads each request before a thread gets it (neutrino_site.http_worker).
+        "worker_class": "neutrino_site.http_worker.FrontDoorWorker",
         "threads": threads,
+        "worker_connections": WORKER_CONNECTIONS,
         "keepalive": 75,
+        # What gunicorn's parser accepts (the worker caps the whole head at 64 KiB before that).
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+        "limit_request_field_size": 8190,
         # Long-polls (`GET /tasks/<id>?wait=`) hold a request for up to their wait; the worker
         # timeout only fires when a worker stops heartbeating, which a gthread worker does not.
         "timeout": 120,
@@ -104,3 +128,11 @@ def _child_exit(server: Any, worker: Any) -> None:
 
 def _worker_exit(server: Any, worker: Any) -> None:
     process.shutdown()
+
+
+def _raise_open_files(wanted: int) -> None:
+    """Lift the soft limit on open files towards `wanted` (never past the hard limit): each socket is one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -273,6 +273,11 @@ NEUTRINO_IDEMPOTENCY_TTL_S = float(os.environ.get("NEUTRINO_IDEMPOTENCY_TTL_S", 
 # Host (tasks_app.api.browsers).
 NEUTRINO_ALLOWED_ORIGINS = _env_list("NEUTRINO_ALLOWED_ORIGINS", [])
 
+# The HTTP server's front door (neutrino_site.http_worker): a request's head, then its body, must arrive
+# within these seconds of starting, or the connection ends (408); no request thread waits meanwhile.
+NEUTRINO_HTTP_HEADER_TIMEOUT_S = float(os.environ.get("NEUTRINO_HTTP_HEADER_TIMEOUT_S", "10") or 10)
+NEUTRINO_HTTP_BODY_TIMEOUT_S = float(os.environ.get("NEUTRINO_HTTP_BODY_TIMEOUT_S", "30") or 30)
+
 # The gateway refuses bodies over the payload limit itself (413, before parsing); Django's own
 # limit sits just above it so it never answers first with a less helpful error.
 DATA_UPLOAD_MAX_MEMORY_SIZE = NEUTRINO_MAX_PAYLOAD_BYTES + 64 * 1024
