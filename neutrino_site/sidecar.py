@@ -3,7 +3,9 @@
 
 `WebsocketSidecar` starts it from the HTTP server, restarts it with backoff when it dies and stops it on
 exit; `python -m neutrino_site.sidecar websocket ...` is the process itself, which stops when its parent
-is gone. It imports no Django app: uvicorn loads the ASGI app, which sets Django up.
+is gone. It imports no Django app: uvicorn loads the ASGI app, which sets Django up. It serves the
+websocket and nothing else (`neutrino_site.asgi.sidecar_application`), with a deadline on request heads
+(`head_deadline_protocol`), a 16 KiB cap on them and a 64 KiB cap on websocket messages.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 from workers.engine.processes import stop_process
 
@@ -24,6 +27,9 @@ logger = logging.getLogger("neutrino.server")
 SIDECAR_STOP_TIMEOUT_S = 10.0
 SIDECAR_RESTART_MAX_S = 30.0
 PARENT_CHECK_S = 1.0
+# The browser sends nothing the dashboard reads; each open page is one connection.
+WS_MAX_MESSAGE_BYTES = 64 * 1024
+WS_MAX_CONNECTIONS = 2000
 
 
 class WebsocketSidecar:
@@ -74,14 +80,51 @@ class WebsocketSidecar:
             logger.warning("the websocket process did not stop within %.0f s; it was killed", timeout_s)
 
 
-def serve_websockets(*, host: str, port: int, parent_pid: int | None = None) -> None:
-    """The sidecar itself: uvicorn serving the ASGI app (websockets) until SIGTERM or its parent dies."""
-    import uvicorn
+def head_deadline_protocol(timeout_s: float) -> type:
+    """uvicorn's h11 protocol, with a deadline on each request head: a connection idle or half-way
+    through a head `timeout_s` after it opened (or after its last answer) is closed.
 
+    uvicorn only times out a connection between two requests, and stops the clock at the first byte
+    of the next one, so a client that sends half a head and stops would keep its socket for ever.
+    A request being answered, and a connection upgraded to a websocket, are left alone.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadDeadlineH11Protocol(H11Protocol):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_head_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_head_deadline()
+
+        def _arm_head_deadline(self) -> None:
+            if not self.transport.is_closing():
+                self.loop.call_later(timeout_s, self._head_deadline)
+
+        def _head_deadline(self) -> None:
+            waiting = self.cycle is None or self.cycle.response_complete
+            if waiting and self.transport.get_protocol() is self and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadDeadlineH11Protocol
+
+
+def serve_websockets(*, host: str, port: int, parent_pid: int | None = None) -> None:
+    """The sidecar itself: uvicorn serving the websocket-only app until SIGTERM or its parent dies."""
+    import uvicorn
+    from django.conf import settings
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "neutrino_site.settings")
     if parent_pid:
         threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
-    uvicorn.run("neutrino_site.asgi:application", host=host, port=port, log_level="warning",
-                lifespan="off", access_log=False, ws="websockets-sansio")
+    # uvicorn loads the app (and sets Django up) itself; the settings module alone is enough here.
+    uvicorn.run("neutrino_site.asgi:sidecar_application", factory=True, host=host, port=port,
+                log_level="warning", lifespan="off", access_log=False, ws="websockets-sansio",
+                http=head_deadline_protocol(settings.NEUTRINO_HTTP_HEADER_TIMEOUT_S),
+                h11_max_incomplete_event_size=16 * 1024, ws_max_size=WS_MAX_MESSAGE_BYTES,
+                limit_concurrency=WS_MAX_CONNECTIONS)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
