@@ -278,6 +278,11 @@ NEUTRINO_ALLOWED_ORIGINS = _env_list("NEUTRINO_ALLOWED_ORIGINS", [])
 NEUTRINO_HTTP_HEADER_TIMEOUT_S = float(os.environ.get("NEUTRINO_HTTP_HEADER_TIMEOUT_S", "10") or 10)
 NEUTRINO_HTTP_BODY_TIMEOUT_S = float(os.environ.get("NEUTRINO_HTTP_BODY_TIMEOUT_S", "30") or 30)
 
+# Long-polls (`GET /tasks/<id>?wait=N`) waiting at once per server process, and per caller: each holds a
+# request thread (of --threads, 32 by default); a wait beyond a cap is answered at once, not granted.
+NEUTRINO_LONG_POLL_MAX = int(os.environ.get("NEUTRINO_LONG_POLL_MAX", "8") or 8)
+NEUTRINO_LONG_POLL_PER_CALLER = int(os.environ.get("NEUTRINO_LONG_POLL_PER_CALLER", "2") or 2)
+
 # The gateway refuses bodies over the payload limit itself (413, before parsing); Django's own
 # limit sits just above it so it never answers first with a less helpful error.
 DATA_UPLOAD_MAX_MEMORY_SIZE = NEUTRINO_MAX_PAYLOAD_BYTES + 64 * 1024

@@ -10,12 +10,16 @@ retries only its own tasks (others' answer 404), and a token limited to some tas
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import uuid
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router, Schema, Status
 
@@ -272,14 +276,39 @@ def list_tasks(request: HttpRequest, query: Query[TaskListQuery]) -> Any:
 
 @tasks_router.get("/{task_id}", response={200: TaskOut, **COMMON, 404: ErrorOut, 422: ErrorOut},
                   summary="Get one task")
-def get_task(request: HttpRequest, task_id: str, wait: float = 0) -> Any:
-    """With `?wait=N` (seconds, at most 60) the answer waits until the task finishes or N runs out."""
+def get_task(request: HttpRequest, response: HttpResponse, task_id: str, wait: float = 0) -> Any:
+    """With `?wait=N` (seconds, at most 60) the answer waits until the task finishes or N runs out.
+
+    A wait holds a server thread, so this process grants at most NEUTRINO_LONG_POLL_MAX at once, and
+    NEUTRINO_LONG_POLL_PER_CALLER to one caller; beyond that the task comes back at once, as it is,
+    with `X-Neutrino-Wait: not-granted` and `Retry-After: 1`.
+    """
     if not 0 <= wait <= selectors.MAX_WAIT_S:
         raise InvalidArguments(f"wait must be between 0 and {selectors.MAX_WAIT_S:.0f} seconds", field="wait")
-    ports = ports_of(request)
-    task = selectors.task_wait(task_id=parse_task_id(task_id), wait_s=wait, ledger=ports.ledger, events=ports.events,
-                               owner=request_caller(request).owner)
+    ports, caller = ports_of(request), request_caller(request)
+    slots = _wait_slots(settings.NEUTRINO_LONG_POLL_MAX, settings.NEUTRINO_LONG_POLL_PER_CALLER)
+    with slots.take(caller.rate_key if wait > 0 else "") as granted:
+        task = selectors.task_wait(task_id=parse_task_id(task_id), wait_s=wait if granted else 0,
+                                   ledger=ports.ledger, events=ports.events, owner=caller.owner)
+    if wait > 0 and not granted:
+        response[WAIT_HEADER] = "not-granted"
+        response["Retry-After"] = "1"
     return selectors.task_as_dict(task)
+
+
+WAIT_HEADER = "X-Neutrino-Wait"
+
+
+@functools.cache
+def _wait_slots(max_total: int, max_per_caller: int) -> selectors.WaitSlots:
+    """This process's long-poll slots (one set per pair of caps; see get_task)."""
+    return selectors.WaitSlots(max_total=max_total, max_per_caller=max_per_caller)
+
+
+@receiver(setting_changed)
+def _new_wait_slots_on_change(*, setting: str, **kwargs: object) -> None:
+    if setting.startswith("NEUTRINO_LONG_POLL"):
+        _wait_slots.cache_clear()
 
 
 @tasks_router.delete("/{task_id}", response={200: TaskOut, **COMMON, 404: ErrorOut, 409: ErrorOut},
