@@ -5,7 +5,10 @@ request header and then stop (a "slowloris"), and meanwhile times `GET /healthz`
 (`POST /api/add`, anonymous) over fresh connections. Prints, for each, how many answered, the worst and
 median time, and the same figures without slow sockets for comparison. Run:
 
-    .venv/bin/python bench/slow_clients.py [--slow 500] [--samples 20] [--workers 1]
+    .venv/bin/python bench/slow_clients.py [--slow 500] [--long-polls 1000] [--samples 20] [--workers 1]
+
+With --long-polls N it then opens N connections that each long-poll (`GET /tasks/<id>?wait=60`) a task
+that never finishes, and times the same calls again.
 
 A request that gets no answer within --timeout-s counts as stalled. It prints figures and never passes
 or fails on them (tests/neutrino_site/test_front_door.py asserts the bound with fewer sockets).
@@ -18,6 +21,7 @@ import http.client
 import json
 import os
 import resource
+import selectors
 import socket
 import statistics
 import subprocess
@@ -42,6 +46,38 @@ def open_slow_sockets(port: int, count: int) -> list[socket.socket]:
         sock.sendall(HALF_HEADER)
         sockets.append(sock)
     return sockets
+
+
+CREATE_TASK = """
+import uuid
+from django.utils import timezone
+from tasks_app.models import Task
+print(Task.objects.create(id=uuid.uuid4(), function_name="add", status="queued", pool="async",
+                          execution_mode="async", created_at=timezone.now(), timeout_ms=60000).id)
+"""
+
+
+def open_long_polls(port: int, count: int, task_id: str) -> list[socket.socket]:
+    """`count` connections that each wait 60 s on a task that never finishes (4 callers: 127.0.0.1-4)."""
+    sockets = []
+    for i in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(f"127.0.0.{1 + i % 4}", 0))
+        sock.sendall(f"GET /tasks/{task_id}?wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        sockets.append(sock)
+    return sockets
+
+
+def answered_at_once(sockets: list[socket.socket], *, quiet_s: float) -> int:
+    """How many of `sockets` got an answer, counted until none comes for `quiet_s`."""
+    with selectors.DefaultSelector() as selector:
+        for sock in sockets:
+            selector.register(sock, selectors.EVENT_READ)
+        answered = 0
+        while events := selector.select(quiet_s):
+            for key, _ in events:
+                selector.unregister(key.fileobj)
+                answered += 1
+    return answered
 
 
 def timed(port: int, method: str, path: str, body: bytes | None, timeout_s: float) -> float | None:
@@ -91,6 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slow", type=int, default=500, help="slow sockets to open")
     parser.add_argument("--samples", type=int, default=20, help="timed calls of each kind")
+    parser.add_argument("--long-polls", type=int, default=0, help="long-polls to open afterwards")
     parser.add_argument("--workers", type=int, default=1, help="server processes")
     parser.add_argument("--timeout-s", type=float, default=5.0, help="a call slower than this stalled")
     parser.add_argument("--port", type=int, default=0,
@@ -108,6 +145,8 @@ def main() -> None:
                "NEUTRINO_LOG_LEVEL": "WARNING"}
         cli = [sys.executable, "-m", "neutrino_site.cli"]
         subprocess.run([*cli, "manage", "migrate", "-v0"], env=env, check=True, cwd=ROOT)
+        task_id = subprocess.run([*cli, "manage", "shell", "-c", CREATE_TASK], env=env, check=True, cwd=ROOT,
+                                 capture_output=True, text=True).stdout.split()[-1]
         port = free_port()
         server = subprocess.Popen([*cli, "serve", "--mode", "http", "--host", "127.0.0.1", "--port", str(port),
                                    "--ws-port", "0", "--workers", str(args.workers)], env=env, cwd=ROOT)
@@ -115,9 +154,20 @@ def main() -> None:
             if not wait_for_port("127.0.0.1", port, 30):
                 raise SystemExit("the server did not start within 30 s")
             run_probes(port, args, label=f"`neutrino serve`, {args.workers} process(es)")
+            if args.long_polls:
+                polls = open_long_polls(port, args.long_polls, task_id)
+                answered = answered_at_once(polls, quiet_s=1.0)
+                print(f"{args.long_polls} long-polls: {answered} answered at once (wait not granted), "
+                      f"{args.long_polls - answered} waiting", flush=True)
+                show(f"{args.long_polls} long-polls", probe(port, args.samples, args.timeout_s))
+                for sock in polls:
+                    sock.close()
         finally:
             server.terminate()
-            server.wait(30)
+            try:
+                server.wait(90)  # granted long-polls may hold a graceful stop for their wait
+            except subprocess.TimeoutExpired:
+                server.kill()
 
 
 if __name__ == "__main__":
