@@ -10,6 +10,8 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import cli_env, http_server, neutrino
+from tests.servers import ROOT, cli_env, http_server, neutrino
+from workers.engine.nats_server import free_port, wait_for_port
+from workers.engine.processes import stop_process
 
 SLOW_SOCKETS = 200
 BOUND_S = 1.0  # today (gthread reading in its request threads) these calls hang for as long as the sockets stay
@@ -128,3 +132,24 @@ def test_keep_alive_and_pipelined_requests_still_work(server: int):
     conn.close()
     two = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     assert raw(server, two).count(b"HTTP/1.1 200 ") == 2
+
+
+def test_the_asgi_mode_has_the_same_limits(tmp_path: Path):
+    env = cli_env(tmp_path, NEUTRINO_TASK_MODULES="examples.tasks", NEUTRINO_HTTP_HEADER_TIMEOUT_S="2")
+    assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "neutrino_site.cli", "serve", "--mode", "http", "--asgi", "--host", "127.0.0.1",
+         "--port", str(port), "--ws-port", "0", "--workers", "1"], env=env, cwd=ROOT)
+    try:
+        assert wait_for_port("127.0.0.1", port, 30)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/add", data=b"x" * (20 * 1024 * 1024),
+                                         method="POST", headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 413
+        started = time.monotonic()
+        assert raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n") == b""  # half a head: cut off
+        assert time.monotonic() - started < 8
+    finally:
+        stop_process(process, 30)
