@@ -31,20 +31,13 @@ import time
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 HEAD_MAX_BYTES = 64 * 1024
 DRAIN_MAX_BYTES = 64 * 1024 * 1024
 DRAIN_TIMEOUT_S = 10.0
 RECV_BYTES = 256 * 1024
-
-
-class Limits:
-    """What the front door enforces: `neutrino_site.server` sets these from the settings before gunicorn forks."""
-
-    max_body_bytes = 1_000_000 + 64 * 1024
-    head_timeout_s = 10.0
-    body_timeout_s = 30.0
 
 
 class FrontConn(TConn):
@@ -88,6 +81,10 @@ class FrontDoorWorker(ThreadWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.reading: dict[FrontConn, None] = {}  # connections the main loop reads for, oldest first
+        # Bodies over Django's own limit (just above the payload limit) are refused unread.
+        self.max_body_bytes: int = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        self.head_timeout_s: float = settings.NEUTRINO_HTTP_HEADER_TIMEOUT_S
+        self.body_timeout_s: float = settings.NEUTRINO_HTTP_BODY_TIMEOUT_S
 
     def accept(self, listener: Any) -> None:
         try:
@@ -109,7 +106,7 @@ class FrontDoorWorker(ThreadWorker):
     def _read_request(self, conn: FrontConn, buffered: bytes) -> None:
         conn.pending = bytearray(buffered)
         conn.body_end = -1
-        conn.deadline = time.monotonic() + Limits.head_timeout_s
+        conn.deadline = time.monotonic() + self.head_timeout_s
         conn.sock.setblocking(False)
         self.reading[conn] = None
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
@@ -157,14 +154,14 @@ class FrontDoorWorker(ThreadWorker):
             self._refuse(conn, "400 Bad Request", "invalid Content-Length", DRAIN_MAX_BYTES)
             return
         length = int(next(iter(lengths))) if lengths else 0
-        if length > Limits.max_body_bytes:
+        if length > self.max_body_bytes:
             already = len(conn.pending) - len(head)
             self._refuse(conn, "413 Content Too Large",
-                         f"request body is over the {Limits.max_body_bytes} byte limit", length - already)
+                         f"request body is over the {self.max_body_bytes} byte limit", length - already)
             return
         conn.body_end = len(head) + length
         if length:
-            conn.deadline = time.monotonic() + Limits.body_timeout_s
+            conn.deadline = time.monotonic() + self.body_timeout_s
             if len(conn.pending) < conn.body_end and any(
                     v.lower() == b"100-continue" for v in _header_values(head, b"expect")):
                 self._send(conn, b"HTTP/1.1 100 Continue\r\n\r\n")

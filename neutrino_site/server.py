@@ -3,7 +3,10 @@
 Why gunicorn with gthread workers: on this design's measurements a django-ninja
 endpoint as a sync WSGI view answers in 0.23-0.34 ms p50, where Django's ASGI
 handler alone costs 0.55 ms and a thread per request. Sync tasks block their
-request thread on the process pool anyway, so threads are the natural fit.
+request thread on the process pool anyway, so threads are the natural fit. The worker class is
+gthread's, except that its main loop reads each request (with deadlines and size limits) before a
+thread sees it (neutrino_site.http_worker): slow clients cost no thread. Measured with
+bench/slow_clients.py; see docs/security.md.
 When NEUTRINO_ASGI_FALLBACK is set the server runs the ASGI app under uvicorn
 instead, because only ASGI can hand paths to the user's ASGI app.
 
@@ -26,7 +29,6 @@ from typing import Any
 from django.conf import settings
 
 from neutrino_site import metrics, process
-from neutrino_site.http_worker import Limits
 from neutrino_site.sidecar import WebsocketSidecar, head_deadline_protocol
 from tasks_app.core.conf import neutrino_settings
 
@@ -65,11 +67,6 @@ def _serve_uvicorn(*, host: str, port: int, workers: int) -> None:
 def _serve_gunicorn(*, host: str, port: int, workers: int, threads: int) -> None:
     from gunicorn.app.base import BaseApplication
 
-    # Set before the fork, so every worker has them: bodies over Django's own limit (just above the
-    # payload limit) are refused unread, and a head or body that does not arrive in time ends the socket.
-    Limits.max_body_bytes = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    Limits.head_timeout_s = settings.NEUTRINO_HTTP_HEADER_TIMEOUT_S
-    Limits.body_timeout_s = settings.NEUTRINO_HTTP_BODY_TIMEOUT_S
     _raise_open_files(WORKER_CONNECTIONS * workers + 256)
 
     class NeutrinoGunicorn(BaseApplication):
