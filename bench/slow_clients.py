@@ -51,9 +51,10 @@ def open_slow_sockets(port: int, count: int) -> list[socket.socket]:
 CREATE_TASK = """
 import uuid
 from django.utils import timezone
-from tasks_app.models import Task
+from tasks_app.models import ANONYMOUS, Task
 print(Task.objects.create(id=uuid.uuid4(), function_name="add", status="queued", pool="async",
-                          execution_mode="async", created_at=timezone.now(), timeout_ms=60000).id)
+                          execution_mode="async", created_at=timezone.now(), timeout_ms=60000,
+                          created_by=ANONYMOUS).id)
 """
 
 
