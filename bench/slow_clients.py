@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.stack import serve_env  # noqa: E402
 from workers.engine.nats_server import free_port, wait_for_port  # noqa: E402
 
 HALF_HEADER = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow"
@@ -141,7 +142,7 @@ def main() -> None:
         run_probes(args.port, args, label=f"the server on port {args.port}")
         return
     with tempfile.TemporaryDirectory(prefix="neutrino-bench-") as tmp:
-        env = {**os.environ, "NEUTRINO_DATA_DIR": tmp, "NEUTRINO_TASK_MODULES": "examples.tasks",
+        env = {**os.environ, **serve_env(), "NEUTRINO_DATA_DIR": tmp, "NEUTRINO_TASK_MODULES": "examples.tasks",
                "PYTHONPATH": str(ROOT), "NEUTRINO_NATS_URL": "", "NEUTRINO_ALLOW_ANONYMOUS": "1",
                "NEUTRINO_LOG_LEVEL": "WARNING"}
         cli = [sys.executable, "-m", "neutrino_site.cli"]

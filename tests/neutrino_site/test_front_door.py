@@ -90,34 +90,35 @@ def test_a_plain_urllib_client_sending_a_big_body_reads_413(server: int):
 
 def test_a_body_over_the_limit_is_answered_before_it_is_sent(server: int):
     # Only the head goes out: the 413 comes back at once, without the server waiting for the body.
-    answer = raw(server, b"POST /api/add HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n", timeout_s=5,
+    answer = raw(server, b"POST /api/add HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50000000\r\n\r\n", timeout_s=5,
                  until_close=False)  # the server then waits a while for the body, to discard it
     assert answer.startswith(b"HTTP/1.1 413 ")
 
 
 def test_a_head_over_the_cap_or_with_too_many_headers_gets_431(server: int):
-    answer = raw(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+    answer = raw(server, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 431 ")
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
-    answer = raw(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+    answer = raw(server, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + many + b"\r\n")
     assert answer.startswith(b"HTTP/1.1 431 ")
     # A head that never ends: refused once it passes the cap, without waiting for the rest.
-    answer = raw(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Long: v\r\n" * 8000, until_close=False)
+    answer = raw(server, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Long: v\r\n" * 8000, until_close=False)
     assert answer.startswith(b"HTTP/1.1 431 ")
 
 
 def test_a_head_or_body_that_stops_arriving_ends_with_408(server: int):
     # The server under test runs with 2 s header and body timeouts.
     started = time.monotonic()
-    answer = raw(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", timeout_s=10)
+    answer = raw(server, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", timeout_s=10)
     assert answer.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 8
     started = time.monotonic()
-    answer = raw(server, b"POST /api/add HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"args\"", timeout_s=10)
+    half_body = b"POST /api/add HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{\"args\""
+    answer = raw(server, half_body, timeout_s=10)
     assert answer.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 8
 
 
 def test_a_chunked_body_is_refused_with_411(server: int):
-    chunked = b"POST /api/add HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    chunked = b"POST /api/add HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
     answer = raw(server, chunked, until_close=False)
     assert answer.startswith(b"HTTP/1.1 411 ")
 
@@ -130,7 +131,8 @@ def test_keep_alive_and_pipelined_requests_still_work(server: int):
         response = conn.getresponse()
         assert response.status == 200 and json.loads(response.read())["result"] == 5
     conn.close()
-    two = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    two = (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+           b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert raw(server, two).count(b"HTTP/1.1 200 ") == 2
 
 
@@ -149,7 +151,7 @@ def test_the_asgi_mode_has_the_same_limits(tmp_path: Path):
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == 413
         started = time.monotonic()
-        assert raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n") == b""  # half a head: cut off
+        assert raw(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n") == b""  # half a head: cut off
         assert time.monotonic() - started < 8
     finally:
         stop_process(process, 30)

@@ -89,7 +89,7 @@ def test_long_polls_beyond_the_caps_are_answered_at_once_and_sync_calls_keep_goi
             # Anonymous callers are told apart by address: 127.0.0.x gives several callers.
             sock = socket.create_connection(("127.0.0.1", port), timeout=30,
                                             source_address=(f"127.0.0.{1 + i % 4}", 0))
-            sock.sendall(f"GET /tasks/{task_id}?wait=10 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            sock.sendall(f"GET /tasks/{task_id}?wait=10 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
             polls.append(sock)
         answered = answers_until_quiet(polls, quiet_s=1.0)  # the polls not granted a wait
         status, elapsed = timed_call(port, "GET", "/healthz")
