@@ -22,7 +22,7 @@ from neutrino.client.flows import (
     advance,
 )
 from neutrino.client.models import TaskInfo, TaskPage
-from neutrino.client.wire import default_headers, http_kwargs, to_reply
+from neutrino.client.wire import default_headers, http_kwargs, pause_after_s, to_reply
 
 T = TypeVar("T")
 
@@ -125,7 +125,9 @@ class AsyncNeutrinoClient(ClientBase):
                 resends += 1
                 await asyncio.sleep(self._pause_before_resend_s(request, exc, resends, timeout_s))
                 continue
-            return to_reply(request, response)
+            reply = to_reply(request, response)
+            await asyncio.sleep(pause_after_s(response))
+            return reply
 
 
 class AwaitableTask(HandleBase):

@@ -22,7 +22,7 @@ from neutrino.client.flows import (
     advance,
 )
 from neutrino.client.models import TaskInfo, TaskPage
-from neutrino.client.wire import default_headers, http_kwargs, to_reply
+from neutrino.client.wire import default_headers, http_kwargs, pause_after_s, to_reply
 
 T = TypeVar("T")
 
@@ -139,7 +139,9 @@ class NeutrinoClient(ClientBase):
                 resends += 1
                 time.sleep(self._pause_before_resend_s(request, exc, resends, timeout_s))
                 continue
-            return to_reply(request, response)
+            reply = to_reply(request, response)
+            time.sleep(pause_after_s(response))
+            return reply
 
 
 class AsyncTask(HandleBase):

@@ -74,6 +74,17 @@ def transport_error(request: Request, exc: httpx.TransportError, base_url: str,
 # --- the answer ------------------------------------------------------------------------------------
 
 
+WAIT_HEADER = "X-Neutrino-Wait"
+
+
+def pause_after_s(response: httpx.Response) -> float:
+    """How long to wait before asking again: a long-poll the server did not grant comes back at once with
+    `X-Neutrino-Wait: not-granted` and `Retry-After`, and asking again at once would spin."""
+    if response.headers.get(WAIT_HEADER) != "not-granted":
+        return 0.0
+    return min(_retry_after(response, {}), 5.0)
+
+
 def to_reply(request: Request, response: httpx.Response) -> Reply:
     """The server's answer to `request` as a `Reply`; raises the exception an error answer calls for."""
     body = _parse_body(response)

@@ -26,30 +26,14 @@ Programs (the Python client, curl) send neither header and pass.
 
 from __future__ import annotations
 
-import functools
-
-from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from django.http import HttpRequest
 
+from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import CrossSiteRequest, UnsupportedMediaType
 
 JSON_MEDIA_TYPE = "application/json"
 # An Origin is echoed in the error to help whoever configures a proxy; a longer one is cut.
 MAX_ECHOED_ORIGIN = 200
-
-
-@functools.cache
-def allowed_origins() -> frozenset[str]:
-    """NEUTRINO_ALLOWED_ORIGINS, normalised: `scheme://host[:port]`, lower case, no trailing slash."""
-    return frozenset(origin.strip().rstrip("/").lower() for origin in getattr(settings, "NEUTRINO_ALLOWED_ORIGINS", ()))
-
-
-@receiver(setting_changed)
-def _reread_on_change(*, setting: str, **kwargs: object) -> None:
-    if setting == "NEUTRINO_ALLOWED_ORIGINS":
-        allowed_origins.cache_clear()
 
 
 def own_origin(request: HttpRequest) -> str:
@@ -62,7 +46,7 @@ def refuse_cross_site(request: HttpRequest) -> None:
     origin = request.headers.get("Origin")
     if origin is not None:
         normalised = origin.strip().rstrip("/").lower()
-        if normalised == own_origin(request) or normalised in allowed_origins():
+        if normalised == own_origin(request) or normalised in neutrino_settings().allowed_origins:
             return
         shown = origin[:MAX_ECHOED_ORIGIN]
         raise CrossSiteRequest(

@@ -10,22 +10,19 @@ retries only its own tasks (others' answer 404), and a token limited to some tas
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import uuid
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router, Schema, Status
 
 from tasks_app.api import upstream
 from tasks_app.api.auth import api_auth, request_caller
 from tasks_app.api.browsers import require_json
+from tasks_app.api.long_polls import wait_slots
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import BadRequest, InvalidArguments, PayloadTooLarge, TaskNotFound
 from tasks_app.core.payloads import loads_strict
@@ -286,7 +283,8 @@ def get_task(request: HttpRequest, response: HttpResponse, task_id: str, wait: f
     if not 0 <= wait <= selectors.MAX_WAIT_S:
         raise InvalidArguments(f"wait must be between 0 and {selectors.MAX_WAIT_S:.0f} seconds", field="wait")
     ports, caller = ports_of(request), request_caller(request)
-    slots = _wait_slots(settings.NEUTRINO_LONG_POLL_MAX, settings.NEUTRINO_LONG_POLL_PER_CALLER)
+    conf = neutrino_settings()
+    slots = wait_slots(conf.long_poll_max, conf.long_poll_per_caller)
     with slots.take(caller.rate_key if wait > 0 else "") as granted:
         task = selectors.task_wait(task_id=parse_task_id(task_id), wait_s=wait if granted else 0,
                                    ledger=ports.ledger, events=ports.events, owner=caller.owner)
@@ -297,18 +295,6 @@ def get_task(request: HttpRequest, response: HttpResponse, task_id: str, wait: f
 
 
 WAIT_HEADER = "X-Neutrino-Wait"
-
-
-@functools.cache
-def _wait_slots(max_total: int, max_per_caller: int) -> selectors.WaitSlots:
-    """This process's long-poll slots (one set per pair of caps; see get_task)."""
-    return selectors.WaitSlots(max_total=max_total, max_per_caller=max_per_caller)
-
-
-@receiver(setting_changed)
-def _new_wait_slots_on_change(*, setting: str, **kwargs: object) -> None:
-    if setting.startswith("NEUTRINO_LONG_POLL"):
-        _wait_slots.cache_clear()
 
 
 @tasks_router.delete("/{task_id}", response={200: TaskOut, **COMMON, 404: ErrorOut, 409: ErrorOut},

@@ -40,6 +40,10 @@ class NeutrinoSettings:
     batch_max: int = 1000
     idempotency_ttl_s: float = 24 * 3600.0
     image_registries: tuple[str, ...] = ("neutrino:",)
+    long_poll_max: int = 8
+    long_poll_per_caller: int = 2
+    ws_session_check_s: float = 30.0
+    allowed_origins: frozenset[str] = frozenset()
 
 
 @functools.cache
@@ -72,6 +76,11 @@ def neutrino_settings() -> NeutrinoSettings:
         batch_max=int(settings.NEUTRINO_BATCH_MAX),
         idempotency_ttl_s=float(settings.NEUTRINO_IDEMPOTENCY_TTL_S),
         image_registries=tuple(settings.NEUTRINO_IMAGE_REGISTRIES) or _default_registries(str(settings.NEUTRINO_IMAGE)),
+        long_poll_max=int(settings.NEUTRINO_LONG_POLL_MAX),
+        long_poll_per_caller=int(settings.NEUTRINO_LONG_POLL_PER_CALLER),
+        ws_session_check_s=float(settings.NEUTRINO_WS_SESSION_CHECK_S),
+        # `scheme://host[:port]`, lower case, no trailing slash: as a browser sends its Origin header.
+        allowed_origins=frozenset(o.strip().rstrip("/").lower() for o in settings.NEUTRINO_ALLOWED_ORIGINS),
     )
     _validate(conf)
     return conf

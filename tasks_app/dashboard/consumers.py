@@ -91,7 +91,7 @@ class TaskEventsConsumer(AsyncWebsocketConsumer):
 
     async def _recheck_session(self) -> None:
         """Every NEUTRINO_WS_SESSION_CHECK_S: close the socket once its login is gone."""
-        interval_s = float(settings.NEUTRINO_WS_SESSION_CHECK_S)
+        interval_s = neutrino_settings().ws_session_check_s
         while True:
             await asyncio.sleep(interval_s)
             try:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -102,43 +100,6 @@ def task_wait(*, task_id: uuid.UUID, wait_s: float, ledger: Ledger, events: Task
             if task.status in FINISHED_STATUSES:
                 break
     return task
-
-
-class WaitSlots:
-    """Long-polls waiting at once in this process: at most `max_total`, and `max_per_caller` per caller.
-
-    A waiting long-poll holds a request thread (the server's threads are shared with sync calls), so
-    their number is capped; a wait beyond a cap is not granted and the caller gets the task as it is
-    now. What it cannot do: it counts one process only, so N server processes allow N times as many.
-    """
-
-    def __init__(self, *, max_total: int, max_per_caller: int) -> None:
-        self.max_total = max_total
-        self.max_per_caller = max_per_caller
-        self._lock = threading.Lock()
-        self._total = 0
-        self._by_caller: dict[str, int] = {}
-
-    @contextmanager
-    def take(self, caller: str) -> Iterator[bool]:
-        """A slot for `caller` while the block runs: yields True, or False when a cap is reached."""
-        with self._lock:
-            mine = self._by_caller.get(caller, 0)
-            granted = self._total < self.max_total and mine < self.max_per_caller
-            if granted:
-                self._total += 1
-                self._by_caller[caller] = mine + 1
-        try:
-            yield granted
-        finally:
-            if granted:
-                with self._lock:
-                    self._total -= 1
-                    left = self._by_caller[caller] - 1
-                    if left:
-                        self._by_caller[caller] = left
-                    else:
-                        del self._by_caller[caller]
 
 
 def task_queryset(*, filters: TaskFilters) -> QuerySet[Task]:

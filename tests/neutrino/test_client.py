@@ -343,3 +343,18 @@ def test_the_asyncio_client(live_stack) -> None:
             assert failing.id in seen
 
     asyncio.run(main())
+
+
+def test_wait_backs_off_when_the_server_grants_no_long_poll(live_stack) -> None:
+    """A long-poll refused at once (`X-Neutrino-Wait: not-granted`) is asked again after its Retry-After."""
+    url = live_stack.start_http({"NEUTRINO_LONG_POLL_MAX": "0"})
+    with NeutrinoClient(url, token=live_stack.token, timeout=30.0) as client:
+        task = client.submit("cl_async_sleep", {"seconds": 20})
+        with pytest.raises(TaskTimeout):
+            task.wait(timeout=3)
+        client.cancel(task.id)
+    metrics = httpx.get(f"{url}/metrics", params={"scope": "process"}, timeout=10).text
+    polls = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                if line.startswith("neutrino_http_request_duration_seconds_count") and 'method="GET"' in line
+                and "task_id" in line)
+    assert 1 <= polls <= 6, f"{polls:g} polls in 3 s: the client did not wait between refused long-polls"
