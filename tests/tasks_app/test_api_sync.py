@@ -237,3 +237,12 @@ def test_a_forged_cancel_message_does_not_kill_a_running_sync_task(client, live_
     caller.join(10)
     assert answers and answers[0].status_code == 200, answers and answers[0].content
     assert isinstance(answers[0].json()["result"], int)
+
+
+def test_a_lone_surrogate_in_a_result_is_answered_as_its_json_escape(client, ledger_flush) -> None:
+    response = call(client, "lone_surrogate")
+    assert response.status_code == 200, response.content
+    assert b"\\ud800" in response.content and "é".encode() in response.content
+    assert response.json()["result"] == {"text": "half of a pair: \ud800", "ok": "é"}
+    ledger_flush()
+    assert Task.objects.get(id=response.json()["task_id"]).status == "completed"

@@ -192,6 +192,13 @@ def encode_result(result: Any, max_result_bytes: int) -> str:
         raise ValueError(f"is not JSON-serialisable: {_safe_str(exc)}") from None
     except RecursionError:
         raise ValueError("is not JSON-serialisable: it is nested too deeply") from None
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate has no UTF-8 form: send the JSON escape that stands for it (`\ud800`), which
+            # every JSON parser reads back as the same string.
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     size = len(text)
     if size <= max_result_bytes and size * 4 > max_result_bytes:
         try:
