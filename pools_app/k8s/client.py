@@ -112,6 +112,13 @@ class KubeClient:
         query = [("fieldManager", self.field_manager), ("force", "true" if force else "false")]
         return self._call("PATCH", path, _target(obj), query=query, body=obj, content_type=APPLY_CONTENT_TYPE)
 
+    def create(self, obj: Obj) -> Obj:
+        """Create one namespaced object; a KubeError with status 409 when it exists already."""
+        meta = obj["metadata"]
+        path = object_path(obj["apiVersion"], obj["kind"], meta["namespace"])
+        return self._call("POST", path, _target(obj), query=[("fieldManager", self.field_manager)], body=obj,
+                          content_type="application/json")
+
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
         """The object, or None when it does not exist."""
         try:

@@ -1,7 +1,8 @@
 """`neutrino k8s render` and `neutrino up`: render the manifests and the database's pools, then apply them.
 
 `neutrino up --dry-run` prints the very objects a real run applies (the same render, as YAML) and
-opens no connection. A real run applies them in order (server-side apply, field manager `neutrino`,
+opens no connection. A real run first creates the Secret `neutrino-nats` (NATS passwords) when the
+namespace has none, then applies them in order (server-side apply, field manager `neutrino`,
 forced), reports each, and waits for the rollouts; errors name the object, the HTTP status and the
 API server's message.
 """
@@ -14,6 +15,7 @@ from typing import TextIO
 from pools_app.k8s.apply import apply_all, wait_rollouts
 from pools_app.k8s.client import KubeClient, KubeError, api_client
 from pools_app.k8s.kubectl import KustomizeError
+from pools_app.k8s.nats_secret import NATS_SECRET_NAME, NatsSecretError, ensure_nats_secret
 from pools_app.k8s.render import Obj, PoolShape, RenderError, database_pools, default_pools, render, to_yaml
 
 
@@ -77,6 +79,15 @@ def up_command(options: RenderOptions, *, context: str | None, kube_url: str, dr
         return 2
     try:
         namespace = objects[0]["metadata"].get("namespace", "") if objects else ""
+        # Before the workloads: nats-server and every pod read it. Made here, never rendered, so no
+        # password is in the YAML; kept once made (see nats_secret.py).
+        try:
+            created = ensure_nats_secret(client, namespace)
+        except (KubeError, NatsSecretError) as exc:
+            print(f"neutrino up: {exc}", file=err)
+            return 1
+        state = "created with new passwords" if created else "exists; its passwords are kept"
+        print(f"Secret {namespace}/{NATS_SECRET_NAME} (NATS users): {state}", file=out)
         print(f"applying {len(objects)} objects to {client.host} (namespace {namespace}):", file=out)
         errors = apply_all(client, objects, out=out)
         if errors:

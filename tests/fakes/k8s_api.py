@@ -7,6 +7,8 @@ URL matching the object. It implements only what Neutrino's `neutrino up` and it
   object (`/api/v1/namespaces/N/<plural>/<name>` or `/apis/<group>/<version>/namespaces/N/...`),
   needing `fieldManager`; the applied object replaces the stored one's metadata labels/annotations
   and spec (one field manager, so "replace" is what apply amounts to); `status` is kept;
+- `POST` of a new object to its namespaced collection (409 AlreadyExists when it exists; a Secret's
+  `stringData` is stored base64-encoded in `data`, as the API server does);
 - `GET` of one object and of a namespaced collection (`?labelSelector=a=b,c=d`);
 - `GET`, `PATCH` (merge, strategic-merge or JSON patch) and `PUT` of `deployments/<name>/scale`
   (and statefulsets), as `autoscaling/v1` `Scale` objects;
@@ -25,6 +27,7 @@ the `host` of a `kubernetes.client.Configuration`.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import socket
@@ -344,8 +347,10 @@ class _Handler(BaseHTTPRequestHandler):
             return 404, status_body(404, "NotFound", f'namespaces "{namespace}" not found', kind="namespaces",
                                     name=namespace)
         if name is None:
+            if method == "POST":
+                return self._create(plural, namespace, api_version, body)
             if method != "GET":
-                return 405, status_body(405, "MethodNotAllowed", "the fake only reads collections")
+                return 405, status_body(405, "MethodNotAllowed", "the fake only reads and creates in collections")
             return 200, self._list(plural, namespace, api_version, query)
         if sub == "scale":
             return self._scale(method, plural, namespace, name, content_type, body)
@@ -395,6 +400,28 @@ class _Handler(BaseHTTPRequestHandler):
             return 400, status_body(400, "BadRequest", "the namespace of the provided object does not match "
                                     "the namespace sent on the request", kind=kind, name=name)
         return 200, self.api._store(plural, namespace, name, copy.deepcopy(body))
+
+    def _create(self, plural: str, namespace: str, api_version: str, body: Any) -> tuple[int, Obj]:
+        kind = KINDS[plural]
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        if not meta or not meta.get("name") or body.get("kind") != kind or body.get("apiVersion") != api_version:
+            return 422, status_body(422, "Invalid", f"the created body is not a named {api_version} {kind}")
+        name = meta["name"]
+        failure = self.api._failures.get((kind, name))
+        if failure is not None:
+            code, message = failure
+            return code, status_body(code, REASONS.get(code, "Invalid"), message, kind=kind, name=name)
+        if meta.get("namespace", namespace) != namespace:
+            return 400, status_body(400, "BadRequest", "the namespace of the provided object does not match "
+                                    "the namespace sent on the request", kind=kind, name=name)
+        if self.api._read(plural, namespace, name) is not None:
+            return 409, status_body(409, "AlreadyExists", f'{plural} "{name}" already exists', kind=kind, name=name)
+        obj = copy.deepcopy(body)
+        if kind == "Secret" and "stringData" in obj:
+            data = obj.setdefault("data", {})
+            for key, value in obj.pop("stringData").items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
+        return 201, self.api._store(plural, namespace, name, obj)
 
     def _scale(self, method: str, plural: str, namespace: str, name: str, content_type: str,
                body: Any) -> tuple[int, Obj]:

@@ -8,7 +8,8 @@
 
 `neutrino dev` keeps the passwords in `./data/nats-credentials.json` (mode 0600) and gives each process
 its own user in `NEUTRINO_NATS_URL` (nats://user:password@host:port). The Kubernetes manifests write the
-same `authorization` block into the nats-server config from a Secret.
+same `authorization` block into the nats-server config from the Secret `neutrino-nats`, which `neutrino up`
+creates once with `new_credentials()` (pools_app/k8s/nats_secret.py).
 
 What it cannot do: the permissions are per role, not per pool (a worker of one pool may fetch another
 pool's messages), and a worker may publish any event. Imports no Django.
@@ -58,6 +59,11 @@ class Credentials:
         return urlunparse(parsed._replace(netloc=netloc))
 
 
+def new_credentials() -> Credentials:
+    """Fresh random passwords, one per role (URL-safe, so they need no quoting in a URL)."""
+    return Credentials({user: secrets.token_urlsafe(24) for user in PERMISSIONS})
+
+
 def load_or_create_credentials(data_dir: Path) -> Credentials:
     """The credentials kept in `data_dir` (created with fresh random passwords, mode 0600, when missing)."""
     path = Path(data_dir) / CREDENTIALS_FILE
@@ -69,12 +75,12 @@ def load_or_create_credentials(data_dir: Path) -> Credentials:
             return Credentials({user: stored[user] for user in PERMISSIONS})
     except (OSError, ValueError):
         pass
-    passwords = {user: secrets.token_urlsafe(24) for user in PERMISSIONS}
+    credentials = new_credentials()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        json.dump(passwords, out)
+        json.dump(credentials.passwords, out)
     os.chmod(path, 0o600)  # a file that existed keeps its mode through O_CREAT
-    return Credentials(passwords)
+    return credentials
 
 
 def server_config(credentials: Credentials) -> str:
