@@ -28,8 +28,10 @@ from typing import Any, Protocol
 import yaml
 
 from pools_app.k8s.kubectl import Obj, kustomize_build
+from pools_app.k8s.nats_secret import NATS_SECRET_NAME, URL_KEYS
 from pools_app.k8s.staging import copy_manifests, image_override, replace_objects, write_top_kustomization
 from pools_app.models import Pool, PoolMode
+from workers.engine.nats_auth import WORKER_USER
 
 K8S_DIR = Path(__file__).resolve().parents[2] / "k8s"
 OVERLAYS = {
@@ -39,7 +41,6 @@ OVERLAYS = {
 }
 # The image every manifest names; `--image` / NEUTRINO_IMAGE replace exactly this string.
 MANIFEST_IMAGE = "neutrino:0.1.0"
-DEFAULT_NATS_URL = "nats://nats:4222"
 # The host name the manifests publish (Ingress rules and certificate, DJANGO_ALLOWED_HOSTS,
 # NEUTRINO_WS_URL); `--host` replaces exactly this string.
 MANIFEST_HOST = "neutrino.example.com"
@@ -102,17 +103,21 @@ def pool_labels(pool_name: str) -> dict[str, str]:
     }
 
 
-def worker_args(pool: PoolShape, *, nats_url: str = DEFAULT_NATS_URL) -> list[str]:
-    return ["serve", "--mode", "nats", "--pool", pool.name, "--nats-url", nats_url,
-            "--concurrency", str(pool.concurrency)]
+def worker_args(pool: PoolShape) -> list[str]:
+    # No --nats-url: the URL holds the worker user's password, so it comes from the Secret through
+    # NEUTRINO_NATS_URL, never from the command line (which `ps` and the pod spec show).
+    return ["serve", "--mode", "nats", "--pool", pool.name, "--concurrency", str(pool.concurrency)]
 
 
-def neutrino_env() -> list[Obj]:
-    """The environment every Neutrino container gets from the Secret the user creates."""
+def neutrino_env(nats_user: str) -> list[Obj]:
+    """The environment of a Neutrino container: the Secret the user creates, and NEUTRINO_NATS_URL as
+    `nats_user` from the Secret `neutrino up` creates (nats_secret.py)."""
     return [
         {"name": "DJANGO_SECRET_KEY",
          "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": "DJANGO_SECRET_KEY"}}},
         {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": "DATABASE_URL"}}},
+        {"name": "NEUTRINO_NATS_URL",
+         "valueFrom": {"secretKeyRef": {"name": NATS_SECRET_NAME, "key": URL_KEYS[nats_user]}}},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
 
@@ -139,7 +144,7 @@ def pool_resources(pool: PoolShape) -> Obj:
     return resources
 
 
-def pool_deployment(pool: PoolShape, *, image: str = MANIFEST_IMAGE, nats_url: str = DEFAULT_NATS_URL) -> Obj:
+def pool_deployment(pool: PoolShape, *, image: str = MANIFEST_IMAGE) -> Obj:
     """The Deployment of one NATS pool's workers; `replicas` is min_replicas (0 when the pool is disabled)."""
     if len(pool.name) > MAX_LABEL_VALUE:
         raise RenderError(f"pool {pool.name!r}: Kubernetes label values hold at most {MAX_LABEL_VALUE} characters")
@@ -159,9 +164,9 @@ def pool_deployment(pool: PoolShape, *, image: str = MANIFEST_IMAGE, nats_url: s
         "name": CONTAINER_NAME,
         "image": pool.image or image,
         "imagePullPolicy": "IfNotPresent",
-        "args": worker_args(pool, nats_url=nats_url),
+        "args": worker_args(pool),
         "envFrom": [{"configMapRef": {"name": CONFIG_NAME}}],
-        "env": neutrino_env(),
+        "env": neutrino_env(WORKER_USER),
         "resources": pool_resources(pool),
         "securityContext": container_security_context(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
@@ -192,8 +197,7 @@ def pool_deployment(pool: PoolShape, *, image: str = MANIFEST_IMAGE, nats_url: s
     }
 
 
-def pool_deployments(pools: Iterable[PoolShape], *, image: str = MANIFEST_IMAGE,
-                     nats_url: str = DEFAULT_NATS_URL) -> list[Obj]:
+def pool_deployments(pools: Iterable[PoolShape], *, image: str = MANIFEST_IMAGE) -> list[Obj]:
     rendered: dict[str, str] = {}
     objects = []
     for pool in pools:
@@ -202,7 +206,7 @@ def pool_deployments(pools: Iterable[PoolShape], *, image: str = MANIFEST_IMAGE,
             raise RenderError(f"pools {rendered[name]!r} and {pool.name!r} would both be Deployment {name!r}; "
                               "rename one")
         rendered[name] = pool.name
-        objects.append(pool_deployment(pool, image=image, nats_url=nats_url))
+        objects.append(pool_deployment(pool, image=image))
     return objects
 
 

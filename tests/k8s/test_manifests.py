@@ -109,7 +109,7 @@ def test_every_neutrino_command_in_the_manifests_parses_with_the_cli(overlay):
         if is_pool_deployment(obj):
             pool = obj["metadata"]["labels"]["neutrino.dev/pool"]
             assert (parsed.command, parsed.mode, parsed.pool) == ("serve", "nats", pool)
-            assert parsed.nats_url == "nats://nats:4222"
+            assert parsed.nats_url is None  # NEUTRINO_NATS_URL, from the Secret neutrino-nats
             assert parsed.concurrency >= 1
     assert checked >= 4
 
