@@ -51,15 +51,21 @@ def release(pool: Pool, child: Child, task_id: str, function: str) -> None:
     raise killed_error(reason, child, task_id, function)
 
 
-def deadline_passed(pool: Pool, child: Child, task_id: str, function: str, timeout_ms: int) -> ExecutorError:
-    """Kill the child running past its deadline; the error to raise (another kill may have come first)."""
+def _kill_for(pool: Pool, child: Child, task_id: str, reason: str) -> str | None:
+    """Kill `child` for `reason` and put a new one in its place; the reason of an earlier kill, if one came first."""
     with pool.lock:
-        reason = child.kill_reason
-        if reason is None:
-            child.kill_reason = "timeout"
+        earlier = child.kill_reason
+        if earlier is None:
+            child.kill_reason = reason
             child.kill()
         _forget(pool, child, task_id)
     pool.replace(child)
+    return earlier
+
+
+def deadline_passed(pool: Pool, child: Child, task_id: str, function: str, timeout_ms: int) -> ExecutorError:
+    """Kill the child running past its deadline; the error to raise (another kill may have come first)."""
+    reason = _kill_for(pool, child, task_id, "timeout")
     if reason is not None:
         return killed_error(reason, child, task_id, function)
     return TaskTimeout(
@@ -97,13 +103,7 @@ def child_lost(pool: Pool, child: Child, task_id: str, function: str) -> Executo
 
 def broke_protocol(pool: Pool, child: Child, task_id: str, function: str, why: str) -> ExecutorError:
     """The child sent something that is not a reply (the task wrote on the pipe): kill it, fail the task."""
-    with pool.lock:
-        reason = child.kill_reason
-        if reason is None:
-            child.kill_reason = "crashed"
-            child.kill()
-        _forget(pool, child, task_id)
-    pool.replace(child)
+    reason = _kill_for(pool, child, task_id, "crashed")
     if reason is not None:
         return killed_error(reason, child, task_id, function)
     return TaskCrashed(
