@@ -107,18 +107,12 @@ def _connect(conf: NeutrinoSettings, *, executor: Executor) -> _NatsSide:
         return _NatsSide(key=_nats_key(conf), bridge=None, publisher=Publisher(None, timeout_s=conf.publish_timeout_s))
 
     def cancel(body: dict[str, Any]) -> None:
-        # Whichever process runs the task kills its child; the others do not know it. A message alone
-        # kills nothing: the row must say the cancel was asked for (the cancel service marks it first).
+        # Whichever process runs the task kills its child; the others do not know it. The row is read
+        # off the NATS loop: Django's ORM refuses to run inside an event loop, and the loop must not wait.
         task_id = body.get("task_id")
-        if not isinstance(task_id, str) or task_id not in executor.running():
-            return
-        try:
-            if tasks_cancel_requested(task_ids=[task_id]):
-                executor.cancel(task_id)
-        except DatabaseError as exc:
-            logger.warning("cancel of %s not checked against its row (%s); ignored", task_id, exc)
-        finally:
-            connection.close()  # the NATS thread keeps no database connection between cancels
+        if isinstance(task_id, str) and task_id in executor.running():
+            threading.Thread(target=_cancel_if_requested, args=(executor, task_id), name="neutrino-cancel",
+                             daemon=True).start()
 
     bridge = NatsBridge(url, name="neutrino-gateway")
     bridge.subscribe(CANCEL_SUBJECT, cancel)
@@ -127,6 +121,18 @@ def _connect(conf: NeutrinoSettings, *, executor: Executor) -> _NatsSide:
     wire = SyncPublisher(url) if supported(url) else None
     return _NatsSide(key=_nats_key(conf), bridge=bridge,
                      publisher=Publisher(bridge, timeout_s=conf.publish_timeout_s, wire=wire))
+
+
+def _cancel_if_requested(executor: Executor, task_id: str) -> None:
+    """Kill the child running `task_id` if its row says a cancel was asked for: a message alone kills nothing
+    (the cancel service marks the row before it publishes)."""
+    try:
+        if tasks_cancel_requested(task_ids=[task_id]):
+            executor.cancel(task_id)
+    except DatabaseError as exc:
+        logger.warning("cancel of %s not checked against its row (%s); ignored", task_id, exc)
+    finally:
+        connection.close()  # this short-lived thread leaves no database connection behind
 
 
 def warm_up() -> None:

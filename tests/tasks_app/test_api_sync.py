@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import pytest
 
@@ -208,35 +209,62 @@ def test_nul_in_a_result_error_traceback_or_progress_costs_no_row_of_its_batch(c
     assert client.get(f"/tasks/{ids[3]}").json()["result"]["text"] == "before\\u0000after"
 
 
-def test_a_forged_cancel_message_does_not_kill_a_running_sync_task(client, live_nats) -> None:
-    """The gateway kills a child only for a cancel its row records, not for any message on the subject."""
+def _run_and_cancel_through_nats(client, nats_url: str, *, mark_row: bool) -> tuple[Any, list[str]]:
+    """Run a 1 s sync task in this process; while it runs, publish a cancel for it on NATS, as another server
+    process would (after marking the row cancelled when `mark_row`). Returns the answer and the errors logged."""
     import asyncio
+    import logging
     import threading
 
     import nats
 
     from workers.engine.topology import CANCEL_SUBJECT
 
-    ports = http_ports()  # connected to live_nats: it subscribes to the cancel subject
+    ports = http_ports()  # connected to NATS: it subscribes to the cancel subject
+    errors: list[str] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: errors.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("neutrino").addHandler(handler)
     answers: list = []
     caller = threading.Thread(target=lambda: answers.append(call(client, "pid_then_sleep", {"seconds": 1})))
     caller.start()
-    deadline = time.monotonic() + 5
-    while not ports.runner.running() and time.monotonic() < deadline:  # type: ignore[union-attr]
-        time.sleep(0.01)
-    running = list(ports.runner.running())  # type: ignore[union-attr]
-    assert running, "the sync task did not start"
+    try:
+        deadline = time.monotonic() + 5
+        while not ports.runner.running() and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.01)
+        running = list(ports.runner.running())  # type: ignore[union-attr]
+        assert running, "the sync task did not start"
+        if mark_row:
+            assert ports.ledger.flush(timeout_s=5)
+            assert Task.objects.filter(id=running[0]).update(cancel_requested=True) == 1
 
-    async def forge() -> None:
-        nc = await nats.connect(live_nats.url)
-        await nc.publish(CANCEL_SUBJECT, f'{{"task_id": "{running[0]}"}}'.encode())
-        await nc.flush()
-        await nc.close()
+        async def publish() -> None:
+            nc = await nats.connect(nats_url)
+            await nc.publish(CANCEL_SUBJECT, f'{{"task_id": "{running[0]}"}}'.encode())
+            await nc.flush()
+            await nc.close()
 
-    asyncio.run(forge())
-    caller.join(10)
-    assert answers and answers[0].status_code == 200, answers and answers[0].content
-    assert isinstance(answers[0].json()["result"], int)
+        asyncio.run(publish())
+        caller.join(10)
+    finally:
+        logging.getLogger("neutrino").removeHandler(handler)
+    assert answers, "the call did not answer"
+    return answers[0], errors
+
+
+def test_a_forged_cancel_message_does_not_kill_a_running_sync_task(client, live_nats) -> None:
+    """The gateway kills a child only for a cancel its row records, not for any message on the subject."""
+    answer, errors = _run_and_cancel_through_nats(client, live_nats.url, mark_row=False)
+    assert answer.status_code == 200, answer.content
+    assert isinstance(answer.json()["result"], int)
+    assert not errors, errors
+
+
+def test_a_cancel_from_another_process_kills_the_sync_child_its_row_names(client, live_nats) -> None:
+    answer, errors = _run_and_cancel_through_nats(client, live_nats.url, mark_row=True)
+    assert answer.status_code == 409, answer.content
+    assert answer.json()["error_type"] == "Cancelled"
+    assert not errors, errors
 
 
 def test_a_lone_surrogate_in_a_result_is_answered_as_its_json_escape(client, ledger_flush) -> None:
