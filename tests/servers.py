@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -75,3 +76,23 @@ def http_server(env: dict[str, str], *, workers: int = 1) -> Iterator[int]:
         yield port
     finally:
         stop_process(process, 30)
+
+
+@contextmanager
+def neutrino_dev(env: dict[str, str], *, cwd: Path, log_path: Path, args: tuple[str, ...] = ()) -> Iterator[int]:
+    """`neutrino dev` as a process, on a free port, until it says it serves; stopped with Ctrl-C after."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "neutrino_site.cli", "dev", "--port", str(port), "--ws-port", str(free_port()),
+             *args],
+            env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert wait_for_port("127.0.0.1", port, 60), log_path.read_text()
+        deadline = time.monotonic() + 30
+        while "serving http://" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield port
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(60)

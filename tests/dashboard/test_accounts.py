@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,8 @@ from django.contrib.auth import get_user_model
 from tasks_app.core.errors import Conflict
 from tasks_app.services.tasks import admin_create, admin_ensure_first
 from tests.dashboard.conftest import ROOT, TASK_MODULES
-from workers.engine.nats_server import free_port, nats_server_binary, wait_for_port
+from tests.servers import neutrino_dev
+from workers.engine.nats_server import free_port, nats_server_binary
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:
@@ -83,21 +82,9 @@ def test_dev_creates_the_first_admin_and_prints_its_password_once(tmp_path: Path
     env.pop("NEUTRINO_SQLITE_PATH")  # neutrino dev keeps its database under the data directory
 
     def run_dev() -> str:
-        port = free_port()
-        log_path = tmp_path / f"dev-{port}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "neutrino_site.cli", "dev", "--port", str(port), "--ws-port", str(free_port())],
-                env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            assert wait_for_port("127.0.0.1", port, 60), log_path.read_text()
-            deadline = time.monotonic() + 30
-            while "serving http://" not in log_path.read_text() and time.monotonic() < deadline:
-                time.sleep(0.05)
+        log_path = tmp_path / f"dev-{free_port()}.log"
+        with neutrino_dev(env, cwd=tmp_path, log_path=log_path):
             return log_path.read_text()
-        finally:
-            process.send_signal(signal.SIGINT)
-            process.wait(60)
 
     output = run_dev()
     password = re.search(r"created the dashboard account 'admin' with password (\S+)", output).group(1)

@@ -8,22 +8,19 @@ and the data directory and SQLite files are private.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
-import signal
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from neutrino_site.settings import DEV_SECRET_KEY
 from tests.conftest import require
-from tests.servers import ROOT, cli_env, http_server, neutrino
-from workers.engine.nats_server import free_port, nats_server_binary, wait_for_port
+from tests.servers import ROOT, cli_env, http_server, neutrino, neutrino_dev
+from workers.engine.nats_server import nats_server_binary
 
 STRONG_KEY = "x7Qp-2mZ9vT_kR4sW8yB1nC6dF3gH5jL0aE-oU7iY2tM9qX4zV8bN1cK6wS3rP5hJ0"
 NEW_KEY_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
@@ -126,24 +123,8 @@ def test_migrate_creates_a_private_data_directory_and_database(tmp_path):
     assert {path.name: mode(path) for path in files} == {path.name: 0o600 for path in files}
 
 
-@contextmanager
-def dev_server(tmp_path: Path, env: dict[str, str], run: int) -> Iterator[int]:
-    port = free_port()
-    log_path = tmp_path / f"dev-{run}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "neutrino_site.cli", "dev", "--port", str(port), "--ws-port", str(free_port())],
-            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        assert wait_for_port("127.0.0.1", port, 60), log_path.read_text()
-        deadline = time.monotonic() + 30
-        while "serving http://" not in log_path.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield port
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(60)
-        assert "refusing to start" not in log_path.read_text()
+def dev_server(tmp_path: Path, env: dict[str, str], run: int) -> contextlib.AbstractContextManager[int]:
+    return neutrino_dev(env, cwd=tmp_path, log_path=tmp_path / f"dev-{run}.log")
 
 
 def test_dev_keeps_a_generated_key_in_private_data_and_answers_loopback_names_only(tmp_path):

