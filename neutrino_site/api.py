@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
@@ -13,7 +14,7 @@ from ninja.openapi.schema import OpenAPISchema
 
 from tasks_app.api.openapi import task_paths
 from tasks_app.api.routes import gateway_router, tasks_router
-from tasks_app.core.errors import NeutrinoError
+from tasks_app.core.errors import DatabaseUnavailable, NeutrinoError
 
 
 class NeutrinoAPI(NinjaAPI):
@@ -41,11 +42,23 @@ api.add_router("/tasks", tasks_router)
 @api.exception_handler(NeutrinoError)
 def neutrino_error(request: HttpRequest, exc: NeutrinoError) -> HttpResponse:
     response = api.create_response(request, exc.body(), status=exc.status)
-    if exc.status == 429 and "retry_after_s" in exc.details:
+    if exc.status in (429, 503) and "retry_after_s" in exc.details:
         response["Retry-After"] = str(exc.details["retry_after_s"])
     if exc.status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="neutrino"'
     return response
+
+
+def database_unavailable(request: HttpRequest, exc: Any) -> HttpResponse:
+    """A database that refuses connections or dropped one (a restart, a failover) is a 503 to try again,
+    not a 500. (A call that queues writes its row before it publishes, so the usual failure leaves
+    nothing behind; an Idempotency-Key makes any retry safe.)"""
+    return neutrino_error(request, DatabaseUnavailable("the database is unavailable; try again in a moment",
+                                                       retry_after_s=1))
+
+
+api.add_exception_handler(OperationalError, database_unavailable)
+api.add_exception_handler(InterfaceError, database_unavailable)
 
 
 @api.exception_handler(NinjaValidationError)

@@ -97,6 +97,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so it times the whole answer: neutrino_http_request_duration_seconds on /metrics.
     "neutrino_site.metrics.RequestLatencyMiddleware",
+    # A page that meets a database outage is a 503 to retry, not a 500 (the API has its own handler).
+    "neutrino_site.outages.DatabaseOutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves /static/ itself (no DEBUG, no collectstatic needed: it uses the finders).
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, close_old_connections
 
 from pools_app.autoscaler.decide import Decision, ScalingState, decide, policy_of
 from pools_app.models import Pool, PoolMode
@@ -30,7 +30,12 @@ DEPTH_TIMEOUT_S = 3.0
 
 
 def scaled_pools() -> list[Pool]:
-    """Every NATS pool, enabled or not (a disabled one is scaled to zero); the fast pool is left alone."""
+    """Every NATS pool, enabled or not (a disabled one is scaled to zero); the fast pool is left alone.
+
+    The first read of each step of either actuator: it first drops a connection the database broke (a
+    restart, a terminated backend), as Django does at the start of each request; a loop outside any
+    request would otherwise fail on the dead connection forever."""
+    close_old_connections()
     return list(Pool.objects.filter(mode=PoolMode.NATS).order_by("name"))
 
 

@@ -94,6 +94,11 @@ class BrokerUnavailable(NeutrinoError):
     code = "broker_unavailable"
 
 
+class DatabaseUnavailable(NeutrinoError):
+    status = 503
+    code = "database_unavailable"
+
+
 class TaskTimeout(NeutrinoError):
     status = 504
     code = "task_timeout"

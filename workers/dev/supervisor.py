@@ -4,7 +4,8 @@ It starts nats-server (JetStream, store under ./data/nats, a user per role whose
 in ./data/nats-credentials.json), migrates the database,
 creates the first admin account when there is none (its password is printed once),
 starts the HTTP server (which brings the dashboard's websocket process along on
---ws-port) and restarts it if it dies. The NATS pools' workers follow the autoscaler
+--ws-port). Whatever it starts it restarts when it dies: nats-server first (same port, same store), the
+HTTP server, and the workers (through the autoscaler). The NATS pools' workers follow the autoscaler
 (`pools_app.autoscaler.local`): every couple of seconds it reads each pool's queue depth,
 decides how many workers the pool wants (between its min and max replicas; a pool with
 min 0, like gpu, has none until a task waits) and starts or stops (SIGTERM, graceful)
@@ -38,7 +39,7 @@ from tasks_app.core.conf import neutrino_settings
 from tasks_app.services.tasks import admin_ensure_first
 from workers.engine.broker.bridge import NatsBridge
 from workers.engine.nats_auth import GATEWAY_USER, WORKER_USER, load_or_create_credentials, server_config
-from workers.engine.nats_server import NatsServer, wait_for_port
+from workers.engine.nats_server import NatsServer, NatsServerError, wait_for_port
 from workers.engine.topology import ConsumerSettings
 
 logger = logging.getLogger("neutrino.dev")
@@ -87,6 +88,21 @@ def _tighten_sqlite_files() -> None:
         path = Path(f"{database['NAME']}{suffix}")
         if path.exists():
             path.chmod(0o600)
+
+
+def _restart_nats_if_dead(nats: NatsServer) -> None:
+    """Start nats-server again, on the same port and store, when it has died: every process that talks to
+    it reconnects on its own, and the stream keeps what it had written (a message a kill cut short of
+    the disk is published again by the workers' sweeper, which reads the database)."""
+    if nats.alive():
+        return
+    code = nats.process.returncode if nats.process is not None else None
+    nats.restarts += 1
+    _say(f"nats-server exited with {code}; restarting it on {nats.url} (restart #{nats.restarts})")
+    try:
+        nats.start()
+    except NatsServerError as exc:  # the port is still held, say: try again on the next check
+        _say(f"nats-server did not come back yet: {exc}")
 
 
 def run_dev(*, host: str, port: int, nats_port: int, ws_port: int | None = None,
@@ -147,6 +163,8 @@ def run_dev(*, host: str, port: int, nats_port: int, ws_port: int | None = None,
         _say(f"the HTTP server did not open port {port} within 30 s; see its output above")
     try:
         while not stopping.is_set():
+            # nats-server first: the HTTP server and the workers reconnect to it on their own.
+            _restart_nats_if_dead(nats)
             try:
                 scaler.step()
             except Exception:  # a database hiccup must not take the whole dev server down

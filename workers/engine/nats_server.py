@@ -59,6 +59,10 @@ class NatsServer:
         self.log_file = log_file
         self.config = config
         self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0  # how often a supervisor started it again after it died
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     @property
     def url(self) -> str:
