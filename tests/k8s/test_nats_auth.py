@@ -21,10 +21,11 @@ from tests.conftest import require
 from tests.fakes.k8s_api import FakeKubeAPI
 from tests.k8s.test_manifests import by_name, neutrino_containers, rendered
 from tests.k8s.test_up import applied_bodies, run_up
+from tests.workers.test_nats_auth import GATEWAY_MAY_NOT, WORKER_MAY_NOT, refused_calls, stored_streams
 from workers.engine.broker.bridge import NatsBridge
 from workers.engine.nats_auth import GATEWAY_USER, WORKER_USER, Credentials, new_credentials, server_config
 from workers.engine.nats_server import NatsServer, free_port, nats_server_binary
-from workers.engine.topology import CANCEL_SUBJECT, ConsumerSettings
+from workers.engine.topology import CANCEL_SUBJECT, STREAM, ConsumerSettings
 
 # The role each Neutrino workload connects as; the migration Job does not connect to NATS.
 GATEWAY_DEPLOYMENTS = {"neutrino-gateway", "neutrino-fast"}
@@ -217,6 +218,26 @@ def test_the_autoscaler_does_its_work_as_the_worker_user(rendered_nats):
     finally:
         bridge.close(timeout_s=2.0)
     assert depths is not None and sorted(depths) == ["async", "gpu"]
+
+
+def test_the_rendered_config_refuses_each_role_the_jetstream_calls_it_never_makes(rendered_nats):
+    """Neither the workers nor the autoscaler (worker user) nor the gateway can delete or purge the stream or
+    make another; only the gateway may delete a consumer, only workers may fetch."""
+    server, data = rendered_nats
+    worker_url, gateway_url = _local(server, data["worker-url"]), _local(server, data["gateway-url"])
+    bridge = NatsBridge(worker_url, name="neutrino-autoscaler").start()
+    try:
+        assert sync_topology(bridge, ["async"], ConsumerSettings()) is True
+    finally:
+        bridge.close(timeout_s=2.0)
+
+    async def main() -> tuple[dict[str, str], dict[str, str]]:
+        return await refused_calls(worker_url, WORKER_MAY_NOT), await refused_calls(gateway_url, GATEWAY_MAY_NOT)
+
+    worker, gateway = asyncio.run(main())
+    assert worker == dict.fromkeys(WORKER_MAY_NOT, "refused")
+    assert gateway == dict.fromkeys(GATEWAY_MAY_NOT, "refused")
+    assert stored_streams(server) == [STREAM]
 
 
 def _credentials_of(data: dict[str, str]) -> Credentials:

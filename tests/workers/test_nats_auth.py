@@ -1,17 +1,23 @@
 """NATS with the users `neutrino dev` generates: nobody gets in without a password, each role publishes
-only what it needs, and the gateway and a real worker process still run and cancel tasks. No mocks."""
+only what it needs (on the JetStream API: its one stream, never deleted or purged), and the gateway and a
+real worker process still run and cancel tasks. No mocks."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
+from pools_app.services import topology_apply
 from tasks_app.models import Task
 from tests.servers import wait_for
 from tests.workers.test_nats_worker import pid_alive, submit, task_row, wait_status
@@ -24,7 +30,17 @@ from workers.engine.nats_auth import (
     server_config,
 )
 from workers.engine.nats_server import NatsServer, nats_server_binary
-from workers.engine.topology import CANCEL_SUBJECT, ensure_stream
+from workers.engine.topology import (
+    CANCEL_SUBJECT,
+    MAX_DELIVERIES_ADVISORY,
+    STREAM,
+    ConsumerSettings,
+    consumer_name,
+    ensure_consumer,
+    ensure_stream,
+    pool_depth,
+    task_subject,
+)
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -50,6 +66,62 @@ async def _connect(url: str, errors: list[str] | None = None) -> Client:
 
     return await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2,
                               error_cb=on_error)
+
+
+JsCall = Callable[[JetStreamContext], Awaitable[Any]]
+
+# JetStream API calls that no Neutrino process makes, by the subject nats.py sends each on.
+NOBODY_MAY: dict[str, JsCall] = {
+    f"$JS.API.STREAM.DELETE.{STREAM}": lambda js: js.delete_stream(STREAM),
+    f"$JS.API.STREAM.PURGE.{STREAM}": lambda js: js.purge_stream(STREAM),
+    "$JS.API.STREAM.CREATE.OTHER": lambda js: js.add_stream(name="OTHER", subjects=["other.>"]),
+    "$JS.API.INFO": lambda js: js.account_info(),
+}
+WORKER_MAY_NOT: dict[str, JsCall] = {
+    **NOBODY_MAY,
+    f"$JS.API.CONSUMER.DELETE.{STREAM}.{consumer_name('async')}":
+        lambda js: js.delete_consumer(STREAM, consumer_name("async")),
+}
+GATEWAY_MAY_NOT: dict[str, JsCall] = {
+    **NOBODY_MAY,
+    f"$JS.API.STREAM.MSG.GET.{STREAM}": lambda js: js.get_msg(STREAM, 1),
+    f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer_name('async')}":
+        lambda js: _fetch_one(js, "async"),
+}
+
+
+async def _fetch_one(js: JetStreamContext, pool: str) -> list[Any]:
+    psub = await js.pull_subscribe_bind(durable=consumer_name(pool), stream=STREAM)
+    return await psub.fetch(1, timeout=1.0)
+
+
+async def refused_calls(url: str, calls: dict[str, JsCall]) -> dict[str, str]:
+    """Each call made as `url`'s user, by its subject: "refused" when it failed and the server reported a
+    permissions violation for that subject, else what happened."""
+    errors: list[str] = []
+    nc = await _connect(url, errors)
+    js = nc.jetstream(timeout=1.0)  # a refused request gets no answer: it times out
+
+    async def attempt(subject: str, call: JsCall) -> tuple[str, str]:
+        try:
+            await call(js)
+        except Exception as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        else:
+            return subject, "went through"
+        await nc.flush()
+        reported = any("permissions violation" in e.lower() and subject.lower() in e.lower() for e in errors)
+        return subject, "refused" if reported else f"{outcome}, no permissions violation in {errors}"
+
+    try:
+        return dict(await asyncio.gather(*(attempt(subject, call) for subject, call in calls.items())))
+    finally:
+        await nc.close()
+
+
+def stored_streams(server: NatsServer) -> list[str]:
+    """The streams in the server's file store (what no user of ours may list)."""
+    return sorted(path.name for path in (Path(server.store_dir) / "jetstream" / "$G" / "streams").iterdir())
 
 
 def test_credentials_are_kept_private_and_reused(tmp_path):
@@ -111,6 +183,95 @@ def test_only_the_gateway_may_publish_a_cancel(authed_nats):
     assert heard == [b'{"task_id": "from-gateway"}']
     refused = [text for text in worker_errors if "permissions violation" in text.lower() and CANCEL_SUBJECT in text]
     assert refused, worker_errors
+
+
+def test_the_worker_user_consumes_its_stream_and_may_not_delete_purge_or_add_one(authed_nats):
+    """Everything a worker does on JetStream (control.py, connection.py, fetch.py, settle.py), as the worker
+    user, including a real max-deliveries advisory; then what it never does is refused and changes nothing."""
+    server, credentials = authed_nats
+    worker_url = credentials.url(server.url, WORKER_USER)
+
+    async def consume() -> tuple[bytes, bool, int, int, list[str]]:
+        errors: list[str] = []
+        nc = await _connect(worker_url, errors)
+        js = nc.jetstream(timeout=2.0)
+        await ensure_stream(js, ["async", "gpu"])
+        await ensure_stream(js, ["async"])  # an update
+        # A message not acked within ack_wait, at max_deliver 1, raises the advisory at once.
+        await ensure_consumer(js, "async", ConsumerSettings(ack_wait_s=0.5, max_deliver=1))
+        advisories: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_advisory(msg: Any) -> None:
+            await advisories.put(msg.data)
+
+        await nc.subscribe(MAX_DELIVERIES_ADVISORY, queue="neutrino-advisory-async", cb=on_advisory)
+        psub = await js.pull_subscribe_bind(durable=consumer_name("async"), stream=STREAM)
+        await js.publish(task_subject("async", "left"), b"left to die")
+        [left] = await psub.fetch(1, timeout=2.0)
+        await left.in_progress()
+        seq = int(json.loads(await asyncio.wait_for(advisories.get(), timeout=10))["stream_seq"])
+        got = (await js.get_msg(STREAM, seq)).data or b""
+        deleted = await js.delete_msg(STREAM, seq)
+        await nc.publish(task_subject("async", "swept"), b"republished", reply=nc.new_inbox())  # the sweeper's way
+        [swept] = await psub.fetch(1, timeout=2.0)
+        await swept.ack_sync(timeout=2.0)
+        depth = await pool_depth(js, "async")
+        stored = (await js.stream_info(STREAM)).state.messages
+        await nc.close()
+        return got, deleted, depth.pending + depth.in_flight, stored, errors
+
+    got, deleted, backlog, stored, errors = asyncio.run(consume())
+    assert (got, deleted, backlog, stored) == (b"left to die", True, 0, 0)
+    assert errors == []
+
+    async def refused() -> tuple[dict[str, str], int, str]:
+        nc = await _connect(worker_url)
+        js = nc.jetstream(timeout=2.0)
+        await js.publish(task_subject("async", "kept"), b"kept")
+        outcome = await refused_calls(worker_url, WORKER_MAY_NOT)
+        stored = (await js.stream_info(STREAM)).state.messages
+        consumer = (await js.consumer_info(STREAM, consumer_name("async"))).name
+        await nc.close()
+        return outcome, stored, consumer
+
+    outcome, stored, consumer = asyncio.run(refused())
+    assert outcome == dict.fromkeys(WORKER_MAY_NOT, "refused")
+    assert (stored, consumer) == (1, consumer_name("async"))  # the stream kept its message and its consumer
+    assert stored_streams(server) == [STREAM]
+
+
+def test_the_gateway_user_keeps_the_topology_and_may_not_delete_purge_read_or_fetch(authed_nats):
+    """The gateway makes the stream and the pools' consumers, removes a deleted pool's consumer and reads
+    depths (pools_app.services.topology_apply, pool_depth); the rest of the JetStream API is refused."""
+    server, credentials = authed_nats
+    gateway_url = credentials.url(server.url, GATEWAY_USER)
+
+    errors: list[str] = []
+
+    async def main() -> tuple[list[str], int, dict[str, str], int]:
+        nc = await _connect(gateway_url, errors)
+        js = nc.jetstream(timeout=2.0)
+        await topology_apply(js, pools=["async", "gpu"], consumer=ConsumerSettings())
+        await topology_apply(js, pools=["async"], consumer=ConsumerSettings(ack_wait_s=10), removed=["gpu"])
+        consumers = []
+        for pool in ("async", "gpu"):
+            try:
+                consumers.append((await js.consumer_info(STREAM, consumer_name(pool))).name)
+            except NotFoundError:
+                pass
+        await js.publish(task_subject("async", "kept"), b"kept")
+        pending = (await pool_depth(js, "async")).pending
+        outcome = await refused_calls(gateway_url, GATEWAY_MAY_NOT)
+        stored = (await js.stream_info(STREAM)).state.messages
+        await nc.close()
+        return consumers, pending, outcome, stored
+
+    consumers, pending, outcome, stored = asyncio.run(main())
+    assert errors == []  # the gateway's own calls were all allowed
+    assert consumers == [consumer_name("async")] and pending == 1
+    assert outcome == dict.fromkeys(GATEWAY_MAY_NOT, "refused")
+    assert stored == 1
+    assert stored_streams(server) == [STREAM]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,18 +1,30 @@
 """Who may do what on NATS: one user per role, with the subjects each may publish and subscribe to.
 
-    gateway   publishes tasks (neutrino.<pool>.<task>), events and cancels, uses the JetStream API;
-              listens to events and cancels (the HTTP server, its websocket sidecar, the autoscaler)
-    worker    consumes its pool through the JetStream API, acks, publishes events and republishes its
-              pool's pending tasks (the sweeper); may never publish a cancel
+    gateway   publishes tasks (neutrino.<pool>.<task>), events and cancels; on the JetStream API it may
+              read, create and update the stream NEUTRINO_TASKS and read, create and delete its consumers
+              (pools added and removed); listens to events and cancels (the HTTP server, its websocket
+              sidecar, `neutrino dev`'s autoscaler)
+    worker    on the JetStream API: reads, creates and updates NEUTRINO_TASKS (`ensure_stream`), reads and
+              creates its consumers (`ensure_consumer`, the depth of a pool), fetches from them, reads and
+              deletes one message by sequence (a message past max deliveries); acks that stream's
+              messages; publishes events and republishes pending tasks (the sweeper); listens to cancels
+              and that stream's max-deliveries advisories; may never publish a cancel. The Kubernetes
+              autoscaler connects as a worker.
     anyone else: refused at connect (no anonymous user)
+
+Everything not listed is refused: neither role may delete or purge the stream, make or touch another
+stream, or use the rest of the JetStream API (account info, listings, direct gets, pausing consumers);
+a worker may not delete a consumer. A refused JetStream request gets no answer (the client times out) and
+the server reports a permissions violation to the client.
 
 `neutrino dev` keeps the passwords in `./data/nats-credentials.json` (mode 0600) and gives each process
 its own user in `NEUTRINO_NATS_URL` (nats://user:password@host:port). The Kubernetes manifests write the
 same `authorization` block into the nats-server config from the Secret `neutrino-nats`, which `neutrino up`
 creates once with `new_credentials()` (pools_app/k8s/nats_secret.py).
 
-What it cannot do: the permissions are per role, not per pool (a worker of one pool may fetch another
-pool's messages), and a worker may publish any event. Imports no Django.
+What it cannot do: the permissions are per role, not per pool (a worker of one pool may fetch, ack, read
+and delete another pool's messages and create or update any consumer of the stream, and may update the
+stream's subjects), and a worker may publish any event. Imports no Django.
 """
 
 from __future__ import annotations
@@ -24,22 +36,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlparse, urlunparse
 
-from workers.engine.topology import CANCEL_SUBJECT
+from workers.engine.topology import CANCEL_SUBJECT, MAX_DELIVERIES_ADVISORY, STREAM
 
 GATEWAY_USER = "neutrino-gateway"
 WORKER_USER = "neutrino-worker"
 CREDENTIALS_FILE = "nats-credentials.json"
 
-# nats-server permission lists by role; deny wins over allow.
+# The JetStream API subjects (as nats.py sends them) each role needs, on the one stream only.
+_STREAM_SETUP = [f"$JS.API.STREAM.{op}.{STREAM}" for op in ("INFO", "CREATE", "UPDATE")]  # ensure_stream
+_CONSUMER_SETUP = [
+    f"$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.*",  # ensure_consumer (a durable_name)
+    f"$JS.API.CONSUMER.CREATE.{STREAM}.>",  # the same by `name`, as newer nats.py versions may send it
+    f"$JS.API.CONSUMER.INFO.{STREAM}.*",  # pool_depth
+]
+_CONSUME = [
+    f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.*",  # fetch
+    f"$JS.API.STREAM.MSG.GET.{STREAM}",  # a message past max deliveries (control.py) ...
+    f"$JS.API.STREAM.MSG.DELETE.{STREAM}",  # ... failed, then deleted
+    f"$JS.ACK.{STREAM}.>",  # ack, nak, term, in_progress
+]
+
+# nats-server permission lists by role; deny wins over allow, and what no allow names is refused.
 PERMISSIONS: dict[str, dict[str, dict[str, list[str]]]] = {
     GATEWAY_USER: {
-        "publish": {"allow": ["neutrino.>", "$JS.API.>", "_INBOX.>"]},
+        "publish": {"allow": ["neutrino.>", *_STREAM_SETUP, *_CONSUMER_SETUP,
+                              f"$JS.API.CONSUMER.DELETE.{STREAM}.*",  # a removed pool's consumer
+                              "_INBOX.>"]},
         "subscribe": {"allow": ["neutrino.events.>", CANCEL_SUBJECT, "_INBOX.>"]},
     },
     WORKER_USER: {
-        "publish": {"allow": ["neutrino.*.*", "neutrino.events.>", "$JS.API.>", "$JS.ACK.>", "_INBOX.>"],
+        "publish": {"allow": ["neutrino.*.*", "neutrino.events.>", *_STREAM_SETUP, *_CONSUMER_SETUP, *_CONSUME,
+                              "_INBOX.>"],
                     "deny": ["neutrino.control.>"]},
-        "subscribe": {"allow": [CANCEL_SUBJECT, "$JS.EVENT.ADVISORY.>", "_INBOX.>"]},
+        "subscribe": {"allow": [CANCEL_SUBJECT, MAX_DELIVERIES_ADVISORY, "_INBOX.>"]},
     },
 }
 
