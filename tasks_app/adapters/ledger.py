@@ -18,7 +18,12 @@ first (NUL characters and lone surrogates escaped, `tasks_app.core.storable`),
 and a batch the database still refuses is written again task by task, so only
 the refused task's records are dropped (and logged with its id). When the
 database itself fails (down, restarting, locked) the batch is retried with
-backoff, WRITE_ATTEMPTS times in all, then dropped and logged.
+backoff for up to WRITE_GIVE_UP_S (meanwhile the queue fills and callers wait),
+then dropped and logged.
+
+The writer also ends sync rows that nobody will finish: a row still `running` well
+past its task's timeout belonged to a server process that was killed between the
+row's start and finish records (`fail_abandoned_sync_rows`, every SWEEP_EVERY_S).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.db import DataError, IntegrityError, close_old_connections, connection, transaction
@@ -46,7 +52,13 @@ PUT_WAIT_S = 5.0
 # land in one batch (one INSERT instead of INSERT + UPDATE) and the writer takes the GIL and the
 # database lock far less often. A flush request ends the wait at once.
 BATCH_LINGER_S = 0.02
-WRITE_ATTEMPTS = 5
+# A database restart or failover takes seconds; dropping records after a few tries would lose the
+# rows of every sync call answered meanwhile.
+WRITE_GIVE_UP_S = 60.0
+SWEEP_EVERY_S = 30.0
+# A sync task's child is killed at its timeout and its finish record follows within a batch; a row
+# still running this long after its timeout has no process left to finish it.
+ABANDONED_AFTER_TIMEOUT_S = 60.0
 # Errors a row brings on itself (a value or a constraint the database refuses): writing it again cannot
 # help, so its batch is written task by task and the task that still fails is dropped at once.
 ROW_ERRORS = (DataError, IntegrityError, ValueError, TypeError, UnicodeError)
@@ -140,9 +152,16 @@ class LedgerWriter:
     # --- consumer side (the writer thread) -------------------------------------------------
 
     def _run(self) -> None:
+        swept_at = 0.0
         try:
             while True:
-                first = self._queue.get()
+                if time.monotonic() - swept_at >= SWEEP_EVERY_S:
+                    swept_at = time.monotonic()
+                    self._sweep()
+                try:
+                    first = self._queue.get(timeout=SWEEP_EVERY_S)
+                except queue.Empty:
+                    continue
                 batch: list[_Record | _Flush | None] = [first]
                 linger_until = time.monotonic() + BATCH_LINGER_S
                 while len(batch) < BATCH_MAX and isinstance(batch[-1], _Record):
@@ -163,9 +182,22 @@ class LedgerWriter:
         finally:
             connection.close()
 
+    def _sweep(self) -> None:
+        try:
+            close_old_connections()
+            ended = fail_abandoned_sync_rows(after_timeout_s=ABANDONED_AFTER_TIMEOUT_S)
+        except Exception as exc:  # the database is away: the next sweep tries again
+            logger.warning("ledger: sweeping abandoned sync rows failed (%s)", _describe(exc))
+            connection.close()
+            return
+        if ended:
+            logger.warning("ledger: %d sync task(s) left running by a server process that died are now failed",
+                           ended)
+
     def _write_with_retry(self, records: list[_Record]) -> None:
         pending: list[list[_Record]] = [records]
         failures = 0
+        first_failure_at = 0.0
         while pending:
             chunk = pending[0]
             try:
@@ -182,12 +214,17 @@ class LedgerWriter:
                     logger.error("ledger dropped the records of task %s: the database refused them (%s)",
                                  chunk[0].task_id, _describe(exc))
                 continue
-            except Exception:
+            except Exception as exc:
                 failures += 1
-                logger.exception("ledger write of %d records failed (attempt %d of %d)",
-                                 len(chunk), failures, WRITE_ATTEMPTS)
+                if failures == 1:
+                    first_failure_at = time.monotonic()
+                    logger.exception("ledger write of %d records failed; retrying for up to %.0f s",
+                                     len(chunk), WRITE_GIVE_UP_S)
+                else:
+                    logger.warning("ledger write of %d records failed again (attempt %d): %s",
+                                   len(chunk), failures, _describe(exc))
                 connection.close()
-                if failures >= WRITE_ATTEMPTS:
+                if time.monotonic() - first_failure_at >= WRITE_GIVE_UP_S:
                     lost = [record.task_id for part in pending for record in part]
                     logger.error("ledger gave up on %d records: %r", len(lost), lost)
                     return
@@ -200,6 +237,22 @@ class LedgerWriter:
                     hook(written)
                 except Exception:
                     logger.exception("ledger hook %r failed", hook)
+
+
+def fail_abandoned_sync_rows(*, after_timeout_s: float) -> int:
+    """End as `failed` the sync rows still `running` `after_timeout_s` past their timeout; how many."""
+    now = timezone.now()
+    candidates = Task.objects.filter(execution_mode="sync", status=TaskStatus.RUNNING,
+                                     started_at__lt=now - timedelta(seconds=after_timeout_s))
+    ids = [task_id for task_id, started_at, timeout_ms in candidates.values_list("id", "started_at", "timeout_ms")
+           if started_at is not None
+           and started_at + timedelta(milliseconds=timeout_ms or 0, seconds=after_timeout_s) < now]
+    if not ids:
+        return 0
+    return Task.objects.filter(id__in=ids, status=TaskStatus.RUNNING).update(
+        status=TaskStatus.FAILED, completed_at=now, error_type="ServerDied",
+        error="the server process running this sync task stopped (killed?) before it recorded the outcome",
+    )
 
 
 def _by_task(records: list[_Record]) -> list[list[_Record]]:

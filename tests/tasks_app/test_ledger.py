@@ -111,3 +111,31 @@ def test_a_batch_the_database_refuses_is_written_task_by_task_and_only_the_bad_r
         "bad\\u0000byte", "Traceback\\u0000", {"k\\u0000": "v\\u0000"}, "half\\u0000way")
     assert f"ledger dropped the records of task {bad}" in caplog.text
     assert "gave up" not in caplog.text
+
+
+def test_the_writer_fails_sync_rows_a_killed_server_left_running_and_nothing_else() -> None:
+    """A server process killed between a sync call's start and finish records leaves its row `running`;
+    the next writer to start ends it once the task's timeout is long past (no child can still run it)."""
+    from datetime import timedelta
+
+    from tasks_app.adapters.ledger import ABANDONED_AFTER_TIMEOUT_S
+
+    long_ago = timezone.now() - timedelta(seconds=ABANDONED_AFTER_TIMEOUT_S + 5)
+    abandoned = Task.objects.create(**{**start_fields(), "created_at": long_ago, "started_at": long_ago})
+    just_started = Task.objects.create(**start_fields())
+    slow_timeout = Task.objects.create(**{**start_fields(), "created_at": long_ago, "started_at": long_ago,
+                                          "timeout_ms": 3_600_000})
+    queued_running = Task.objects.create(**{**start_fields(), "execution_mode": "async", "pool": "async",
+                                            "created_at": long_ago, "started_at": long_ago})
+    writer = LedgerWriter(queue_size=10)
+    task_id = str(uuid.uuid4())
+    writer.record_start(task_id, **start_fields())
+    assert writer.flush(timeout_s=10)
+    writer.close()
+
+    abandoned.refresh_from_db()
+    assert (abandoned.status, abandoned.error_type) == ("failed", "ServerDied")
+    assert "stopped" in abandoned.error and abandoned.completed_at is not None
+    assert {t.status for t in Task.objects.filter(id__in=[just_started.id, slow_timeout.id, queued_running.id])} \
+        == {"running"}
+    assert Task.objects.get(id=task_id).status == "running"
