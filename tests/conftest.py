@@ -61,6 +61,16 @@ def default_pools(django_db_blocker):
     return {p.name: p for p in Pool.objects.all()}
 
 
+@pytest.fixture
+def cli_env(tmp_path):
+    """Factory: cli_env(**extra) -> the environment of the `neutrino` processes of this test
+    (tests/servers.py `server_env`), all on one private database made for this test and dropped after it."""
+    from tests.servers import server_env
+
+    with server_env(tmp_path) as env:
+        yield lambda **extra: {**env, **extra}
+
+
 # --- NATS and worker processes (tests/workers/test_nats_worker.py) ---------------------------------
 
 

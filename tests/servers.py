@@ -5,20 +5,24 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from workers.engine.nats_server import free_port, wait_for_port
 from workers.engine.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
+# The `cli_env` fixture (tests/conftest.py): cli_env(**extra) -> environment of this test's processes.
+CliEnv = Callable[..., dict[str, str]]
 
 
 def wait_for(predicate: Callable[[], T], *, timeout_s: float = 30.0, what: str = "condition") -> T:
@@ -33,20 +37,73 @@ def wait_for(predicate: Callable[[], T], *, timeout_s: float = 30.0, what: str =
         time.sleep(0.05)
 
 
-def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    # Its own SQLite file, whatever database the suite runs on: these servers migrate it themselves.
-    inherited = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
-    return {
-        **inherited,
-        "DJANGO_SETTINGS_MODULE": "neutrino_site.settings",
-        "NEUTRINO_DATA_DIR": str(tmp_path),
-        "NEUTRINO_SQLITE_PATH": str(tmp_path / "cli.db"),
-        "NEUTRINO_TASK_MODULES": "tests.fixtures.api_tasks",
-        "NEUTRINO_NATS_URL": "",
-        "NEUTRINO_ALLOW_ANONYMOUS": "1",
-        "PYTHONPATH": str(ROOT),
-        **extra,
-    }
+POSTGRES_SCHEMES = ("postgres://", "postgresql://")
+
+
+@contextmanager
+def private_database(tmp: Path) -> Iterator[dict[str, str]]:
+    """Environment naming a fresh, empty database of its own for `neutrino` processes, which migrate it
+    as a user's would: an SQLite file under `tmp`, or, when the suite runs on PostgreSQL (DATABASE_URL),
+    a new database on that server, dropped (its connections cut) when the block ends."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url.startswith(POSTGRES_SCHEMES):
+        yield {"DATABASE_URL": "", "NEUTRINO_SQLITE_PATH": str(tmp / "cli.db")}
+        return
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    name = f"neutrino_t_{secrets.token_hex(6)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield {"DATABASE_URL": urlunsplit(parts._replace(path=f"/{name}"))}
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def server_env(tmp: Path, **extra: str) -> Iterator[dict[str, str]]:
+    """The environment of the `neutrino` processes a test starts: data under `tmp`, a private database
+    (`private_database`), the API test tasks, no NATS, anonymous calls allowed; `extra` on top.
+    A test gets it from the `cli_env` fixture; a fixture wider than one test uses this directly."""
+    with private_database(tmp) as database:
+        yield {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "neutrino_site.settings",
+            "NEUTRINO_DATA_DIR": str(tmp),
+            **database,
+            "NEUTRINO_TASK_MODULES": "tests.fixtures.api_tasks",
+            "NEUTRINO_NATS_URL": "",
+            "NEUTRINO_ALLOW_ANONYMOUS": "1",
+            "PYTHONPATH": str(ROOT),
+            **extra,
+        }
+
+
+def database_handles(pid: int, env: Mapping[str, str]) -> list[str]:
+    """What process `pid` holds open of the database `env` names (Linux /proc): its SQLite files, or its
+    TCP connections to the PostgreSQL server's port (a connection over a Unix socket is not seen)."""
+    links = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            links.append(os.readlink(fd))
+        except OSError:
+            continue
+    url = env.get("DATABASE_URL", "")
+    if not url:
+        return [link for link in links if link.startswith(env["NEUTRINO_SQLITE_PATH"])]
+    port = urlsplit(url).port or 5432
+    sockets = {link.removeprefix("socket:[").removesuffix("]") for link in links if link.startswith("socket:[")}
+    held = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()  # sl, local "ADDR:PORT", remote "ADDR:PORT" (hex), ..., inode (10th)
+            if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in sockets:
+                held.append(f"{table} {fields[1]} -> {fields[2]}")
+    return held
 
 
 def neutrino(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,6 @@ not depend on the worker tests' fixtures.
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import subprocess
 import sys
@@ -155,47 +154,38 @@ def _stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
 
 @pytest.fixture(scope="package")
 def dashboard_server(dash_nats: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardServer]:
-    """`neutrino serve --mode http` on free ports with its own SQLite file, NATS, and a staff user `admin`."""
+    """`neutrino serve --mode http` on free ports with its own database, NATS, and a staff user `admin`."""
+    from tests.servers import server_env
     from workers.engine.nats_server import free_port, wait_for_port
 
     root = tmp_path_factory.mktemp("dash-server")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "neutrino_site.settings",
-        "NEUTRINO_DATA_DIR": str(root),
-        "NEUTRINO_SQLITE_PATH": str(root / "dashboard.db"),
-        "NEUTRINO_TASK_MODULES": TASK_MODULES,
-        "NEUTRINO_NATS_URL": dash_nats.url,
-        "NEUTRINO_ALLOW_ANONYMOUS": "1",  # the tests call the API without a token, as on a laptop
-        "NEUTRINO_SYNC_PROCESSES": "2",
-        "NEUTRINO_HEARTBEAT_S": "1",
-        "NEUTRINO_LOG_LEVEL": "INFO",
-        "PYTHONPATH": str(ROOT),
-        "PYTHONUNBUFFERED": "1",
-    }
-    for name in ("DATABASE_URL", "NEUTRINO_WS_PORT", "NEUTRINO_WS_URL"):
-        env.pop(name, None)  # its own SQLite file, whatever database the test run itself uses
-    migrated = _cli("manage", "migrate", "-v0", env=env)
-    assert migrated.returncode == 0, migrated.stderr
-    created = _cli("createadmin", "--username", "admin", "--password-stdin", env=env, stdin=ADMIN_PASSWORD + "\n")
-    assert created.returncode == 0, created.stderr
-    port, ws_port = free_port(), free_port()
-    log_path = root / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "neutrino_site.cli", "serve", "--mode", "http", "--host", "127.0.0.1",
-             "--port", str(port), "--ws-port", str(ws_port), "--workers", "1", "--threads", "8"],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        )
-    server = DashboardServer(base_url=f"http://127.0.0.1:{port}", port=port, ws_port=ws_port, env=env,
-                             log_path=log_path)
-    try:
-        assert wait_for_port("127.0.0.1", port, 30), f"the HTTP server did not start:\n{server.log()}"
-        assert wait_for_port("127.0.0.1", ws_port, 30), f"the websocket process did not start:\n{server.log()}"
-        yield server
-    finally:
-        _stop(process)
-        print(f"----- neutrino serve (exit {process.returncode}) -----\n{server.log()}")
+    with server_env(root, NEUTRINO_TASK_MODULES=TASK_MODULES, NEUTRINO_NATS_URL=dash_nats.url,
+                    NEUTRINO_ALLOW_ANONYMOUS="1",  # the tests call the API without a token, as on a laptop
+                    NEUTRINO_SYNC_PROCESSES="2", NEUTRINO_HEARTBEAT_S="1", NEUTRINO_LOG_LEVEL="INFO",
+                    PYTHONUNBUFFERED="1") as env:
+        for name in ("NEUTRINO_WS_PORT", "NEUTRINO_WS_URL"):
+            env.pop(name, None)
+        migrated = _cli("manage", "migrate", "-v0", env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        created = _cli("createadmin", "--username", "admin", "--password-stdin", env=env, stdin=ADMIN_PASSWORD + "\n")
+        assert created.returncode == 0, created.stderr
+        port, ws_port = free_port(), free_port()
+        log_path = root / "server.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "neutrino_site.cli", "serve", "--mode", "http", "--host", "127.0.0.1",
+                 "--port", str(port), "--ws-port", str(ws_port), "--workers", "1", "--threads", "8"],
+                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            )
+        server = DashboardServer(base_url=f"http://127.0.0.1:{port}", port=port, ws_port=ws_port, env=env,
+                                 log_path=log_path)
+        try:
+            assert wait_for_port("127.0.0.1", port, 30), f"the HTTP server did not start:\n{server.log()}"
+            assert wait_for_port("127.0.0.1", ws_port, 30), f"the websocket process did not start:\n{server.log()}"
+            yield server
+        finally:
+            _stop(process)
+            print(f"----- neutrino serve (exit {process.returncode}) -----\n{server.log()}")
 
 
 @pytest.fixture(scope="package")

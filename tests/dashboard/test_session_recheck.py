@@ -7,7 +7,6 @@ NEUTRINO_WS_SESSION_CHECK_S, a client signed in through the login form, and a re
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.dashboard.conftest import ROOT, TASK_MODULES
+from tests.servers import database_handles, server_env
 from workers.engine.nats_server import free_port, wait_for_port
 from workers.engine.processes import stop_process
 
@@ -35,7 +35,6 @@ class Server:
     port: int
     ws_port: int
     env: dict[str, str]
-    db_path: Path
 
     @property
     def base_url(self) -> str:
@@ -50,26 +49,24 @@ def cli(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("ws-recheck")
-    db_path = root / "recheck.db"
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "neutrino_site.settings", "NEUTRINO_DATA_DIR": str(root),
-           "NEUTRINO_SQLITE_PATH": str(db_path), "NEUTRINO_TASK_MODULES": TASK_MODULES, "NEUTRINO_NATS_URL": "",
-           "NEUTRINO_WS_SESSION_CHECK_S": str(CHECK_S), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    for name in ("DATABASE_URL", "NEUTRINO_WS_PORT", "NEUTRINO_WS_URL"):
-        env.pop(name, None)
-    migrated = cli("manage", "migrate", "-v0", env=env)
-    assert migrated.returncode == 0, migrated.stderr
-    for username in USERS:
-        made = cli("createadmin", "--username", username, "--password-stdin", env=env, stdin=PASSWORD + "\n")
-        assert made.returncode == 0, made.stderr
-    port, ws_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "neutrino_site.cli", "serve", "--mode", "http", "--host", "127.0.0.1",
-         "--port", str(port), "--ws-port", str(ws_port), "--workers", "1"], env=env, cwd=ROOT)
-    try:
-        assert wait_for_port("127.0.0.1", port, 30) and wait_for_port("127.0.0.1", ws_port, 30)
-        yield Server(port=port, ws_port=ws_port, env=env, db_path=db_path)
-    finally:
-        stop_process(process, 30)
+    with server_env(root, NEUTRINO_TASK_MODULES=TASK_MODULES, NEUTRINO_WS_SESSION_CHECK_S=str(CHECK_S),
+                    PYTHONUNBUFFERED="1") as env:
+        for name in ("NEUTRINO_WS_PORT", "NEUTRINO_WS_URL"):
+            env.pop(name, None)
+        migrated = cli("manage", "migrate", "-v0", env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        for username in USERS:
+            made = cli("createadmin", "--username", username, "--password-stdin", env=env, stdin=PASSWORD + "\n")
+            assert made.returncode == 0, made.stderr
+        port, ws_port = free_port(), free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "neutrino_site.cli", "serve", "--mode", "http", "--host", "127.0.0.1",
+             "--port", str(port), "--ws-port", str(ws_port), "--workers", "1"], env=env, cwd=ROOT)
+        try:
+            assert wait_for_port("127.0.0.1", port, 30) and wait_for_port("127.0.0.1", ws_port, 30)
+            yield Server(port=port, ws_port=ws_port, env=env)
+        finally:
+            stop_process(process, 30)
 
 
 def signed_in(server: Server, username: str) -> httpx.Client:
@@ -154,17 +151,6 @@ def sidecar_pid(ws_port: int) -> int:
     raise AssertionError(f"no websocket process for port {ws_port}")
 
 
-def open_database_files(pid: int, db_path: Path) -> int:
-    count = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            if os.readlink(fd).startswith(str(db_path)):
-                count += 1
-        except OSError:
-            continue
-    return count
-
-
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="reads open files from /proc (Linux)")
 def test_an_open_socket_holds_no_database_connection_between_checks(server: Server) -> None:
     client = signed_in(server, "stayer")
@@ -176,7 +162,7 @@ def test_an_open_socket_holds_no_database_connection_between_checks(server: Serv
             await asyncio.sleep(CHECK_S * 1.5)  # past the first check
             samples = []
             for _ in range(20):  # over about 4 checks; a check itself holds the file for milliseconds
-                samples.append(open_database_files(pid, server.db_path))
+                samples.append(len(database_handles(pid, server.env)))
                 await asyncio.sleep(CHECK_S / 5)
             assert await still_open_after(socket, 0.1)
             return samples

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from tests.dashboard.conftest import ROOT, TASK_MODULES
+from tests.servers import CliEnv
 from workers.engine.nats_server import free_port, wait_for_port
 
 
@@ -26,11 +25,8 @@ def wait_closed(port: int, timeout_s: float) -> bool:
     return False
 
 
-def start_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, int]:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "neutrino_site.settings", "NEUTRINO_DATA_DIR": str(tmp_path),
-           "NEUTRINO_SQLITE_PATH": str(tmp_path / "sidecar.db"), "NEUTRINO_TASK_MODULES": TASK_MODULES,
-           "NEUTRINO_NATS_URL": "", "PYTHONPATH": str(ROOT)}
-    env.pop("DATABASE_URL", None)
+def start_server(cli_env: CliEnv) -> tuple[subprocess.Popen[bytes], int, int]:
+    env = cli_env(NEUTRINO_TASK_MODULES=TASK_MODULES)
     migrate = subprocess.run([sys.executable, "-m", "neutrino_site.cli", "manage", "migrate", "-v0"], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert migrate.returncode == 0, migrate.stderr
@@ -43,15 +39,15 @@ def start_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, int]:
     return process, port, ws_port
 
 
-def test_the_websocket_process_stops_with_the_server(tmp_path: Path) -> None:
-    process, port, ws_port = start_server(tmp_path)
+def test_the_websocket_process_stops_with_the_server(cli_env: CliEnv) -> None:
+    process, port, ws_port = start_server(cli_env)
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0
     assert not port_open(port) and wait_closed(ws_port, 10)
 
 
-def test_the_websocket_process_stops_when_the_server_is_killed(tmp_path: Path) -> None:
-    process, port, ws_port = start_server(tmp_path)
+def test_the_websocket_process_stops_when_the_server_is_killed(cli_env: CliEnv) -> None:
+    process, port, ws_port = start_server(cli_env)
     process.kill()  # no chance to stop its children: the sidecar notices its parent is gone
     process.wait(10)
     assert wait_closed(ws_port, 15), "the websocket process outlived a killed server"

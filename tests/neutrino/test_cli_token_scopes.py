@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from tests.servers import cli_env, http_server, neutrino, request
+from tests.servers import CliEnv, http_server, neutrino, request
 
 
 def create(env: dict[str, str], *args: str) -> str:
@@ -15,8 +14,8 @@ def create(env: dict[str, str], *args: str) -> str:
     return result.stdout.strip()
 
 
-def test_token_scopes_from_the_command_line_hold_on_a_running_server(tmp_path: Path) -> None:
-    env = cli_env(tmp_path, NEUTRINO_ALLOW_ANONYMOUS="0")
+def test_token_scopes_from_the_command_line_hold_on_a_running_server(cli_env: CliEnv) -> None:
+    env = cli_env(NEUTRINO_ALLOW_ANONYMOUS="0")
     assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
     echoer = create(env, "echoer", "--tasks", "echo, noop")
     other = create(env, "other")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, cli_env, http_server, neutrino
+from tests.servers import ROOT, CliEnv, http_server, neutrino, server_env
 from workers.engine.nats_server import free_port, wait_for_port
 from workers.engine.processes import stop_process
 
@@ -31,11 +31,11 @@ BOUND_S = 1.0  # today (gthread reading in its request threads) these calls hang
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     tmp: Path = tmp_path_factory.mktemp("front-door")
-    env = cli_env(tmp, NEUTRINO_TASK_MODULES="examples.tasks", NEUTRINO_HTTP_HEADER_TIMEOUT_S="2",
-                  NEUTRINO_HTTP_BODY_TIMEOUT_S="2")
-    assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
-    with http_server(env, workers=1) as port:
-        yield port
+    with server_env(tmp, NEUTRINO_TASK_MODULES="examples.tasks", NEUTRINO_HTTP_HEADER_TIMEOUT_S="2",
+                    NEUTRINO_HTTP_BODY_TIMEOUT_S="2") as env:
+        assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
+        with http_server(env, workers=1) as port:
+            yield port
 
 
 def timed_call(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, float]:
@@ -136,8 +136,8 @@ def test_keep_alive_and_pipelined_requests_still_work(server: int):
     assert raw(server, two).count(b"HTTP/1.1 200 ") == 2
 
 
-def test_the_asgi_mode_has_the_same_limits(tmp_path: Path):
-    env = cli_env(tmp_path, NEUTRINO_TASK_MODULES="examples.tasks", NEUTRINO_HTTP_HEADER_TIMEOUT_S="2")
+def test_the_asgi_mode_has_the_same_limits(cli_env: CliEnv):
+    env = cli_env(NEUTRINO_TASK_MODULES="examples.tasks", NEUTRINO_HTTP_HEADER_TIMEOUT_S="2")
     assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
     port = free_port()
     process = subprocess.Popen(

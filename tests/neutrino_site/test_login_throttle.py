@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import ROOT, cli_env, http_server, neutrino
+from tests.servers import ROOT, http_server, neutrino, server_env
 
 PASSWORD = "throttle-admin-pw"
 LIMIT = 5
@@ -36,14 +36,15 @@ class Servers:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     tmp_path: Path = tmp_path_factory.mktemp("login-throttle")
-    env = cli_env(tmp_path, NEUTRINO_LOGIN_FAILURE_LIMIT=str(LIMIT), NEUTRINO_LOGIN_LOCKOUT_S=str(LOCKOUT_S),
-                  NEUTRINO_CLIENT_IP_HEADER="X-Forwarded-For")
-    migrated = neutrino("manage", "migrate", "-v0", env=env)
-    assert migrated.returncode == 0, migrated.stderr
-    for name in ("admin", "other", "third", "fourth"):
-        made = createadmin(name, env)
-        assert made.returncode == 0, made.stderr
     with ExitStack() as stack:
+        env = stack.enter_context(server_env(
+            tmp_path, NEUTRINO_LOGIN_FAILURE_LIMIT=str(LIMIT), NEUTRINO_LOGIN_LOCKOUT_S=str(LOCKOUT_S),
+            NEUTRINO_CLIENT_IP_HEADER="X-Forwarded-For"))
+        migrated = neutrino("manage", "migrate", "-v0", env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        for name in ("admin", "other", "third", "fourth"):
+            made = createadmin(name, env)
+            assert made.returncode == 0, made.stderr
         first = stack.enter_context(http_server(env))
         second = stack.enter_context(http_server(env))
         yield Servers(ports=(first, second), env=env)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import cli_env, http_server, neutrino
+from tests.servers import http_server, neutrino, server_env
 
 LONG_POLLS = 200
 BOUND_S = 1.0
@@ -37,13 +37,13 @@ print(task.id)
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
     tmp: Path = tmp_path_factory.mktemp("long-polls")
-    env = cli_env(tmp, NEUTRINO_TASK_MODULES="examples.tasks", NEUTRINO_LONG_POLL_MAX="8",
-                  NEUTRINO_LONG_POLL_PER_CALLER="2")
-    assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
-    created = neutrino("manage", "shell", "-c", CREATE_TASK, env=env)
-    assert created.returncode == 0, created.stderr
-    with http_server(env, workers=1) as port:
-        yield port, created.stdout.strip().splitlines()[-1]
+    with server_env(tmp, NEUTRINO_TASK_MODULES="examples.tasks", NEUTRINO_LONG_POLL_MAX="8",
+                    NEUTRINO_LONG_POLL_PER_CALLER="2") as env:
+        assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
+        created = neutrino("manage", "shell", "-c", CREATE_TASK, env=env)
+        assert created.returncode == 0, created.stderr
+        with http_server(env, workers=1) as port:
+            yield port, created.stdout.strip().splitlines()[-1]
 
 
 def timed_call(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, float]:

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pools_app.models import ScalingDecision, Worker
 from tasks_app.metrics import forget_cached_queued
 from tasks_app.models import Task
-from tests.servers import cli_env, http_server, neutrino
+from tests.servers import CliEnv, http_server, neutrino
 from workers.engine.topology import STREAM, ensure_consumer, ensure_stream, task_subject
 from workers.engine.topology import ConsumerSettings as Consumer
 
@@ -120,9 +120,9 @@ def test_queued_tasks_pools_workers_and_replicas_come_from_the_cluster(client, d
     assert value(scrape(client), "neutrino_pool_backlog", pool="gpu") == 2  # the default scope has both
 
 
-def test_counts_add_up_across_gunicorn_processes_and_survive_a_process_that_exits(tmp_path: Path):
+def test_counts_add_up_across_gunicorn_processes_and_survive_a_process_that_exits(tmp_path: Path, cli_env: CliEnv):
     prom_dir = tmp_path / "prom"
-    env = cli_env(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(prom_dir))
+    env = cli_env(PROMETHEUS_MULTIPROC_DIR=str(prom_dir))
     assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
     with http_server(env, workers=2) as port:
         base = f"http://127.0.0.1:{port}"

