@@ -110,8 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepare_multiprocess_dir()  # before Django and prometheus_client load, before gunicorn forks
     # Django and the apps load only now, with the environment above set (and not at all for --help).
     import django
+    from django.apps import apps
 
-    django.setup()
+    if not apps.ready:
+        # Once per process: a second setup rebuilds the logging handlers on whatever sys.stderr is at that
+        # moment, which a caller in the same process (a test capturing output) closes afterwards.
+        django.setup()
     from neutrino_site import commands
 
     return commands.run(args)

@@ -5,17 +5,11 @@ A missing external program skips its tests on a laptop and fails them under CI=t
 
 from __future__ import annotations
 
-import logging
 import os
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-# Background threads of a finished test (a NATS bridge reconnecting, a scaler stopping) may log after
-# pytest closed the stream that test captured; such a late line is not a failure, so do not print a
-# "--- Logging error ---" traceback for it.
-logging.raiseExceptions = False
 
 
 def require(condition: bool, reason: str) -> None:
