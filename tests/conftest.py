@@ -110,6 +110,12 @@ def _worker_database_env() -> dict[str, str]:
     return {"DATABASE_URL": f"postgres://{auth}{host}{port}/{quote(str(db['NAME']), safe='')}"}
 
 
+# The ack wait of the workers `start_worker` starts: a message a worker took and did not ack comes back
+# after it. A test that waits for a redelivery (or for one that must not come) waits longer than the
+# worker's `ack_wait_s`, never a figure of its own.
+WORKER_ACK_WAIT_S = 2.0
+
+
 class WorkerProcess:
     """`neutrino serve --mode nats` as a real subprocess; its log goes to a file."""
 
@@ -117,6 +123,7 @@ class WorkerProcess:
         import subprocess
 
         self.log_path = log_path
+        self.ack_wait_s = float(env["NEUTRINO_ACK_WAIT_S"])
         self._log = open(log_path, "wb")  # noqa: SIM115
         self.process = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
@@ -192,7 +199,7 @@ def start_worker(live_nats, tmp_path):
             **os.environ,
             **_worker_database_env(),
             "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p),
-            "NEUTRINO_ACK_WAIT_S": "2",
+            "NEUTRINO_ACK_WAIT_S": str(WORKER_ACK_WAIT_S),
             "NEUTRINO_RETRY_BACKOFF_S": "0.2",
             "NEUTRINO_HEARTBEAT_S": "1",
             "NEUTRINO_SWEEP_AFTER_S": "1",

@@ -112,12 +112,51 @@ def neutrino(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 def request(port: int, method: str, path: str, body: dict | None = None,
-            headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            headers: dict[str, str] | None = None, *, host: str = "127.0.0.1") -> tuple[int, bytes]:
+    """One call to `host`:`port` (a `Host` in `headers` takes the place of the address in the Host header)."""
+    conn = http.client.HTTPConnection(host, port, timeout=30)
     data = json.dumps(body).encode() if body is not None else None
     conn.request(method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
     response = conn.getresponse()
     return response.status, response.read()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, from /proc (psutil is no dependency of Neutrino)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The command name in parentheses may hold spaces: the fields after its ")" are fixed.
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def child_running(pid: int, *words: str) -> int | None:
+    """The child of `pid` whose command line holds `words` one after the other, if one does."""
+    wanted = "\0" + "\0".join(words) + "\0"
+    for child in child_pids(pid):
+        try:
+            argv = "\0" + Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if wanted in argv:
+            return child
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` runs; a zombie (dead, not yet reaped) does not."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 @contextmanager

@@ -19,8 +19,8 @@ from nats.js.errors import NotFoundError
 
 from pools_app.services import topology_apply
 from tasks_app.models import Task
-from tests.servers import wait_for
-from tests.workers.test_nats_worker import pid_alive, submit, task_row, wait_status
+from tests.servers import pid_alive, wait_for
+from tests.workers.test_nats_worker import submit, task_row, wait_status
 from workers.engine.nats_auth import (
     CREDENTIALS_FILE,
     GATEWAY_USER,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from neutrino_site.process import http_ports
 from pools_app.models import Worker
 from tasks_app.models import Task, TaskAttempt
-from tests.servers import wait_for
+from tests.servers import pid_alive, wait_for
 from workers.engine.nats_server import NatsServer
 from workers.engine.topology import (
     CANCEL_SUBJECT,
@@ -100,18 +100,6 @@ def wait_status(task_id: str, *statuses: str, timeout_s: float = 20.0) -> Task:
     except AssertionError as exc:
         row = task_row(task_id)
         raise AssertionError(f"{exc}; it is {row.status} (attempt {row.attempt}, error {row.error!r})") from None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie (killed, not yet reaped) is gone for our purpose
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def lines(path: Path) -> list[str]:
@@ -307,7 +295,9 @@ def test_killed_worker_task_finishes_on_another_worker(client, pools, live_nats,
     assert len(lines(runs)) == 2  # one start per delivery: the killed one and the one that completed
     lost = TaskAttempt.objects.get(task_id=task_id)
     assert (lost.attempt, lost.outcome, lost.worker_id) == (1, "lost", victim.worker_id)
-    time.sleep(1.0)  # nothing runs it a third time
+    wait_for(lambda: consumer_backlog(live_nats.url) == 0, what="the completed delivery to be acked")
+    # Nothing runs it a third time: a delivery left unacked would come back after the ack wait.
+    time.sleep(2 * survivor.ack_wait_s)
     assert len(lines(runs)) == 2
     assert task_row(task_id).status == "completed"
 
@@ -410,20 +400,30 @@ def test_duplicate_publish_is_deduplicated(client, pools, live_nats, start_worke
     assert len(lines(runs)) == 1
 
 
-def test_nats_restart_mid_run_loses_nothing(client, pools, live_nats, start_worker, tmp_path):
-    start_worker("async", concurrency=2)
+def test_nats_restart_mid_run_loses_nothing_and_runs_nothing_twice(client, pools, live_nats, start_worker,
+                                                                    tmp_path):
+    worker = start_worker("async", concurrency=2)
     runs = tmp_path / "runs"
-    ids = [submit(client, "wk_log_run", log_path=str(runs), seconds=0.2) for _ in range(20)]
+    tags = [f"call-{n}" for n in range(20)]
+    ids = {submit(client, "wk_log_start_and_end", log_path=str(runs), tag=tag, seconds=0.2): tag for tag in tags}
     wait_for(lambda: Task.objects.filter(id__in=ids, status="completed").count() >= 3, what="a few completions")
 
     live_nats.kill()
-    time.sleep(1.0)
+    time.sleep(1.0)  # down for a while: heartbeats and acks of the running tasks fail meanwhile
     live_nats.start()
 
     wait_for(lambda: Task.objects.filter(id__in=ids, status="completed").count() == 20, timeout_s=60,
              what="all 20 tasks to complete")
     assert not Task.objects.filter(id__in=ids).exclude(status="completed").exists()
+    assert {row.id: row.result for row in Task.objects.filter(id__in=ids)} == {uuid.UUID(i): t for i, t in ids.items()}
     wait_for(lambda: consumer_backlog(live_nats.url) == 0, timeout_s=20, what="the consumer to be empty")
+    # An ack lost with the broker brings its message back after the ack wait: wait past it, twice over.
+    time.sleep(2 * worker.ack_wait_s)
+    # The tasks' own record, outside the database: the worker never died, so every call started once
+    # and ran to its end once, however often the broker delivered it.
+    log = [line.split() for line in lines(runs)]
+    assert Counter(tag for tag, event in log if event == "end") == Counter(tags)
+    assert Counter(tag for tag, event in log if event == "start") == Counter(tags)
 
 
 def test_worker_recreates_the_stream_of_a_blank_broker(client, pools, live_nats, start_worker, tmp_path):
