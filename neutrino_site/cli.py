@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--nats-port", type=int, default=0, help="0 picks a free port")
     dev.add_argument("--ws-port", type=int, default=None, help="dashboard websocket port (default: --port + 1)")
     dev.add_argument("--require-token", action="store_true",
-                     help="refuse anonymous API calls (the default when --host is not a loopback address)")
+                     help="refuse anonymous API calls (without it they are allowed from this machine's "
+                          "loopback addresses only, whatever --host binds)")
 
     token = commands.add_parser("token", help="API tokens: create, list, revoke")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="TOKEN_COMMAND")

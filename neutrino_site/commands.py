@@ -88,10 +88,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     ws_port = args.ws_port if args.ws_port is not None else args.port + 1
-    # Anonymous API calls are fine on a loopback address only, and only when not told otherwise.
-    loopback = args.host in ("localhost", "::1") or args.host.startswith("127.")
+    # Anonymous API calls unless told otherwise; the API takes them from loopback callers only
+    # (tasks_app.api.auth), whatever --host binds, so other machines need a token.
     return run_dev(host=args.host, port=args.port, nats_port=args.nats_port, ws_port=ws_port,
-                   allow_anonymous=loopback and not args.require_token)
+                   allow_anonymous=not args.require_token)
 
 
 def cmd_createadmin(args: argparse.Namespace) -> int:

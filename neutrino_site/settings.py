@@ -262,9 +262,9 @@ NEUTRINO_KUBE_NAMESPACE = os.environ.get("NEUTRINO_KUBE_NAMESPACE", "")
 NEUTRINO_IMAGE_REGISTRIES = _env_list("NEUTRINO_IMAGE_REGISTRIES", [])
 
 # The API's front door (tasks_app.api.auth): bearer tokens (`neutrino token create NAME`), anonymous calls
-# (refused unless allowed: `neutrino dev` on 127.0.0.1 allows them), a per-caller rate limit in
-# requests/s per server process (0: off; burst 0: one second's worth), the bulk submit's maximum and
-# how long an Idempotency-Key returns the same task.
+# (refused unless allowed, and then taken from loopback addresses only: `neutrino dev` allows them), a
+# per-caller rate limit in requests/s per server process (0: off; burst 0: one second's worth), the bulk
+# submit's maximum and how long an Idempotency-Key returns the same task.
 NEUTRINO_ALLOW_ANONYMOUS = _env_bool("NEUTRINO_ALLOW_ANONYMOUS", False)
 NEUTRINO_RATE_LIMIT_PER_S = float(os.environ.get("NEUTRINO_RATE_LIMIT_PER_S", "0") or 0)
 NEUTRINO_RATE_LIMIT_BURST = int(os.environ.get("NEUTRINO_RATE_LIMIT_BURST", "0") or 0)

@@ -2,9 +2,12 @@
 
 `ApiAuth` is the django-ninja auth of the gateway and polling routers. It first refuses what a browser
 must not send (tasks_app.api.browsers: another site's page, a body that is not JSON). Each request either shows a live
-token (`Authorization: Bearer ntr_...`) or, where NEUTRINO_ALLOW_ANONYMOUS is on, nothing; anything
-else is 401 with a message saying what to send. The caller then spends one unit of its token bucket
-(NEUTRINO_RATE_LIMIT_PER_S; 0: no limit) or gets 429 with Retry-After.
+token (`Authorization: Bearer ntr_...`) or, where NEUTRINO_ALLOW_ANONYMOUS is on and it comes from a
+loopback address (REMOTE_ADDR: this machine), nothing; anything else is 401 with a message saying what
+to send. The address is the connection's, whatever address the server listens on: `neutrino dev
+--host 0.0.0.0` still wants a token from other machines. What this cannot tell apart: a proxy or tunnel
+on this machine (nginx, `ssh -L`) forwards everyone's calls from a loopback address. The caller then
+spends one unit of its token bucket (NEUTRINO_RATE_LIMIT_PER_S; 0: no limit) or gets 429 with Retry-After.
 
 What the rate limit cannot do: the buckets live in each server process's memory, so with N gunicorn
 workers a caller gets up to N times the rate, and a restart refills them. It keeps one caller from
@@ -20,6 +23,7 @@ tasks anonymous callers created, and no token's.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import math
 import threading
 import time
@@ -119,6 +123,17 @@ def _new_buckets_on_change(*, setting: str, **kwargs: object) -> None:
         _limiter.cache_clear()
 
 
+def is_loopback(address: str) -> bool:
+    """Whether REMOTE_ADDR is this machine's loopback (127.0.0.0/8, ::1, or ::ffff:127.x.y.z)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # "unknown", a Unix socket's empty peer
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
 def rate_limit(caller: Caller) -> None:
     """Spend one request of `caller`'s budget. Raises Overloaded (429, Retry-After) when it is spent."""
     conf = neutrino_settings()
@@ -152,6 +167,11 @@ class ApiAuth(HttpBearer):
                 raise Unauthorized(
                     "this API needs a token: send 'Authorization: Bearer <token>' "
                     "(an admin creates one with `neutrino token create NAME` or in the Django admin)"
+                )
+            if not is_loopback(address):
+                raise Unauthorized(
+                    f"anonymous calls are allowed from this machine only, not from {address}: send "
+                    "'Authorization: Bearer <token>' (an admin creates one with `neutrino token create NAME`)"
                 )
             caller = Caller(token_id=None, token_name=None, address=address)
         else:

@@ -100,6 +100,19 @@ def test_a_bad_token_is_refused_even_where_anonymous_calls_are_allowed(client, n
     assert_error(get(client, "/tasks", token="ntr_wrong"), 401)
 
 
+def test_anonymous_calls_are_taken_from_loopback_addresses_only(client, neutrino_conf) -> None:
+    neutrino_conf(ALLOW_ANONYMOUS=True)
+    for address in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"):
+        assert client.get("/tasks", REMOTE_ADDR=address).status_code == 200, address
+    for address in ("10.0.0.9", "192.0.2.2", "::ffff:10.0.0.9", "fd00::2", "unknown", ""):
+        body = assert_error(client.get("/tasks", REMOTE_ADDR=address), 401, "from this machine only",
+                            "Authorization: Bearer")
+        assert body["error"] == "unauthorized", address
+    _, plaintext = token_create(name="remote")
+    assert client.get("/tasks", REMOTE_ADDR="10.0.0.9", headers={"Authorization": f"Bearer {plaintext}"}
+                      ).status_code == 200
+
+
 def test_token_names_are_unique_among_live_tokens(tokens_required) -> None:
     from tasks_app.core.errors import Conflict
 
@@ -345,7 +358,7 @@ def test_anonymous_callers_are_rate_limited_by_address(client, neutrino_conf) ->
     neutrino_conf(ALLOW_ANONYMOUS=True, RATE_LIMIT_PER_S=0.01, RATE_LIMIT_BURST=1)
     assert get(client, "/tasks").status_code == 200
     assert_error(get(client, "/tasks"), 429, "anonymous caller 127.0.0.1")
-    assert client.get("/tasks", REMOTE_ADDR="10.0.0.9").status_code == 200
+    assert client.get("/tasks", REMOTE_ADDR="127.0.0.2").status_code == 200
 
 
 # --- bad input: always a 4xx with a message --------------------------------------------------------
