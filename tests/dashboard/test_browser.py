@@ -1,7 +1,8 @@
 """The dashboard in headless Chromium, against a real server, NATS and worker, as a person uses it.
 
-Debian's chromium drives these (Playwright with `executable_path`; never `playwright install`).
-Without /usr/bin/chromium they skip on a laptop and fail under CI=true. Screenshots go to the test's
+A system Chromium drives these (Playwright with `executable_path`; never `playwright install`): the first
+of `chromium` and `chromium-browser` on PATH, else /usr/bin/chromium (Debian's package, which .ci/run
+installs). Without one they skip on a laptop and fail under CI=true. Screenshots go to the test's
 temporary directory, and to docs/screenshots/ when NEUTRINO_UPDATE_SCREENSHOTS=1.
 """
 
@@ -23,7 +24,8 @@ from tests.dashboard.conftest import ROOT, XSS_IMG, XSS_SCRIPT, DashboardServer
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_NAMES = ("chromium", "chromium-browser")
+DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--no-first-run",
                  "--disable-sync"]
@@ -31,15 +33,24 @@ WAIT_MS = 15_000
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 
+def find_chromium() -> str | None:
+    for name in CHROMIUM_NAMES:
+        if found := shutil.which(name):
+            return found
+    return str(DEBIAN_CHROMIUM) if DEBIAN_CHROMIUM.is_file() and os.access(DEBIAN_CHROMIUM, os.X_OK) else None
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    require(Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    chromium = find_chromium()
+    require(chromium is not None, f"Chromium not found: none of {', '.join(CHROMIUM_NAMES)} on PATH, nor "
+                                  f"{DEBIAN_CHROMIUM} (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         require(False, "the playwright package is not installed (pip install -e '.[dev]')")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 
