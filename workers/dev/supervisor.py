@@ -92,8 +92,7 @@ def _tighten_sqlite_files() -> None:
 
 def _restart_nats_if_dead(nats: NatsServer) -> None:
     """Start nats-server again, on the same port and store, when it has died: every process that talks to
-    it reconnects on its own, and the stream keeps what it had written (a message a kill cut short of
-    the disk is published again by the workers' sweeper, which reads the database)."""
+    it reconnects on its own, and the file store keeps the stream's messages."""
     if nats.alive():
         return
     code = nats.process.returncode if nats.process is not None else None
