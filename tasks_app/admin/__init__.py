@@ -15,9 +15,13 @@ from tasks_app.services.tokens import NAME_MAX, token_create
 
 
 class ApiTokenAddForm(forms.ModelForm):
+    # The model keeps a JSON list; people type names separated by commas, as `neutrino token create --tasks`.
+    tasks = forms.CharField(required=False, label="Allowed tasks",
+                            help_text="Task names separated by commas; empty: the token may call every task.")
+
     class Meta:
         model = ApiToken
-        fields = ["name", "user"]
+        fields = ["name", "user", "admin"]
 
     def clean_name(self) -> str:
         name = str(self.cleaned_data["name"]).strip()
@@ -27,14 +31,17 @@ class ApiTokenAddForm(forms.ModelForm):
             raise forms.ValidationError("a live token has this name; revoke it first or pick another name")
         return name
 
+    def clean_tasks(self) -> list[str]:
+        return [name.strip() for name in str(self.cleaned_data.get("tasks") or "").split(",") if name.strip()]
+
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "user", "created_at", "last_used_at", "revoked_at"]
+    list_display = ["name", "prefix", "user", "admin", "created_at", "last_used_at", "revoked_at"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix"]
     actions = ["revoke"]
-    readonly_fields = ["name", "prefix", "user", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["name", "prefix", "user", "admin", "allowed_tasks", "created_at", "last_used_at", "revoked_at"]
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         if obj is None:
@@ -45,14 +52,15 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return self.readonly_fields if obj is not None else []
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        return self.readonly_fields if obj is not None else ["name", "user"]
+        return self.readonly_fields if obj is not None else ["name", "user", "admin", "tasks"]
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
         if change:
             return  # nothing about a token changes but its revocation (the action)
-        token, plaintext = token_create(name=obj.name, user=obj.user)
+        token, plaintext = token_create(name=obj.name, user=obj.user, admin=obj.admin,
+                                        allowed_tasks=form.cleaned_data["tasks"])
         obj.pk, obj.prefix, obj.secret_hash = token.pk, token.prefix, token.secret_hash
-        obj.created_at = token.created_at
+        obj.created_at, obj.allowed_tasks = token.created_at, token.allowed_tasks
         obj._state.adding = False
         messages.warning(request, f"Token {token.name!r}: {plaintext}  (copy it now: it is shown once, "
                                   "only its hash is stored)")

@@ -138,6 +138,21 @@ def test_tokens_are_created_in_the_admin_shown_once_and_revoked_there(admin_clie
     assert_error(get(client, "/tasks", token=plaintext), 401, "revoked")
 
 
+def test_the_admin_gives_a_token_the_admin_scope_and_allowed_tasks(admin_client) -> None:
+    response = admin_client.post("/admin/tasks_app/apitoken/add/",
+                                 {"name": "scoped", "admin": "on", "tasks": " add, echo ,,"}, follow=True)
+    assert response.status_code == 200
+    token = ApiToken.objects.get(name="scoped")
+    assert token.admin is True
+    assert token.allowed_tasks == ["add", "echo"]
+    page = admin_client.get(f"/admin/tasks_app/apitoken/{token.id}/change/").content.decode()
+    assert "echo" in page, "the change page shows the allowed tasks"
+    plain = admin_client.post("/admin/tasks_app/apitoken/add/", {"name": "plain"}, follow=True)
+    assert plain.status_code == 200
+    assert ApiToken.objects.get(name="plain").admin is False
+    assert ApiToken.objects.get(name="plain").allowed_tasks == []
+
+
 # --- idempotency -----------------------------------------------------------------------------------
 
 
