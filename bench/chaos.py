@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from workers.engine.nats_server import free_port  # noqa: E402
+from workers.engine.topology import LOST_MESSAGE_AFTER_S  # noqa: E402
 
 CLI = [sys.executable, "-m", "neutrino_site.cli"]
 FINAL = {"completed", "failed", "cancelled"}
@@ -723,7 +724,10 @@ def run(*, tasks: int, rate: float, fault_every_s: float, min_faults: int, ack_w
             thread.join()
         seconds = time.monotonic() - started
         say(f"submitted; {len(faults)} faults injected; waiting for the tasks to finish")
-        settle_s = wait_until_settled(system, tally, quiet_s=max(2 * ack_wait_s, 30.0), say=say)
+        # Long enough for a redelivery, and for the autoscaler to republish a task whose message the
+        # broker lost once its pool is empty.
+        settle_s = wait_until_settled(system, tally, quiet_s=max(2 * ack_wait_s, LOST_MESSAGE_AFTER_S + 15.0),
+                                      say=say)
         report = count(system, tally, faults, seconds=seconds, settle_s=settle_s)
         if not report.ok:
             say(f"neutrino dev's log: {system.log_path} (tail)\n" + system.log_path.read_text(errors="replace")[-4000:])

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from pools_app.autoscaler.decide import Decision
-from pools_app.autoscaler.loop import Autoscaler, read_depths, scaled_pools, sync_topology
+from pools_app.autoscaler.loop import Autoscaler, read_depths, republish_lost, scaled_pools, sync_topology
 from pools_app.k8s.client import KubeClient, KubeError, api_client
 from pools_app.k8s.render import deployment_name
 from tasks_app.core.conf import neutrino_settings
@@ -75,6 +75,7 @@ class KubeScaler:
             self._say_once("nats", "queue depth unknown (NATS does not answer); replicas stay as they are", self.err)
             return {}
         self._reported.discard("nats")
+        republish_lost(self.bridge, depths)
         current: dict[str, int] = {}
         for pool in pools:
             name = deployment_name(pool.name)

@@ -30,7 +30,7 @@ from typing import Any
 
 from django.db import DatabaseError
 
-from pools_app.autoscaler.loop import Autoscaler, read_depths, scaled_pools, sync_topology
+from pools_app.autoscaler.loop import Autoscaler, read_depths, republish_lost, scaled_pools, sync_topology
 from pools_app.models import Worker
 from workers.engine.broker.bridge import NatsBridge
 from workers.engine.processes import stop_process
@@ -130,6 +130,7 @@ class LocalScaler:
             self._depth_known = False
             return
         self._depth_known = True
+        republish_lost(self.bridge, depths)
         current = {p.name: len(self.running.get(p.name, [])) for p in pools}
         for name, decision in self.autoscaler.tick(pools=pools, depths=depths, current=current).items():
             if decision.desired != current[name]:

@@ -21,8 +21,9 @@ from django.db import DatabaseError, close_old_connections
 from pools_app.autoscaler.decide import Decision, ScalingState, decide, policy_of
 from pools_app.models import Pool, PoolMode
 from pools_app.services import scaling_decision_record, topology_apply
+from tasks_app.services.submit import task_republish_lost
 from workers.engine.broker.bridge import NatsBridge
-from workers.engine.topology import ConsumerSettings, PoolDepth, pool_depth
+from workers.engine.topology import LOST_MESSAGE_AFTER_S, ConsumerSettings, PoolDepth, pool_depth
 
 logger = logging.getLogger("neutrino.autoscale")
 
@@ -53,6 +54,21 @@ def read_depths(bridge: NatsBridge, pools: Sequence[str], *,
     except Exception as exc:  # BrokerDown, a timeout, or a JetStream API error: decide nothing this tick
         logger.info("queue depth unknown (%s: %s); replicas stay as they are", type(exc).__name__, exc)
         return None
+
+
+def republish_lost(bridge: NatsBridge, depths: Mapping[str, PoolDepth], *,
+                   older_than_s: float = LOST_MESSAGE_AFTER_S) -> int:
+    """Publish again the queued tasks whose message the broker lost, in each pool whose consumer holds
+    nothing (`depths`, read just before: see `task_republish_lost`). Returns how many."""
+    count = 0
+    for pool, depth in depths.items():
+        if depth.pending or depth.in_flight or not depth.known:
+            continue
+        try:
+            count += task_republish_lost(publisher=bridge, pool=pool, older_than_s=older_than_s)
+        except DatabaseError as exc:
+            logger.warning("queued tasks of pool %s not checked for lost messages: %s", pool, exc)
+    return count
 
 
 def sync_topology(bridge: NatsBridge, pools: Sequence[str], consumer: ConsumerSettings, *, replicas: int = 1,

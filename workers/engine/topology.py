@@ -152,15 +152,22 @@ async def ensure_consumer(js: JetStreamContext, pool: str, settings: ConsumerSet
     )
 
 
+# A queued task whose pool's consumer holds no message is taken for lost (and published again by the
+# autoscaler) this long after it was queued: a margin for the clocks of the hosts that wrote the row and
+# that read the depth.
+LOST_MESSAGE_AFTER_S = 30.0
+
+
 @dataclass(frozen=True)
 class PoolDepth:
     pending: int  # in the stream, not yet delivered
     in_flight: int  # delivered, not yet acknowledged
+    known: bool = True  # False: the pool has no consumer (yet), so both counts are only a guess
 
 
 async def pool_depth(js: JetStreamContext, pool: str) -> PoolDepth:
     try:
         info = await js.consumer_info(STREAM, consumer_name(pool))
     except NotFoundError:
-        return PoolDepth(pending=0, in_flight=0)
+        return PoolDepth(pending=0, in_flight=0, known=False)
     return PoolDepth(pending=int(info.num_pending or 0), in_flight=int(info.num_ack_pending or 0))
