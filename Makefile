@@ -5,7 +5,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck bench bench-dashboard vendor clean serve
+.PHONY: dev test lint typecheck bench bench-dashboard bench-peers vendor clean serve
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ bench: $(STAMP)
 
 bench-dashboard: $(STAMP)
 	$(BIN)/python bench/dashboard_scale.py
+
+# Neutrino against Celery and Dramatiq (bench/vs_celery.py); needs redis-server on PATH for their broker.
+bench-peers: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python bench/vs_celery.py $(BENCH_ARGS)
 
 # Upgrade the vendored htmx files (static/vendor/) from npm.
 vendor:

@@ -1,5 +1,8 @@
 """The whole system for a benchmark, as `neutrino dev` runs it but on a scratch database:
-nats-server, the HTTP server and one worker of the async pool, each a real process."""
+nats-server, the HTTP server and one worker of the async pool, each a real process.
+
+`neutrino_stack(..., worker=False)` leaves the worker out, so a benchmark can queue tasks first and
+start one with `start_worker` when its clock starts (the drain figure of bench/vs_celery.py)."""
 
 from __future__ import annotations
 
@@ -43,7 +46,8 @@ class Stack:
 
 
 @contextmanager
-def neutrino_stack(*, http_workers: int, concurrency: int, anonymous: bool = True) -> Iterator[Stack]:
+def neutrino_stack(*, http_workers: int, concurrency: int, anonymous: bool = True,
+                   worker: bool = True) -> Iterator[Stack]:
     """Start the stack on free ports (DATABASE_URL, when set, should name a scratch database)."""
     with tempfile.TemporaryDirectory(prefix="neutrino-bench-") as tmp:
         data = Path(tmp)
@@ -65,19 +69,26 @@ def neutrino_stack(*, http_workers: int, concurrency: int, anonymous: bool = Tru
         processes = [
             subprocess.Popen([*CLI, "serve", "--mode", "http", "--host", "127.0.0.1", "--port", str(port),
                               "--workers", str(http_workers)], env=env, cwd=ROOT),
-            subprocess.Popen([*CLI, "serve", "--mode", "nats", "--pool", "async", "--concurrency",
-                              str(concurrency)], env=env, cwd=ROOT),
         ]
+        stack = Stack(port=port, env=env, data=data)
+        if worker:
+            processes.append(start_worker(stack, concurrency=concurrency))
         try:
             if not wait_for_port("127.0.0.1", port, 30):
                 raise SystemExit("the HTTP server did not start within 30 s")
-            yield Stack(port=port, env=env, data=data)
+            yield stack
         finally:
             for process in processes:
                 process.send_signal(signal.SIGTERM)  # both at once; then wait for each
             for process in processes:
                 stop_process(process, 60, terminate=False)
             nats.stop()
+
+
+def start_worker(stack: Stack, *, concurrency: int) -> subprocess.Popen[bytes]:
+    """One worker of the async pool on `stack`; the caller stops it (SIGTERM, then `stop_process`)."""
+    return subprocess.Popen([*CLI, "serve", "--mode", "nats", "--pool", "async", "--concurrency", str(concurrency)],
+                            env=stack.env, cwd=ROOT)
 
 
 def completed_count(data: Path, function: str = "async_noop") -> int:
