@@ -8,7 +8,7 @@ import secrets
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -172,6 +172,21 @@ def _failure(spec: TaskSpec, task_id: str, exc: ex.ExecutorError) -> tuple[str, 
 
 def _update_task(*, set_values: dict[str, Any], where_sql: str, where_values: list[Any]) -> int:
     """`UPDATE tasks SET <set_values> WHERE <where_sql>`; values converted by their model fields."""
+    return _run_update(set_values=set_values, where_sql=where_sql, where_values=where_values)[0]
+
+
+def _update_task_returning(*, set_values: dict[str, Any], where_sql: str, where_values: list[Any],
+                           returning: Sequence[str]) -> list[dict[str, Any]] | None:
+    """As `_update_task`, and the `returning` columns of the rows it changed, read by the same statement
+    (`UPDATE ... RETURNING`). None where the database cannot (SQLite before 3.35): read them after."""
+    # Django's flag for INSERT ... RETURNING: the same SQL clause, the same SQLite version.
+    if not connection.features.can_return_columns_from_insert:
+        return None
+    return _run_update(set_values=set_values, where_sql=where_sql, where_values=where_values, returning=returning)[1]
+
+
+def _run_update(*, set_values: dict[str, Any], where_sql: str, where_values: list[Any],
+                returning: Sequence[str] = ()) -> tuple[int, list[dict[str, Any]]]:
     table = connection.ops.quote_name(Task._meta.db_table)
     assignments, params = [], []
     for name, value in set_values.items():
@@ -183,9 +198,24 @@ def _update_task(*, set_values: dict[str, Any], where_sql: str, where_values: li
         else:
             assignments.append(f"{column} = %s")
         params.append(field.get_db_prep_save(value, connection))
+    sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {where_sql}"
+    fields = [cast("Field[Any, Any]", Task._meta.get_field(name)) for name in returning]
+    if fields:
+        sql += " RETURNING " + ", ".join(connection.ops.quote_name(cast(str, field.column)) for field in fields)
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {table} SET {', '.join(assignments)} WHERE {where_sql}", [*params, *where_values])
-        return int(cursor.rowcount)
+        cursor.execute(sql, [*params, *where_values])
+        if not fields:
+            return int(cursor.rowcount), []
+        rows = [{field.name: _from_db(field, value) for field, value in zip(fields, row, strict=True)}
+                for row in cursor.fetchall()]
+        return len(rows), rows
+
+
+def _from_db(field: Field[Any, Any], value: Any) -> Any:
+    """A column's value as the model has it (a JSON column arrives as text on SQLite)."""
+    for converter in field.get_db_converters(connection):
+        value = converter(value, field, connection)
+    return value
 
 
 @dataclass(frozen=True)
@@ -228,6 +258,9 @@ class ClaimedTask:
     max_retries: int
 
 
+_CLAIM_COLUMNS = ("function_name", "args", "timeout_ms", "max_retries")
+
+
 def task_mark_running(*, events: TaskEvents, task_id: str, pool: str, attempt: int,
                       worker_id: str) -> ClaimedTask | None:
     """Claim a task of `pool` for this attempt and return what to run, from its row.
@@ -237,23 +270,25 @@ def task_mark_running(*, events: TaskEvents, task_id: str, pool: str, attempt: i
     # A redelivery (attempt > 1) may take over from a worker that died mid-run: note that attempt first.
     previous = _running_attempt(task_id) if attempt > 1 else None
     now = timezone.now()
-    updated = _update_task(
+    # The columns to run are read by the claim itself where the database can (they never change after submit).
+    claimed = _update_task_returning(
         set_values={"status": TaskStatus.RUNNING, "attempt": attempt, "worker_id": worker_id, "started_at": now,
                     "queued_at": _KeepIfSet(now), "progress": None, "progress_message": ""},
         where_sql="id = %s AND pool = %s AND cancel_requested = %s "
                   "AND (status IN (%s, %s) OR (status = %s AND attempt < %s))",
         where_values=[_task_pk(task_id), pool, False, str(TaskStatus.PENDING), str(TaskStatus.QUEUED),
                       str(TaskStatus.RUNNING), attempt],
+        returning=_CLAIM_COLUMNS,
     )
-    if not updated:
+    if claimed == []:
         return None
     if previous is not None and previous["attempt"] < attempt:
         _record_past_attempt(task_id=task_id, attempt=previous["attempt"], outcome=TaskAttempt.Outcome.LOST,
                              error="its worker stopped answering; the message was delivered again",
                              seen=previous)
     events.emit(task_id, TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id)
-    # Read after the claim: the row is ours now, and these columns never change after submit.
-    row = Task.objects.filter(id=task_id).values("function_name", "args", "timeout_ms", "max_retries").get()
+    # Without RETURNING, read after the claim: the row is ours now.
+    row = claimed[0] if claimed else Task.objects.filter(id=task_id).values(*_CLAIM_COLUMNS).get()
     return ClaimedTask(task_id=task_id, function=str(row["function_name"]),
                        args=row["args"] if isinstance(row["args"], dict) else {},
                        timeout_ms=int(row["timeout_ms"]), max_retries=int(row["max_retries"]))
