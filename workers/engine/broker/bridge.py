@@ -61,6 +61,9 @@ class NatsBridge:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._subscriptions: list[tuple[str, Handler]] = []
+        self._events_lock = threading.Lock()
+        self._events: list[tuple[str, bytes]] = []  # handed over by publish_event, not yet sent by the loop
+        self._events_scheduled = False
         self._started = threading.Event()
         self._closed = False
 
@@ -190,12 +193,29 @@ class NatsBridge:
         return list(self.call(publish_all, timeout_s + 1.0 + len(messages) / 10_000))
 
     def publish_event(self, subject: str, body: dict[str, Any]) -> None:
-        """Fire and forget: events feed live views, the database stays the record."""
+        """Fire and forget: events feed live views, the database stays the record.
+
+        Events published while the loop has not yet sent the earlier ones go in one hand-off: a worker
+        finishing a batch of tasks wakes the loop once, not once per event (a wake-up and a task each cost
+        more than the publish itself).
+        """
         nc = self._nc
         if nc is None or not nc.is_connected:
             return
         data = json.dumps(body, separators=(",", ":"), default=str).encode()
-        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._publish_quietly(nc, subject, data)))
+        with self._events_lock:
+            self._events.append((subject, data))
+            if self._events_scheduled:
+                return
+            self._events_scheduled = True
+        self._loop.call_soon_threadsafe(self._send_events, nc)
+
+    def _send_events(self, nc: Client) -> None:
+        """On the loop: send every event handed over so far."""
+        with self._events_lock:
+            events, self._events = self._events, []
+            self._events_scheduled = False
+        self._loop.create_task(self._publish_quietly(nc, events))
 
     def publish_events(self, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Fire and forget many `(subject, body)` events: one hand-off to the loop, which sends them together."""
@@ -203,19 +223,12 @@ class NatsBridge:
         if nc is None or not nc.is_connected or not events:
             return
         encoded = [(subject, json.dumps(body, separators=(",", ":"), default=str).encode()) for subject, body in events]
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._publish_quietly(nc, encoded)))
 
-        async def publish_all() -> None:
-            try:
-                for subject, data in encoded:
-                    await nc.publish(subject, data)
-            except Exception as exc:
-                logger.debug("event publish failed: %s", exc)
-
-        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(publish_all()))
-
-    async def _publish_quietly(self, nc: Client, subject: str, data: bytes) -> None:
+    async def _publish_quietly(self, nc: Client, events: list[tuple[str, bytes]]) -> None:
         try:
-            await nc.publish(subject, data)
+            for subject, data in events:
+                await nc.publish(subject, data)
         except Exception as exc:
             logger.debug("event publish failed: %s", exc)
 
