@@ -277,6 +277,19 @@ def test_cancel_running_task_kills_its_process(client, pools, live_nats, start_w
 # --- worker failures -------------------------------------------------------------------------------
 
 
+def test_a_task_longer_than_the_ack_wait_runs_once(client, pools, live_nats, start_worker, tmp_path):
+    """The worker keeps the delivery in progress: two workers, and the broker never hands it to the other."""
+    first = start_worker("async", concurrency=1)
+    start_worker("async", concurrency=1)
+    runs = tmp_path / "runs"
+    task_id = submit(client, "wk_log_run", log_path=str(runs), seconds=3 * first.ack_wait_s)
+
+    row = wait_status(task_id, "completed", timeout_s=30)
+    assert row.attempt == 1
+    assert len(lines(runs)) == 1, "one run, though it outlasted the ack wait three times"
+    wait_for(lambda: consumer_backlog(live_nats.url) == 0, what="the delivery to be acked")
+
+
 def test_killed_worker_task_finishes_on_another_worker(client, pools, live_nats, start_worker, tmp_path):
     first = start_worker("async", concurrency=1)
     second = start_worker("async", concurrency=1)
