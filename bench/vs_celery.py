@@ -2,9 +2,11 @@
 
 Each round runs Neutrino, then Celery, then Dramatiq (`--rounds` times), each on a fresh system:
 
-- Neutrino: nats-server, `neutrino serve --mode http` (2 HTTP processes) and one worker
-  `neutrino serve --mode nats --pool async --concurrency 2` (2 child processes), SQLite, as
-  bench/stack.py starts them; the task is `bench.bench_tasks.async_noop`.
+- Neutrino: nats-server, `neutrino serve --mode http` (2 HTTP processes) and `--workers` (2) worker
+  processes of the pool, each `neutrino serve --mode nats --pool async --concurrency 2` (2 child
+  processes), SQLite, as bench/stack.py starts them; the task is `bench.bench_tasks.async_noop`. Two
+  workers use both cores of a 2-core machine, as Celery's prefork parent and its 2 children do
+  (`neutrino dev`'s autoscaler starts up to 4 for a backlog); `--workers 1` shows one process alone.
 - Celery: `celery -A bench.celery_app worker --pool prefork --concurrency 2`, Redis broker, no result
   backend (gossip, mingle and heartbeat off: they are for clusters of workers).
 - Dramatiq: `dramatiq bench.dramatiq_app -p 2 -t 8` (2 processes x 8 threads), Redis broker.
@@ -19,8 +21,8 @@ Three figures, each end to end: the clock stops when all N tasks are done.
 2. batch: N tasks submitted from one thread the peer's batch way (Neutrino: `NeutrinoClient.submit_many`,
    1,000 items per `POST /api/async_noop/batch`; Celery: `group()` of 1,000 signatures per
    `apply_async()`; Dramatiq: `send()` in a loop, as its Redis broker has no batch enqueue);
-3. drain: N tasks queued with no worker running, then one worker started; the clock runs from the
-   worker's start (its start-up included) until all are done.
+3. drain: N tasks queued with no worker running, then the workers started; the clock runs from the
+   workers' start (their start-up included) until all are done.
 
 How "done" is counted, and why that is fair to the peers: Neutrino's figure counts completed rows in its
 ledger (every task is a row with its arguments, status, result and times, written as it runs); Celery and
@@ -46,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +79,7 @@ Figures = dict[str, float | None]
 @dataclass(frozen=True)
 class Settings:
     tasks: int
+    workers: int
     concurrency: int
     http_workers: int
     timeout_s: float
@@ -107,20 +110,21 @@ def from_threads(send: Callable[[int], None], total: int) -> None:
 
 
 def until_done(count: Callable[[], int], target: int, started: float, timeout_s: float,
-               worker: subprocess.Popen[bytes]) -> tuple[float, int]:
-    """Poll `count()` until it reaches `target` (or the worker exits); the seconds since `started` and the
+               workers: Sequence[subprocess.Popen[bytes]]) -> tuple[float, int]:
+    """Poll `count()` until it reaches `target` (or a worker exits); the seconds since `started` and the
     last count."""
     deadline = time.monotonic() + timeout_s
     done = count()
-    while done < target and time.monotonic() < deadline and worker.poll() is None:
+    while done < target and time.monotonic() < deadline and all(worker.poll() is None for worker in workers):
         time.sleep(POLL_S)
         done = count()
     return time.perf_counter() - started, done
 
 
-def first_done(count: Callable[[], int], started: float, timeout_s: float, worker: subprocess.Popen[bytes]) -> float:
+def first_done(count: Callable[[], int], started: float, timeout_s: float,
+               workers: Sequence[subprocess.Popen[bytes]]) -> float:
     """Seconds from `started` until `count()` is above zero: in the drain figure, the worker's start-up."""
-    until_done(count, 1, started, timeout_s, worker)
+    until_done(count, 1, started, timeout_s, workers)
     return time.perf_counter() - started
 
 
@@ -154,27 +158,28 @@ def run_neutrino(settings: Settings) -> Figures:
 
         client.submit_many("async_noop", items, chunk_size=BATCH)  # queued; no worker runs yet
         started = time.perf_counter()
-        worker = start_worker(stack, concurrency=settings.concurrency)
+        workers = [start_worker(stack, concurrency=settings.concurrency) for _ in range(settings.workers)]
         try:
-            first_s = first_done(done, started, settings.timeout_s, worker)
-            elapsed, count = until_done(done, n, started, settings.timeout_s, worker)
+            first_s = first_done(done, started, settings.timeout_s, workers)
+            elapsed, count = until_done(done, n, started, settings.timeout_s, workers)
             figures["drain"] = figure("neutrino", "drain", n, None, elapsed, count, first_s=first_s)
 
             before = done()
             started = time.perf_counter()
             from_threads(lambda count: submit_loop(stack.port, count, []), n)
             submitted_s = time.perf_counter() - started
-            elapsed, count = until_done(done, before + n, started, settings.timeout_s, worker)
+            elapsed, count = until_done(done, before + n, started, settings.timeout_s, workers)
             figures["single"] = figure("neutrino", "single", n, submitted_s, elapsed, count - before)
 
             before = done()
             started = time.perf_counter()
             client.submit_many("async_noop", items, chunk_size=BATCH)
             submitted_s = time.perf_counter() - started
-            elapsed, count = until_done(done, before + n, started, settings.timeout_s, worker)
+            elapsed, count = until_done(done, before + n, started, settings.timeout_s, workers)
             figures["batch"] = figure("neutrino", "batch", n, submitted_s, elapsed, count - before)
         finally:
-            stop_process(worker, 60)
+            for worker in workers:
+                stop_process(worker, 60)
     return figures
 
 
@@ -239,22 +244,22 @@ def run_redis_peer(peer: RedisPeer, redis_url: str, settings: Settings) -> Figur
     started = time.perf_counter()
     worker = subprocess.Popen(peer.worker, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
-        first_s = first_done(done, started, settings.timeout_s, worker)
-        elapsed, count = until_done(done, n, started, settings.timeout_s, worker)
+        first_s = first_done(done, started, settings.timeout_s, [worker])
+        elapsed, count = until_done(done, n, started, settings.timeout_s, [worker])
         figures["drain"] = figure(peer.name, "drain", n, None, elapsed, count, first_s=first_s)
 
         before = done()
         started = time.perf_counter()
         from_threads(peer.send, n)
         submitted_s = time.perf_counter() - started
-        elapsed, count = until_done(done, before + n, started, settings.timeout_s, worker)
+        elapsed, count = until_done(done, before + n, started, settings.timeout_s, [worker])
         figures["single"] = figure(peer.name, "single", n, submitted_s, elapsed, count - before)
 
         before = done()
         started = time.perf_counter()
         peer.send_batch(n)
         submitted_s = time.perf_counter() - started
-        elapsed, count = until_done(done, before + n, started, settings.timeout_s, worker)
+        elapsed, count = until_done(done, before + n, started, settings.timeout_s, [worker])
         figures["batch"] = figure(peer.name, "batch", n, submitted_s, elapsed, count - before)
     finally:
         if worker.poll() is not None:
@@ -314,14 +319,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=5000, help="tasks per figure")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of Neutrino, Celery, Dramatiq")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="Neutrino worker processes of the pool (default 2: one per core here; neutrino dev's "
+                             "autoscaler starts up to 4 for a backlog)")
     parser.add_argument("--concurrency", type=int, default=2,
                         help="Neutrino worker's child processes (Celery's prefork -c 2 has two)")
     parser.add_argument("--http-workers", type=int, default=2, help="Neutrino HTTP server processes")
     parser.add_argument("--timeout", type=float, default=600, help="seconds a figure may take before it is given up")
     parser.add_argument("--redis-url", help="use this Redis (it is FLUSHDB'd) instead of a private redis-server")
     args = parser.parse_args()
-    settings = Settings(tasks=args.tasks, concurrency=args.concurrency, http_workers=args.http_workers,
-                        timeout_s=args.timeout)
+    settings = Settings(tasks=args.tasks, workers=args.workers, concurrency=args.concurrency,
+                        http_workers=args.http_workers, timeout_s=args.timeout)
 
     broker: AbstractContextManager[str] = private_redis() if args.redis_url is None else nullcontext(args.redis_url)
     with broker as redis_url:
@@ -329,7 +337,8 @@ def main() -> None:
         os.environ["BENCH_REDIS_URL"] = redis_url
         peers = [celery_peer(), dramatiq_peer()]
         print(f"no-op tasks, {settings.tasks} per figure, {args.rounds} round(s), {os.cpu_count()} CPUs; "
-              f"Neutrino: 1 worker (concurrency {settings.concurrency}), {settings.http_workers} HTTP processes, "
+              f"Neutrino: {settings.workers} worker(s) (concurrency {settings.concurrency} each), "
+              f"{settings.http_workers} HTTP processes, "
               f"{'PostgreSQL' if os.environ.get('DATABASE_URL') else 'SQLite'}; Celery: prefork -c 2; "
               f"Dramatiq: -p 2 -t 8; Redis {redis_url}", flush=True)
         print("batch is: " + "; ".join(f"{peer}: {way}" for peer, way in BATCH_WAYS.items()), flush=True)
