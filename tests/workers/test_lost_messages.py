@@ -8,23 +8,41 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
+import nats.js.errors
 import pytest
 from django.utils import timezone
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from pools_app.autoscaler.loop import read_depths, republish_lost
 from tasks_app.models import Task
 from tests.servers import wait_for
-from tests.workers.test_nats_worker import submit, wait_status
+from tests.workers.test_nats_worker import nats_call, submit, wait_status
 from workers.engine.broker.bridge import NatsBridge
+from workers.engine.topology import STREAM
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 
 @pytest.fixture
 def bridge(live_nats) -> Iterator[NatsBridge]:
+    """A connection as the autoscaler's; the stream is emptied before and after each test, so no message
+    of another test counts in a depth here, and no retry waiting here (a minute) is left to the next tests."""
+    purge_stream(live_nats.url)
     bridge = NatsBridge(live_nats.url, name="test-autoscaler").start()
     yield bridge
     bridge.close()
+    purge_stream(live_nats.url)
+
+
+def purge_stream(url: str) -> None:
+    async def purge(nc: Client, js: JetStreamContext) -> None:
+        try:
+            await js.purge_stream(STREAM)
+        except nats.js.errors.NotFoundError:
+            pass
+
+    nats_call(url, purge)
 
 
 def test_a_queued_task_whose_message_was_lost_runs_once_after_the_pool_drains(default_pools, start_worker, bridge,
