@@ -122,9 +122,9 @@ def until_done(count: Callable[[], int], target: int, started: float, timeout_s:
 
 
 def first_done(count: Callable[[], int], started: float, timeout_s: float,
-               workers: Sequence[subprocess.Popen[bytes]]) -> float:
-    """Seconds from `started` until `count()` is above zero: in the drain figure, the worker's start-up."""
-    until_done(count, 1, started, timeout_s, workers)
+               workers: Sequence[subprocess.Popen[bytes]], *, before: int = 0) -> float:
+    """Seconds from `started` until `count()` is above `before`: in the drain figure, the worker's start-up."""
+    until_done(count, before + 1, started, timeout_s, workers)
     return time.perf_counter() - started
 
 
@@ -156,13 +156,14 @@ def run_neutrino(settings: Settings) -> Figures:
         def done() -> int:
             return completed_count(data)
 
+        before = done()  # a PostgreSQL database keeps the rows of earlier rounds
         client.submit_many("async_noop", items, chunk_size=BATCH)  # queued; no worker runs yet
         started = time.perf_counter()
         workers = [start_worker(stack, concurrency=settings.concurrency) for _ in range(settings.workers)]
         try:
-            first_s = first_done(done, started, settings.timeout_s, workers)
-            elapsed, count = until_done(done, n, started, settings.timeout_s, workers)
-            figures["drain"] = figure("neutrino", "drain", n, None, elapsed, count, first_s=first_s)
+            first_s = first_done(done, started, settings.timeout_s, workers, before=before)
+            elapsed, count = until_done(done, before + n, started, settings.timeout_s, workers)
+            figures["drain"] = figure("neutrino", "drain", n, None, elapsed, count - before, first_s=first_s)
 
             before = done()
             started = time.perf_counter()
