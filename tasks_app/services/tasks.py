@@ -175,16 +175,6 @@ def _update_task(*, set_values: dict[str, Any], where_sql: str, where_values: li
     return _run_update(set_values=set_values, where_sql=where_sql, where_values=where_values)[0]
 
 
-def _update_task_returning(*, set_values: dict[str, Any], where_sql: str, where_values: list[Any],
-                           returning: Sequence[str]) -> list[dict[str, Any]] | None:
-    """As `_update_task`, and the `returning` columns of the rows it changed, read by the same statement
-    (`UPDATE ... RETURNING`). None where the database cannot (SQLite before 3.35): read them after."""
-    # Django's flag for INSERT ... RETURNING: the same SQL clause, the same SQLite version.
-    if not connection.features.can_return_columns_from_insert:
-        return None
-    return _run_update(set_values=set_values, where_sql=where_sql, where_values=where_values, returning=returning)[1]
-
-
 def _run_update(*, set_values: dict[str, Any], where_sql: str, where_values: list[Any],
                 returning: Sequence[str] = ()) -> tuple[int, list[dict[str, Any]]]:
     table = connection.ops.quote_name(Task._meta.db_table)
@@ -270,25 +260,28 @@ def task_mark_running(*, events: TaskEvents, task_id: str, pool: str, attempt: i
     # A redelivery (attempt > 1) may take over from a worker that died mid-run: note that attempt first.
     previous = _running_attempt(task_id) if attempt > 1 else None
     now = timezone.now()
-    # The columns to run are read by the claim itself where the database can (they never change after submit).
-    claimed = _update_task_returning(
+    claim: dict[str, Any] = dict(
         set_values={"status": TaskStatus.RUNNING, "attempt": attempt, "worker_id": worker_id, "started_at": now,
                     "queued_at": _KeepIfSet(now), "progress": None, "progress_message": ""},
         where_sql="id = %s AND pool = %s AND cancel_requested = %s "
                   "AND (status IN (%s, %s) OR (status = %s AND attempt < %s))",
         where_values=[_task_pk(task_id), pool, False, str(TaskStatus.PENDING), str(TaskStatus.QUEUED),
                       str(TaskStatus.RUNNING), attempt],
-        returning=_CLAIM_COLUMNS,
     )
-    if claimed == []:
+    # The columns to run (they never change after submit) are read by the claim itself where the database
+    # can: Django's flag for INSERT ... RETURNING is the same clause and the same SQLite version (3.35).
+    if connection.features.can_return_columns_from_insert:
+        rows = _run_update(**claim, returning=_CLAIM_COLUMNS)[1]
+    else:  # read after the claim: the row is ours now
+        rows = list(Task.objects.filter(id=task_id).values(*_CLAIM_COLUMNS)) if _update_task(**claim) else []
+    if not rows:
         return None
     if previous is not None and previous["attempt"] < attempt:
         _record_past_attempt(task_id=task_id, attempt=previous["attempt"], outcome=TaskAttempt.Outcome.LOST,
                              error="its worker stopped answering; the message was delivered again",
                              seen=previous)
     events.emit(task_id, TaskStatus.RUNNING, attempt=attempt, worker_id=worker_id)
-    # Without RETURNING, read after the claim: the row is ours now.
-    row = claimed[0] if claimed else Task.objects.filter(id=task_id).values(*_CLAIM_COLUMNS).get()
+    row = rows[0]
     return ClaimedTask(task_id=task_id, function=str(row["function_name"]),
                        args=row["args"] if isinstance(row["args"], dict) else {},
                        timeout_ms=int(row["timeout_ms"]), max_retries=int(row["max_retries"]))
