@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     # Development and tests: talk to this API server URL instead (default: $NEUTRINO_KUBE_URL).
     up.add_argument("--kube-url", default="", help=argparse.SUPPRESS)
 
+    scheduler = commands.add_parser(
+        "scheduler", help="fire delayed tasks and schedules, expire tasks, prune old history (one or more may run)")
+    scheduler.add_argument("--once", action="store_true", help="run each job once, then exit")
+    scheduler.add_argument("--nats-url", default=None, help="NATS server (default: $NEUTRINO_NATS_URL)")
+
     autoscale = commands.add_parser(
         "autoscale", help="scale the NATS pools' Deployments from their queue depth (runs in the cluster)")
     autoscale.add_argument("--namespace", default="",

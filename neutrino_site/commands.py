@@ -22,6 +22,7 @@ from tasks_app.services.tasks import admin_create
 from tasks_app.services.tokens import token_create, token_list, token_revoke
 from workers.dev.supervisor import run_dev
 from workers.pool_worker.worker import run_worker
+from workers.scheduler.process import run_scheduler
 
 RET_UNSAFE = 78  # EX_CONFIG (sysexits.h): the configuration makes the server unsafe to start
 NEW_KEY_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
@@ -195,6 +196,14 @@ def cmd_up(args: argparse.Namespace) -> int:
                       timeout_s=args.timeout, out=sys.stdout, err=sys.stderr)
 
 
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    problems = unsafe_settings(serves_http=False)
+    if problems:
+        return _refuse("neutrino scheduler", problems)
+    check_tasks()
+    return run_scheduler(once=args.once)
+
+
 def cmd_autoscale(args: argparse.Namespace) -> int:
     problems = unsafe_settings(serves_http=False)
     if problems:
@@ -207,6 +216,7 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve, "dev": cmd_dev, "createadmin": cmd_createadmin, "k8s": cmd_k8s, "up": cmd_up,
     "autoscale": cmd_autoscale,
+    "scheduler": cmd_scheduler,
 }
 TOKEN_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "create": cmd_token_create, "list": cmd_token_list, "revoke": cmd_token_revoke,

@@ -13,16 +13,20 @@ from neutrino.app import EXECUTION_MODES
 
 
 class TaskStatus(models.TextChoices):
+    SCHEDULED = "scheduled"  # held in the database until `run_at`, then queued (no message exists yet)
     PENDING = "pending"  # row written, broker has not acknowledged yet
     QUEUED = "queued"  # JetStream acknowledged the message
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # not started before `expires_at`: never ran
 
 
-ACTIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING)
-FINISHED_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+ACTIVE_STATUSES = (TaskStatus.SCHEDULED, TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING)
+FINISHED_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED)
+# Not started yet: what a delay or an expiry still applies to.
+WAITING_STATUSES = (TaskStatus.SCHEDULED, TaskStatus.PENDING, TaskStatus.QUEUED)
 # `Task.created_by` of a task an anonymous caller (NEUTRINO_ALLOW_ANONYMOUS, dev only) created.
 ANONYMOUS = "anonymous"
 
@@ -52,6 +56,10 @@ class Task(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # A delayed task is `scheduled` until this time, then queued (set on delayed tasks only).
+    run_at = models.DateTimeField(null=True, blank=True)
+    # Not started by this time: the task ends `expired` without running.
+    expires_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
 
     worker_id = models.CharField(max_length=200, blank=True, default="")
@@ -100,6 +108,10 @@ class Task(models.Model):
             models.Index(fields=["pool", "status"], name="idx_pool_status"),
             # A token's own tasks, newest first (GET /tasks with a token that is not an admin).
             models.Index(fields=["created_by_token", "-created_at"], name="idx_created_by_token"),
+            # The scheduler's due delayed tasks (status = scheduled, run_at <= now), soonest first.
+            models.Index(fields=["status", "run_at"], name="idx_status_run_at"),
+            # The scheduler's expiry sweep (a waiting status, expires_at <= now).
+            models.Index(fields=["status", "expires_at"], name="idx_status_expires_at"),
         ]
 
     def __str__(self) -> str:
@@ -165,3 +177,72 @@ class TaskAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id} attempt {self.attempt} ({self.outcome})"
+
+
+class MissedRuns(models.TextChoices):
+    """What a schedule does with the slots that passed while no scheduler ran."""
+
+    SKIP = "skip"  # fire none of them; go on from the next slot to come
+    ONCE = "once"  # fire one task for them all (the latest slot)
+    ALL = "all"  # fire one task per slot, up to the schedule's `catchup_max`
+
+
+class Schedule(models.Model):
+    """A task fired on a cron expression or a fixed interval, in a time zone, until paused.
+
+    Managed in the dashboard, the Django admin, the API (`/schedules`) and from code
+    (`@app.task(schedule=...)`, `source="code"`). Every fire is a `ScheduleFire` row keyed by
+    (schedule, slot): however many schedulers run, a slot fires at most once.
+    """
+
+    class Source(models.TextChoices):
+        USER = "user"  # made in the dashboard, the admin or the API
+        CODE = "code"  # declared by `@app.task(schedule=...)`, updated at each start-up
+
+    name = models.CharField(max_length=100, unique=True)
+    function_name = models.CharField(max_length=200)
+    args = models.JSONField(default=dict, blank=True)
+    # Exactly one of the two: a 5-field cron expression (or @hourly-style name), or an interval.
+    cron = models.CharField(max_length=120, blank=True, default="")
+    interval_s = models.PositiveIntegerField(null=True, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
+    enabled = models.BooleanField(default=True)
+    missed = models.CharField(max_length=8, choices=MissedRuns.choices, default=MissedRuns.SKIP)
+    catchup_max = models.PositiveIntegerField(default=10)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.USER)
+    description = models.CharField(max_length=300, blank=True, default="")
+
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    created_by = models.CharField(max_length=120, blank=True, default="")
+    # The next slot to fire (None while paused); the scheduler fires every enabled schedule whose
+    # next_run_at has come.
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_fired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("run_schedule", "Can run a schedule now (dashboard)")]
+        indexes = [models.Index(fields=["enabled", "next_run_at"], name="idx_schedule_due")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ScheduleFire(models.Model):
+    """One slot of a schedule that fired, and the task it made. The unique (schedule, slot_at) pair is
+    what keeps two schedulers, a restart in the middle of a tick or a clock jump from firing a slot twice."""
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="fires")
+    slot_at = models.DateTimeField()
+    fired_at = models.DateTimeField()
+    task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # "slot", "missed" (a late slot fired by the missed-run policy) or "manual" (run now).
+    reason = models.CharField(max_length=16, default="slot")
+
+    class Meta:
+        ordering = ["-slot_at"]
+        constraints = [models.UniqueConstraint(fields=["schedule", "slot_at"], name="uniq_schedule_slot")]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_id} @ {self.slot_at}"

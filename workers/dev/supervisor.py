@@ -4,8 +4,9 @@ It starts nats-server (JetStream, store under ./data/nats, a user per role whose
 in ./data/nats-credentials.json), migrates the database,
 creates the first admin account when there is none (its password is printed once),
 starts the HTTP server (which brings the dashboard's websocket process along on
---ws-port). Whatever it starts it restarts when it dies: nats-server first (same port, same store), the
-HTTP server, and the workers (through the autoscaler). The NATS pools' workers follow the autoscaler
+--ws-port) and the scheduler (`neutrino scheduler`: delayed tasks, schedules, expiry,
+retention). Whatever it starts it restarts when it dies: nats-server first (same port, same store), the
+HTTP server, the scheduler, and the workers (through the autoscaler). The NATS pools' workers follow the autoscaler
 (`pools_app.autoscaler.local`): every couple of seconds it reads each pool's queue depth,
 decides how many workers the pool wants (between its min and max replicas; a pool with
 min 0, like gpu, has none until a task waits) and starts or stops (SIGTERM, graceful)
@@ -134,6 +135,7 @@ def run_dev(*, host: str, port: int, nats_port: int, ws_port: int | None = None,
     cli = [sys.executable, "-m", "neutrino_site.cli"]
     http = Child("http server", [*cli, "serve", "--mode", "http", "--host", host, "--port", str(port),
                                  "--ws-port", str(ws_port), "--workers", "1", "--threads", "16"])
+    scheduler = Child("scheduler", [*cli, "scheduler"])
     conf = neutrino_settings()
     bridge = NatsBridge(gateway_url, name="neutrino-dev-autoscaler").start()
     scaler = LocalScaler(ScalerSettings(
@@ -153,6 +155,7 @@ def run_dev(*, host: str, port: int, nats_port: int, ws_port: int | None = None,
     signal.signal(signal.SIGTERM, on_signal)
 
     http.start(env)
+    scheduler.start(env)
     if wait_for_port(host if host != "0.0.0.0" else "127.0.0.1", port, 30):
         _say(f"serving http://{host}:{port}/  (dashboard websocket: port {ws_port}, API docs: /api/docs, "
              f"NATS: {nats.url}, data: {data_dir})")
@@ -168,17 +171,20 @@ def run_dev(*, host: str, port: int, nats_port: int, ws_port: int | None = None,
                 scaler.step()
             except Exception:  # a database hiccup must not take the whole dev server down
                 logger.exception("autoscaler step failed; trying again in %.0f s", CHECK_EVERY_S)
-            if not http.alive() and time.monotonic() - http.started_at > RESTART_BACKOFF_S:
-                code = http.process.returncode if http.process else None
-                http.restarts += 1
-                _say(f"{http.name} exited with {code}; restarting it (restart #{http.restarts})")
-                http.start(env)
+            for child in (http, scheduler):
+                if not child.alive() and time.monotonic() - child.started_at > RESTART_BACKOFF_S:
+                    code = child.process.returncode if child.process else None
+                    child.restarts += 1
+                    _say(f"{child.name} exited with {code}; restarting it (restart #{child.restarts})")
+                    child.start(env)
             stopping.wait(CHECK_EVERY_S)
     finally:
         _say("stopping")
         http.terminate()
+        scheduler.terminate()
         scaler.stop_all(settings.NEUTRINO_WORKER_GRACE_S + 5)
         http.stop(settings.NEUTRINO_WORKER_GRACE_S + 5)
+        scheduler.stop(10)
         bridge.close(timeout_s=2.0)
         nats.stop()
         _say("stopped")

@@ -1,0 +1,26 @@
+"""What the scheduler does, one `Job` each: a service called every `every_s` seconds with the process's ports.
+
+Every job is safe to run in several processes at once (two gateways' schedulers, a restart in the middle
+of a tick): each claims its rows with conditional UPDATEs or unique rows, never with a lock held in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tasks_app.core.conf import NeutrinoSettings
+from tasks_app.core.ports import Ports
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    every_s: float
+    # Does one round of the job; returns how many things it did (tasks queued, rows deleted, ...).
+    run: Callable[[Ports], int]
+
+
+def scheduler_jobs(conf: NeutrinoSettings) -> list[Job]:
+    """The jobs of a scheduler process, in the order one tick runs them."""
+    return []
