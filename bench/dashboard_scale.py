@@ -40,7 +40,7 @@ POOLS = [("fast", "sync", 0.60), ("async", "async", 0.35), ("gpu", "gpu", 0.05)]
 COLUMNS = ("id", "function_name", "status", "pool", "execution_mode", "created_at", "queued_at", "started_at",
            "completed_at", "duration_ms", "worker_id", "attempt", "max_retries", "timeout_ms", "args", "result",
            "error", "error_type", "traceback", "progress", "progress_message", "retry_of_id", "idempotency_key",
-           "cancel_requested")
+           "cancel_requested", "created_by")
 
 
 def _setup(args: argparse.Namespace) -> str:
@@ -104,7 +104,7 @@ def fill(rows: int, *, now: datetime, days: float = 30.0) -> None:
                 duration, "host:1" if status != "pending" else "", 1, 0, 10_000,
                 empty_args, result if status == "completed" else null_json,
                 "boom" if status == "failed" else "", "ValueError" if status == "failed" else "", "",
-                None, "", None, None, False,
+                None, "", None, None, False, "bench",
             ))
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(sql, batch)

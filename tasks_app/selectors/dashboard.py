@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection
+from django.db.models import CharField, QuerySet
+from django.db.models.functions import Cast, Substr
 
 from neutrino.app import EXECUTION_MODES
 from tasks_app.core.ports import Broker
@@ -38,6 +40,7 @@ COUNT_SCAN_CAP = 10_000
 ID_PREFIX_MIN = 4  # hex digits: a shorter prefix matches a sixteenth of the table or more
 OVERVIEW_WINDOW = timedelta(hours=1)
 OVERVIEW_MAX_ROWS = 20_000
+PERCENTILES = (50, 95)  # what the overview shows of each function's durations
 RETRY_CHAIN_MAX = 20
 DEPTH_TIMEOUT_S = 2.0
 
@@ -277,7 +280,7 @@ class FunctionStats:
     failed: int = 0
     cancelled: int = 0
     active: int = 0
-    durations: list[float] = field(default_factory=list, repr=False)
+    percentiles: dict[int, float] = field(default_factory=dict)  # of completed runs' duration_ms
 
     @property
     def failure_rate(self) -> float | None:
@@ -286,11 +289,11 @@ class FunctionStats:
 
     @property
     def p50_ms(self) -> float | None:
-        return percentile(self.durations, 50)
+        return self.percentiles.get(50)
 
     @property
     def p95_ms(self) -> float | None:
-        return percentile(self.durations, 95)
+        return self.percentiles.get(95)
 
 
 @dataclass(frozen=True)
@@ -316,52 +319,55 @@ class Overview:
     status_totals: dict[str, int]
 
 
-def percentile(values: list[float], pct: float) -> float | None:
-    """Nearest-rank percentile; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 def task_overview(*, now: datetime, window: timedelta = OVERVIEW_WINDOW,
                   max_rows: int = OVERVIEW_MAX_ROWS) -> Overview:
     """Tasks per minute by status, and duration percentiles and failure rate per function, over `window`.
 
     Reads at most `max_rows` of the window's newest rows (one range scan of the created_at index);
     when the window holds more, the older minutes are marked as not read rather than shown as empty.
+    Each row's minute comes from the database as text ("YYYY-MM-DD HH:MM", parsed once per minute) and
+    the rows as the driver returns them: turning 20,000 rows' created_at into datetimes took half of the
+    overview's time at a million rows (bench/dashboard_scale.py), and grouping in SQL (GROUP BY minute,
+    window functions for the percentiles) was slower on SQLite than this one scan.
     """
     since = now - window
-    rows = list(
-        Task.objects.filter(created_at__gte=since, created_at__lte=now)
-        .order_by("-created_at", "-id")
-        .values_list("created_at", "status", "function_name", "duration_ms")[: max_rows + 1]
-    )
+    newest = Task.objects.filter(created_at__gte=since, created_at__lte=now).order_by("-created_at", "-id")
+    minute = Substr(Cast("created_at", output_field=CharField()), 1, 16)
+    rows = _raw_rows(newest.annotate(minute=minute)
+                     .values_list("minute", "status", "function_name", "duration_ms")[: max_rows + 1])
     truncated = len(rows) > max_rows
     rows = rows[:max_rows]
-    oldest_read = rows[-1][0] if rows else None
+    oldest_read = newest.values_list("created_at", flat=True)[max_rows - 1] if truncated else None
     first_minute = since.replace(second=0, microsecond=0)
     minutes = int((now - first_minute).total_seconds() // 60) + 1
+    minute_index: dict[str, int] = {}
     per_minute: dict[int, Counter[str]] = defaultdict(Counter)
     functions: dict[str, FunctionStats] = {}
+    durations: dict[str, list[float]] = defaultdict(list)
     totals: Counter[str] = Counter()
-    for created_at, status, function_name, duration_ms in rows:
-        index = int((created_at - first_minute).total_seconds() // 60)
+    for minute_text, status, function_name, duration_ms in rows:
+        index = minute_index.get(minute_text)
+        if index is None:
+            start = datetime.fromisoformat(minute_text).replace(tzinfo=UTC)
+            index = minute_index[minute_text] = int((start - first_minute).total_seconds() // 60)
         per_minute[index][status] += 1
         totals[status] += 1
-        stats = functions.setdefault(function_name, FunctionStats(function_name))
+        stats = functions.get(function_name)
+        if stats is None:
+            stats = functions[function_name] = FunctionStats(function_name)
         stats.total += 1
         if status == TaskStatus.COMPLETED:
             stats.completed += 1
             if duration_ms is not None:
-                stats.durations.append(float(duration_ms))
+                durations[function_name].append(float(duration_ms))
         elif status == TaskStatus.FAILED:
             stats.failed += 1
         elif status == TaskStatus.CANCELLED:
             stats.cancelled += 1
         elif status in ACTIVE_STATUSES:
             stats.active += 1
+    for function_name, values in durations.items():
+        functions[function_name].percentiles = {pct: percentile(values, pct) for pct in PERCENTILES}
     buckets = []
     for index in range(minutes):
         start = first_minute + timedelta(minutes=index)
@@ -377,6 +383,20 @@ def task_overview(*, now: datetime, window: timedelta = OVERVIEW_WINDOW,
         oldest_read=oldest_read,
         status_totals={s: totals.get(s, 0) for s in TaskStatus.values},
     )
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
+
+
+def _raw_rows(rows: QuerySet[Any, Any]) -> list[tuple[Any, ...]]:
+    """The query's rows as the database driver returns them, without Django's converters."""
+    sql, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def pool_depths(*, broker: Broker | None, pools: list[str],

@@ -347,6 +347,26 @@ def test_overview_shows_the_chart_percentiles_failure_rate_and_unknown_depth(sta
     assert "unknown" in html  # no NATS in these tests: the depth is unknown, not zero
 
 
+def test_overview_past_its_row_cap_reads_the_newest_rows_and_marks_older_minutes(make_task) -> None:
+    from tasks_app.selectors.dashboard import task_overview
+
+    now = timezone.now()
+    ages = [30 * 60, 20 * 60, 10 * 60, 5 * 60, 60]  # minutes apart, oldest first
+    tasks = [make_task(function_name="capped", status="completed", duration_ms=10 * (i + 1), age_s=age)
+             for i, age in enumerate(ages)]
+    overview = task_overview(now=now, max_rows=3)
+    assert overview.truncated and overview.rows_read == 3
+    assert overview.oldest_read == tasks[2].created_at  # the third newest: the oldest row read
+    sampled = {bucket.start: bucket.sampled for bucket in overview.buckets}
+    assert not sampled[tasks[1].created_at.replace(second=0, microsecond=0)]
+    assert sampled[tasks[3].created_at.replace(second=0, microsecond=0)]
+    assert overview.status_totals["completed"] == 3
+    (stats,) = overview.functions
+    assert (stats.total, stats.p50_ms, stats.p95_ms) == (3, 40.0, 50.0)  # of the three newest: 30, 40, 50
+    counted = sum(bucket.counts.get("completed", 0) for bucket in overview.buckets)
+    assert counted == 3
+
+
 def test_workers_page_shows_live_lost_and_stopped_workers(staff_client) -> None:
     from pools_app.models import Worker
 
