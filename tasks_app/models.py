@@ -79,6 +79,8 @@ class Task(models.Model):
     retry_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
     )
+    # A retry with changes: what it changed from the task it retries, as {field: {"before", "after"}}.
+    retry_changes = models.JSONField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     cancel_requested = models.BooleanField(default=False)
 

@@ -82,8 +82,12 @@ class AsyncNeutrinoClient(ClientBase):
     async def cancel(self, task_id: str) -> TaskInfo:
         return await self._drive(self._flows.cancel(str(task_id)))
 
-    async def retry(self, task_id: str, *, idempotency_key: str | None = None) -> AwaitableTask:
-        return AwaitableTask(self, await self._drive(self._flows.retry(str(task_id), key=idempotency_key)))
+    async def retry(self, task_id: str, *, args: Mapping[str, Any] | None = None, timeout_ms: int | None = None,
+              pool: str | None = None, idempotency_key: str | None = None) -> AwaitableTask:
+        """Run the task again as a new task: as it was, or with other `args`, `timeout_ms` or `pool`
+        (queued tasks), which the new task records as its `retry_changes`."""
+        return AwaitableTask(self, await self._drive(self._flows.retry(str(task_id), key=idempotency_key, args=args,
+                                                        timeout_ms=timeout_ms, pool=pool)))
 
     async def list_tasks(self, *, status: str | None = None, function: str | None = None, pool: str | None = None,
                          mode: str | None = None, limit: int = 50, cursor: str | None = None,

@@ -152,8 +152,13 @@ class Flows:
         reply = yield Request("DELETE", task_path(task_id), f"cancel({task_id!r})", resend_ok=True)
         return TaskInfo.from_body(reply.body)
 
-    def retry(self, task_id: str, *, key: str | None) -> Flow[Submitted]:
-        reply = yield Request("POST", f"{task_path(task_id)}/retry", f"retry({task_id!r})",
+    def retry(self, task_id: str, *, key: str | None, args: Mapping[str, Any] | None = None,
+              timeout_ms: int | None = None, pool: str | None = None) -> Flow[Submitted]:
+        options = {name: value for name, value in (("timeout_ms", timeout_ms), ("pool", pool)) if value is not None}
+        body: dict[str, Any] = {"args": dict(args)} if args is not None else {}
+        if options:
+            body["options"] = options
+        reply = yield Request("POST", f"{task_path(task_id)}/retry", f"retry({task_id!r})", body=body or None,
                               key=key or str(uuid.uuid4()), resend_ok=True)
         return _submitted(reply, function_name="")
 

@@ -35,6 +35,7 @@ class TaskInfo:
     progress: float | None = None
     progress_message: str | None = None
     retry_of: str | None = None
+    retry_changes: Mapping[str, Any] | None = None  # what a retry with changes changed: {field: {before, after}}
     cancel_requested: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

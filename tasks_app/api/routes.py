@@ -29,6 +29,7 @@ from tasks_app.core.payloads import loads_strict
 from tasks_app.core.ports import ports_of
 from tasks_app.core.registry import task_spec
 from tasks_app.selectors import tasks as selectors
+from tasks_app.services import retry as retries
 from tasks_app.services import submit as submissions
 from tasks_app.services import tasks as services
 from tasks_app.services.tasks import SyncOutcome
@@ -65,6 +66,7 @@ class TaskOut(Schema):
     progress: float | None = None
     progress_message: str | None = None
     retry_of: str | None = None
+    retry_changes: dict[str, Any] | None = None
     cancel_requested: bool
     created_by: str | None = None
 
@@ -90,6 +92,7 @@ class RetryOut(Schema):
     retry_of: str
     result: Any = None
     error: str | None = None
+    changes: dict[str, Any] | None = None
 
 
 class BatchItemOut(Schema):
@@ -235,6 +238,31 @@ def call_task_batch(request: HttpRequest, task_name: str) -> Any:
     return json_response({"items": items}, status=200 if batch.replayed else 202, replayed=batch.replayed)
 
 
+RETRY_OPTIONS = ("timeout_ms", "pool")
+
+
+def retry_changes(body: dict[str, Any]) -> retries.RetryChanges | None:
+    """The changes a retry's body asks for (None: no body). Raises InvalidArguments naming unknown fields."""
+    if not body:
+        return None
+    options = body.get("options", {})
+    unknown = sorted(set(body) - {"args", "options"})
+    if isinstance(options, dict):
+        unknown += sorted(f"options.{name}" for name in set(options) - set(RETRY_OPTIONS))
+    if unknown or not isinstance(options, dict):
+        raise InvalidArguments(
+            'send {"args": {...}, "options": {"timeout_ms": N, "pool": "name"}} (each part optional)'
+            + (f"; unknown field(s) {', '.join(unknown)}" if unknown else "; options must be an object"),
+            fields=[{"field": name, "message": "unknown field"} for name in unknown] or [
+                {"field": "options", "message": "must be an object"}],
+        )
+    if "args" in body and not isinstance(body["args"], dict):
+        raise InvalidArguments("'args' must be a JSON object of named arguments",
+                               fields=[{"field": "args", "message": "must be an object"}])
+    return retries.RetryChanges(args=body.get("args"), timeout_ms=options.get("timeout_ms"),
+                                    pool=options.get("pool"))
+
+
 def list_fields(raw: str | None) -> set[str]:
     """The optional fields `?fields=args,result` asks list items to include. Raises InvalidArguments (422)
     naming any other name."""
@@ -312,8 +340,12 @@ def cancel_task(request: HttpRequest, task_id: str) -> Any:
     summary="Run a task again as a new task",
 )
 def retry_task(request: HttpRequest, task_id: str) -> Any:
-    """Honours Idempotency-Key like a submit: the same key answers with the same new task."""
+    """No body: the same arguments. `{"args": {...}, "options": {"timeout_ms": N, "pool": "name"}}`: a retry
+    with changes (each part optional), validated as a submit is; the answer's `changes` says what differs.
+    Honours Idempotency-Key like a submit: the same key answers with the same new task."""
     caller = request_caller(request)
-    retry = submissions.task_retry(ports=ports_of(request), task_id=parse_task_id(task_id), key=request_key(request),
-                                   creator=caller.creator, owner=caller.owner, allowed_tasks=caller.allowed_tasks)
+    changes = retry_changes(read_json_body(request))
+    retry = retries.task_retry(ports=ports_of(request), task_id=parse_task_id(task_id), key=request_key(request),
+                                   creator=caller.creator, owner=caller.owner, allowed_tasks=caller.allowed_tasks,
+                                   changes=changes)
     return Status(202 if retry.status in ("pending", "queued") else 200, dataclasses.asdict(retry))

@@ -2,12 +2,14 @@
 
 from django.urls import path
 
-from tasks_app.dashboard import views
+from tasks_app.dashboard import replay, views
 
 urlpatterns = [
     path("", views.task_list_view, name="task_list"),
     path("ui/tasks/<uuid:task_id>", views.task_detail_view, name="task_detail"),
     path("ui/tasks/<uuid:task_id>/cancel", views.task_cancel_view, name="task_cancel"),
     path("ui/tasks/<uuid:task_id>/retry", views.task_retry_view, name="task_retry"),
+    path("ui/tasks/<uuid:task_id>/retry/edit", replay.retry_edit_view, name="task_retry_edit"),
+    path("ui/tasks/<uuid:task_id>/retry/check", replay.retry_check_view, name="task_retry_check"),
     path("ui/overview", views.overview_view, name="overview"),
 ]

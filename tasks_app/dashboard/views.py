@@ -24,7 +24,7 @@ from tasks_app.models import Task, TaskCreator
 from tasks_app.selectors.dashboard import list_query_from_params, pool_depths, task_overview
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
 from tasks_app.services import tasks as services
-from tasks_app.services.submit import task_retry
+from tasks_app.services.retry import task_retry
 
 # Pages drawn from heartbeats and aggregates redraw themselves on a timer (the task pages follow events).
 OVERVIEW_REFRESH_S = 10

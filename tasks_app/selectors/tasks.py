@@ -191,6 +191,7 @@ _SHOWN: dict[str, Callable[[Task], Any]] = {
     "progress": lambda t: t.progress,
     "progress_message": lambda t: t.progress_message or None,
     "retry_of": lambda t: str(t.retry_of_id) if t.retry_of_id else None,
+    "retry_changes": lambda t: t.retry_changes,
     "cancel_requested": lambda t: t.cancel_requested,
     "created_by": lambda t: t.created_by or None,
 }

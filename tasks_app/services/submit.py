@@ -1,4 +1,4 @@
-"""Submits: one call of a task, many queued tasks at once, and a retry, each at most once per key.
+"""Submits: one call of a task and many queued tasks at once, each at most once per key (retries: `retry`).
 
 One path queues every task, single or batch (`_queue`): INSERT pending rows -> JetStream publish (msg id =
 task id) -> the ledger writes them `queued` off the request path and publishes their events. A publish
@@ -17,7 +17,7 @@ them pending, and the sweeper (`task_republish_pending`) publishes them again un
 Keys are stored as `<caller scope>:<key>` (`#<index>` appended per batch item), so one token never
 replays another's task. After the TTL a key is released the next time it is used.
 
-Services answer with data (`CallResult`, `BatchResult`, `RetryResult`); the API shapes the HTTP answer.
+Services answer with data (`CallResult`, `BatchResult`); the API shapes the HTTP answer.
 """
 
 from __future__ import annotations
@@ -46,11 +46,9 @@ from tasks_app.core.errors import (
     TaskTimeout,
 )
 from tasks_app.core.ports import Ports, Publisher
-from tasks_app.core.registry import task_spec
 from tasks_app.models import FINISHED_STATUSES, Task, TaskCreator, TaskStatus
 from tasks_app.selectors import tasks as selectors
 from tasks_app.services.tasks import SyncOutcome, task_run_sync, task_validate_args
-from tasks_app.services.tokens import token_check_task
 from workers.engine.broker.errors import BrokerDown, BrokerError
 from workers.engine.topology import encode_task_message, task_subject
 
@@ -77,17 +75,6 @@ class BatchResult:
 
     items: list[tuple[str, str]]
     replayed: bool = False
-
-
-@dataclass(frozen=True)
-class RetryResult:
-    """The new task a retry made (`result` or `error` when it ran sync and has finished)."""
-
-    task_id: str
-    status: str
-    retry_of: str
-    result: Any = None
-    error: str | None = None
 
 
 # --- idempotency keys --------------------------------------------------------------------------
@@ -194,68 +181,20 @@ def _sync_outcome(spec: TaskSpec, task: Task) -> SyncOutcome:
 
 
 def task_submit(*, ports: Ports, spec: TaskSpec, args: dict[str, Any], creator: TaskCreator,
-                retry_of: str | None = None, idempotency_key: str | None = None) -> Task:
+                retry_of: str | None = None, idempotency_key: str | None = None,
+                retry_changes: dict[str, Any] | None = None) -> Task:
     """Queue one async or gpu task. Raises BrokerUnavailable (503) when its pool or NATS is missing."""
     _check_route(ports, spec)
     task = Task(
         function_name=spec.name, status=TaskStatus.PENDING, pool=spec.pool, execution_mode=spec.execution_mode,
         created_at=timezone.now(), timeout_ms=spec.timeout_ms, max_retries=spec.max_retries, args=args,
-        retry_of_id=retry_of, idempotency_key=idempotency_key, **creator.fields(),
+        retry_of_id=retry_of, idempotency_key=idempotency_key, retry_changes=retry_changes, **creator.fields(),
     )
     # The batch's INSERT, for one row: Model.save's machinery was 30% of a gateway's time per submit.
     _insert_rows(task, [_Row(id=task.id, args=args, key=idempotency_key)])
     task._state.adding = False
     task.status = _queue(ports, spec, [_Row(id=task.id, args=args, key=idempotency_key)])[0]
     return task
-
-
-# --- retry -----------------------------------------------------------------------------------
-
-
-def task_retry(*, ports: Ports, task_id: uuid.UUID, key: str | None, creator: TaskCreator,
-               owner: TaskCreator | None = None, allowed_tasks: tuple[str, ...] = ()) -> RetryResult:
-    """Run the task's function again with the same args, as a new task that records `retry_of` and `creator`.
-
-    Only a task of `owner`'s (when given; others are not found) whose function is in `allowed_tasks`
-    (when not empty; Forbidden otherwise). At most once per key, and refused while the task's pool is full.
-    """
-    if key is not None:
-        existing = task_by_key(key=key)
-        if existing is not None:
-            if existing.retry_of_id != task_id:
-                raise Conflict(f"this Idempotency-Key was already used for another call (task {existing.id})",
-                               task_id=str(existing.id))
-            return _retry_result(existing)
-    original = selectors.task_get(task_id=task_id, ledger=ports.ledger, grace_s=selectors.LEDGER_GRACE_S,
-                                  owner=owner)
-    token_check_task(who=creator.label, allowed_tasks=allowed_tasks, task_name=original.function_name)
-    spec = task_spec(original.function_name)
-    args = original.args if isinstance(original.args, dict) else {}
-    retry_of = str(original.id)
-    try:
-        if spec.runs_on_nats:
-            pool_check_backlog(ports=ports, spec=spec, adding=1)
-            task = task_submit(ports=ports, spec=spec, args=args, retry_of=retry_of, idempotency_key=key,
-                               creator=creator)
-            return RetryResult(task_id=str(task.id), status=task.status, retry_of=retry_of)
-        try:
-            outcome = task_run_sync(ports=ports, spec=spec, args=args, retry_of=retry_of, idempotency_key=key,
-                                    creator=creator)
-        except (TaskFailed, TaskTimeout, Conflict) as exc:
-            return RetryResult(task_id=exc.details["task_id"], retry_of=retry_of, error=exc.message,
-                               status=TaskStatus.CANCELLED if isinstance(exc, Conflict) else TaskStatus.FAILED)
-        return RetryResult(task_id=outcome.task_id, status=TaskStatus.COMPLETED, retry_of=retry_of,
-                           result=json.loads(outcome.result_json))
-    except IntegrityError:
-        existing = task_by_key(key=key) if key is not None else None
-        if existing is None:
-            raise
-        return _retry_result(existing)
-
-
-def _retry_result(task: Task) -> RetryResult:
-    return RetryResult(task_id=str(task.id), status=task.status, retry_of=str(task.retry_of_id),
-                       result=task.result, error=task.error or None)
 
 
 # --- backpressure ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from django import template
@@ -92,3 +93,9 @@ def stamp(moment: datetime | None) -> str:
     if moment is None:
         return ""
     return f"{moment:%Y-%m-%d %H:%M:%S}.{moment.microsecond // 1000:03d}"
+
+
+@register.filter
+def as_json(value: object) -> str:
+    """A value as compact JSON, for showing arguments inline (escaped by the template like any text)."""
+    return json.dumps(value, sort_keys=True, default=str)

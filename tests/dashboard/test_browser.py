@@ -195,6 +195,37 @@ def test_detail_shows_the_failure_and_retry_opens_the_new_task(page: Any, api: h
     assert page.locator(f'.chain a[href="/ui/tasks/{new_id}"]').count() == 1
 
 
+def test_retry_with_changes_checks_the_arguments_as_typed_and_records_them(page: Any, api: httpx.Client) -> None:
+    failed = api.post("/api/boom", json={"args": {"message": "first"}}).json()["task_id"]
+    page.goto(f"/ui/tasks/{failed}")
+    page.wait_for_selector("#retry-edit-link")  # the row reaches the page once the ledger wrote it
+    page.click("#retry-edit-link")
+    page.wait_for_url(f"**/ui/tasks/{failed}/retry/edit")
+    assert '"message": "first"' in page.input_value("#retry-args")
+    assert '"message"' in (page.text_content("#retry-schema") or "")  # the signature, to edit against
+    # Not JSON: the editor says so while typing and will not send it.
+    page.fill("#retry-args", '{"message": ')
+    page.wait_for_selector("#retry-error:has-text('not valid JSON')")
+    assert page.is_disabled("#retry-send")
+    # JSON, but not the task's signature: named by field.
+    page.fill("#retry-args", '{"message": {"not": "a string"}}')
+    page.wait_for_selector("#retry-error[data-field='message']")
+    assert page.is_disabled("#retry-send")
+    page.fill("#retry-args", '{"message": "second"}')
+    page.wait_for_selector("#retry-changes:has-text('args')")
+    assert page.is_enabled("#retry-send")
+    page.click("#retry-send")
+    page.wait_for_url(re.compile(r"/ui/tasks/(?!" + failed + r")[0-9a-f-]{36}$"))
+    new_id = page.url.rsplit("/", 1)[1]
+    assert "args" in page.inner_text(".messages")
+    assert '"message": "second"' in page.inner_text("#task-args")
+    changed = page.inner_text("#retry-changes-card")
+    assert '"first"' in changed and '"second"' in changed
+    assert page.locator(f'.chain a[href="/ui/tasks/{failed}"]').count() == 1  # linked to the original
+    page.goto(f"/ui/tasks/{failed}")
+    assert page.locator(f'.chain a[href="/ui/tasks/{new_id}"]').count() == 1
+
+
 def test_cancel_a_running_queued_task_with_its_button(page: Any, api: httpx.Client, dashboard_worker: Any) -> None:
     response = api.post("/api/dash_async_sleep", json={"args": {"seconds": 20}})
     assert response.status_code == 202, response.text

@@ -155,6 +155,19 @@ def test_retry_makes_a_new_task_with_the_same_arguments(neutrino_client) -> None
     assert ok.retry().wait(timeout=60) == 10
 
 
+def test_retry_with_changes_runs_the_new_arguments_and_records_them(neutrino_client) -> None:
+    original = neutrino_client.call_async("cl_async_add", a=1, b=2)
+    assert original.wait(timeout=60) == 3
+    changed = neutrino_client.retry(original.id, args={"a": 40, "b": 2}, timeout_ms=9_000)
+    assert changed.wait(timeout=60) == 42
+    info = changed.info()
+    assert info.retry_of == original.id and info.timeout_ms == 9_000
+    assert info.retry_changes == {"args": {"before": {"a": 1, "b": 2}, "after": {"a": 40, "b": 2}},
+                                  "timeout_ms": {"before": original.info().timeout_ms, "after": 9_000}}
+    with pytest.raises(ValidationError, match="a:"):
+        neutrino_client.retry(original.id, args={"a": "x", "b": 2})
+
+
 def test_submit_many_answers_in_order(neutrino_client) -> None:
     base = uuid.uuid4().int % 10**9
     handles = neutrino_client.submit_many("cl_noop", [{"n": base + i} for i in range(30)])
