@@ -16,6 +16,7 @@ SECTIONS = {
     "task_list": "tasks",
     "task_detail": "tasks",
     "overview": "overview",
+    "dead_letters": "dead_letters",
     "workers": "workers",
     "pools": "pools",
     "pool_new": "pools",

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from tasks_app.dashboard import replay, views
+from tasks_app.dashboard import dead_letters, replay, views
 
 urlpatterns = [
     path("", views.task_list_view, name="task_list"),
@@ -12,4 +12,5 @@ urlpatterns = [
     path("ui/tasks/<uuid:task_id>/retry/edit", replay.retry_edit_view, name="task_retry_edit"),
     path("ui/tasks/<uuid:task_id>/retry/check", replay.retry_check_view, name="task_retry_check"),
     path("ui/overview", views.overview_view, name="overview"),
+    path("ui/dead-letters", dead_letters.dead_letters_view, name="dead_letters"),
 ]

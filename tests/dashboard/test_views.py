@@ -16,7 +16,7 @@ from tests.dashboard.conftest import XSS_IMG, XSS_SCRIPT
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["/", "/ui/overview", "/ui/workers", "/ui/pools"]
+PAGES = ["/", "/ui/overview", "/ui/dead-letters", "/ui/workers", "/ui/pools"]
 
 
 def row_ids(html: str) -> list[str]:
@@ -404,3 +404,28 @@ def test_heartbeat_and_aggregate_pages_redraw_themselves(staff_client, path, tar
     assert f'id="{target}"' in page and 'hx-trigger="every ' in page and "<html" in page
     partial = staff_client.get(path, headers={"HX-Request": "true", "HX-Target": target}).content.decode()
     assert f'id="{target}"' in partial and "<html" not in partial
+
+
+# --- dead letters --------------------------------------------------------------------------------
+
+
+def test_dead_letters_group_queued_failures_by_function_and_error(staff_client, make_task) -> None:
+    for age in (300, 200, 100):
+        make_task(function_name="ingest", status="failed", error_type="TimeoutError", error=f"slow {age}",
+                  execution_mode="async", pool="async", age_s=age, completed_at=timezone.now() - timedelta(seconds=age))
+    make_task(function_name="ingest", status="failed", error_type="WorkerLost", error="worker died",
+              execution_mode="async", pool="async", completed_at=timezone.now())
+    make_task(function_name="ingest", status="expired", error="not started before its expiry",
+              execution_mode="async", pool="async", completed_at=timezone.now())
+    make_task(function_name="add", status="failed", error_type="ValueError", execution_mode="sync")  # left out
+    make_task(function_name="ingest", status="completed", execution_mode="async", pool="async")  # not dead
+    make_task(function_name="old", status="failed", error_type="X", execution_mode="async", pool="async",
+              age_s=10 * 86400, completed_at=timezone.now() - timedelta(days=10))
+    html = staff_client.get("/ui/dead-letters").content.decode()
+    row = r'data-function="([^"]+)" data-error-type="([^"]*)">.*?class="num dead-count">(\d+)<'
+    groups = re.findall(row, html, re.S)
+    assert groups == [("ingest", "TimeoutError", "3"), ("ingest", "", "1"), ("ingest", "WorkerLost", "1")]
+    assert "slow 100" in html and "slow 300" not in html  # the latest error of the group
+    assert "5 tasks in 3 groups" in html
+    wider = staff_client.get("/ui/dead-letters?range=30d").content.decode()
+    assert 'data-function="old"' in wider and 'data-function="add"' not in wider
