@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from neutrino.app import Neutrino, Task, TaskDefinitionError, TaskFunction, TaskSpec
 from neutrino.progress import progress
+from neutrino.schedules import Schedule
 
 if TYPE_CHECKING:
     from neutrino.client import (
@@ -43,6 +44,7 @@ __all__ = [
     "NeutrinoClient",
     "NeutrinoClientError",
     "Overloaded",
+    "Schedule",
     "Task",
     "TaskCancelled",
     "TaskDefinitionError",
@@ -57,7 +59,9 @@ __all__ = [
     "ValidationError",
     "progress",
 ]
-_CLIENT_NAMES = frozenset(__all__) - {"Neutrino", "Task", "TaskDefinitionError", "TaskFunction", "TaskSpec", "progress"}
+_CLIENT_NAMES = frozenset(__all__) - {
+    "Neutrino", "Schedule", "Task", "TaskDefinitionError", "TaskFunction", "TaskSpec", "progress",
+}
 __version__ = "0.1.0"
 
 

@@ -12,6 +12,7 @@ that are not positive, argument types that are not JSON-shaped.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import keyword
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, get_args, overload
 
 import pydantic
+
+from neutrino.schedules import Schedule, ScheduleError, schedule_of
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,6 +51,8 @@ class TaskSpec:
     description: str
     args_model: type[pydantic.BaseModel]
     result_adapter: pydantic.TypeAdapter[Any] = field(repr=False)
+    # `@app.task(schedule=...)`: the scheduler keeps a schedule named after the task (neutrino.schedules).
+    schedule: Schedule | None = None
 
     @property
     def is_coroutine(self) -> bool:
@@ -192,6 +197,7 @@ class Neutrino:
         timeout_ms: int | None = None,
         timeout_secs: float | None = None,
         max_retries: int = 0,
+        schedule: str | dict[str, Any] | Schedule | None = None,
     ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
     def task(  # type: ignore[misc]  # the overloads carry the precise types
@@ -205,6 +211,7 @@ class Neutrino:
         timeout_ms: int | None = None,
         timeout_secs: float | None = None,
         max_retries: int = 0,
+        schedule: str | dict[str, Any] | Schedule | None = None,
     ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
         """Register a function as a task; works bare (`@app.task`) and with options.
 
@@ -214,6 +221,10 @@ class Neutrino:
         timeout_ms / timeout_secs: the hard deadline (give one); defaults to
             5 s for sync tasks and 300 s otherwise. Past it the child is killed.
         max_retries: how many times a failed queued task is tried again.
+        schedule: fire the task on its own: a cron expression ("*/5 * * * *", "@daily"), a dict of
+            `neutrino.Schedule`'s fields, or a `Schedule(...)` (time zone, args, missed runs). The
+            scheduler process keeps a schedule named after the task (docs/schedules.md). Async and
+            gpu tasks only.
         """
 
         def register(func: Callable[P, R]) -> TaskFunction[P, R]:
@@ -226,6 +237,8 @@ class Neutrino:
                 timeout_secs=timeout_secs,
                 max_retries=max_retries,
             )
+            if schedule is not None:
+                spec = dataclasses.replace(spec, schedule=_task_schedule(spec, schedule))
             if spec.name in self.tasks:
                 raise TaskDefinitionError(
                     f"task {spec.name!r} is defined twice "
@@ -239,6 +252,24 @@ class Neutrino:
                 raise TaskDefinitionError(f"@app.task expects a function, got {fn!r}")
             return register(fn)
         return register
+
+
+def _task_schedule(spec: TaskSpec, value: str | dict[str, Any] | Schedule) -> Schedule:
+    """The task's schedule, checked as the server will: a good expression and zone, arguments that fit
+    the signature, and a task that is queued (a sync task answers an HTTP caller; nobody waits for it)."""
+    try:
+        schedule = schedule_of(value)
+    except ScheduleError as exc:
+        raise TaskDefinitionError(f"task {spec.name!r}: bad schedule: {exc.message}") from None
+    if not spec.runs_on_nats:
+        raise TaskDefinitionError(
+            f"task {spec.name!r}: only async and gpu tasks can have a schedule (a sync task answers an HTTP "
+            "caller, and a schedule has none); use execution_mode='async'")
+    try:
+        spec.bind(dict(schedule.args))
+    except pydantic.ValidationError as exc:
+        raise TaskDefinitionError(f"task {spec.name!r}: the schedule's args do not fit its signature: {exc}") from None
+    return schedule
 
 
 def _pool_names(pools: Iterable[str]) -> list[str]:

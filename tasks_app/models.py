@@ -221,6 +221,11 @@ class Schedule(models.Model):
     # next_run_at has come.
     next_run_at = models.DateTimeField(null=True, blank=True)
     last_fired_at = models.DateTimeField(null=True, blank=True)
+    # Who paused it ("user:ada", "token:ops"), or CODE_GONE when its decorator left the code: only that
+    # pause is lifted when the decorator comes back (a person's pause stays).
+    paused_by = models.CharField(max_length=120, blank=True, default="")
+
+    CODE_GONE = "code: decorator removed"
 
     class Meta:
         ordering = ["name"]

@@ -54,6 +54,11 @@ class TokenNotFound(NeutrinoError):
     code = "not_found"
 
 
+class ScheduleNotFound(NeutrinoError):
+    status = 404
+    code = "not_found"
+
+
 class Conflict(NeutrinoError):
     status = 409
     code = "conflict"

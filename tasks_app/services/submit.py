@@ -303,11 +303,12 @@ def _check_route(ports: Ports, spec: TaskSpec) -> None:
         )
 
 
-def _queue(ports: Ports, spec: TaskSpec, rows: list[_Row]) -> list[str]:
+def _queue(ports: Ports, spec: TaskSpec, rows: list[_Row], *, fail_when_down: bool = True) -> list[str]:
     """Publish the pending `rows` and hand the acknowledged ones to the ledger; each row's status, in order.
 
     The caller hears "queued" as soon as the broker has a task; its row follows within one ledger batch
     (the writer publishes the event). A worker may claim it first: its claim accepts pending rows too.
+    `fail_when_down=False` (a schedule's rows): NATS down leaves them pending for the sweeper, not failed.
     """
     subject = task_subject(spec.pool, spec.name)
     messages = [
@@ -324,6 +325,8 @@ def _queue(ports: Ports, spec: TaskSpec, rows: list[_Row]) -> list[str]:
         else:
             results = ports.publisher.publish_tasks(messages)
     except BrokerDown as exc:
+        if not fail_when_down:
+            return _settle(ports, spec, rows, [exc] * len(rows))
         # The keys are released: the caller's retry with them, once NATS is back, makes new tasks.
         _update_pending(ids, status=TaskStatus.FAILED, completed_at=timezone.now(), error_type="BrokerUnavailable",
                         idempotency_key=None, error=f"not queued: {exc}; submit it again when NATS is back")
@@ -332,6 +335,11 @@ def _queue(ports: Ports, spec: TaskSpec, rows: list[_Row]) -> list[str]:
                                 **({"task_id": str(ids[0])} if len(rows) == 1 else {}))
     except BrokerError as exc:
         results = [exc] * len(rows)
+    return _settle(ports, spec, rows, results)
+
+
+def _settle(ports: Ports, spec: TaskSpec, rows: list[_Row], results: list[int | BrokerError]) -> list[str]:
+    """Hand the acknowledged rows to the ledger; note on the others that the sweeper will publish them."""
     statuses: list[str] = []
     unconfirmed = []
     for row, result in zip(rows, results, strict=True):
@@ -346,6 +354,37 @@ def _queue(ports: Ports, spec: TaskSpec, rows: list[_Row]) -> list[str]:
                        len(unconfirmed), len(rows), spec.name)
         _update_pending(unconfirmed, error="broker did not confirm the publish yet; it will be republished")
     return statuses
+
+
+# --- rows the scheduler makes (tasks_app.services.schedules) -----------------------------------
+
+
+def task_insert_pending(*, spec: TaskSpec, args: dict[str, Any], creator: TaskCreator) -> Task:
+    """INSERT one pending row of `spec` in the caller's transaction (queue it with `task_queue_inserted`)."""
+    task = Task(function_name=spec.name, status=TaskStatus.PENDING, pool=spec.pool,
+                execution_mode=spec.execution_mode, created_at=timezone.now(), timeout_ms=spec.timeout_ms,
+                max_retries=spec.max_retries, args=args, **creator.fields())
+    _insert_rows(task, [_Row(id=task.id, args=args, key=None)])
+    task._state.adding = False
+    return task
+
+
+def task_queue_inserted(*, ports: Ports, spec: TaskSpec, tasks: list[Task]) -> list[str]:
+    """Publish committed pending rows through the one queueing path; each row's status, in order.
+
+    A pool that takes no tasks (missing, disabled, draining) fails them with the reason, so the history
+    says why; NATS down or an unconfirmed publish leaves them pending for the pool's sweeper.
+    """
+    ids = [task.id for task in tasks]
+    try:
+        _check_route(ports, spec)
+    except BrokerUnavailable as exc:
+        _update_pending(ids, status=TaskStatus.FAILED, completed_at=timezone.now(), error_type="BrokerUnavailable",
+                        error=f"not queued: {exc.message}")
+        ports.events.emit_many([str(task_id) for task_id in ids], TaskStatus.FAILED)
+        return [TaskStatus.FAILED] * len(ids)
+    rows = [_Row(id=task.id, args=task.args if isinstance(task.args, dict) else {}, key=None) for task in tasks]
+    return _queue(ports, spec, rows, fail_when_down=False)
 
 
 def _update_pending(ids: list[uuid.UUID], **fields: Any) -> None:

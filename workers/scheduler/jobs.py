@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from tasks_app.core.conf import NeutrinoSettings
 from tasks_app.core.ports import Ports
+from tasks_app.services.schedules import schedules_fire_due
+
+SCHEDULES_EVERY_S = 0.5  # how late past its slot a schedule's task may be queued
 
 
 @dataclass(frozen=True)
@@ -23,4 +26,6 @@ class Job:
 
 def scheduler_jobs(conf: NeutrinoSettings) -> list[Job]:
     """The jobs of a scheduler process, in the order one tick runs them."""
-    return []
+    return [
+        Job("schedules", SCHEDULES_EVERY_S, lambda ports: schedules_fire_due(ports=ports)),
+    ]

@@ -25,6 +25,7 @@ from tasks_app.adapters.ledger import LedgerWriter
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.ports import Ports
 from tasks_app.core.registry import registered_tasks
+from tasks_app.services.schedules import schedules_sync_code
 from workers.engine.broker.bridge import NatsBridge
 from workers.engine.broker.connect import shown
 from workers.engine.broker.publisher import Publisher
@@ -44,6 +45,7 @@ def run_scheduler(*, once: bool = False) -> int:
               file=sys.stderr)
         return 2
     registered_tasks()  # the task modules, for the schedules declared in code
+    _sync_code_schedules()
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -72,6 +74,19 @@ def run_scheduler(*, once: bool = False) -> int:
         bridge.close(timeout_s=2.0)
     logger.info("neutrino scheduler stopped")
     return 0
+
+
+def _sync_code_schedules() -> None:
+    """Make the schedules of `@app.task(schedule=...)` match the code (a database away: the next start does)."""
+    try:
+        report = schedules_sync_code(specs=registered_tasks())
+    except DatabaseError as exc:
+        logger.warning("schedules declared in code not synced (database error: %s); the next start syncs them", exc)
+        connection.close()
+        return
+    for what in ("created", "updated", "paused"):
+        if names := getattr(report, what):
+            logger.info("schedules declared in code: %s %s", what, ", ".join(names))
 
 
 def scheduler_ports(*, bridge: NatsBridge, publisher: Publisher, ledger: LedgerWriter) -> Ports:
