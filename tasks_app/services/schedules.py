@@ -67,10 +67,11 @@ def _invalid(message: str, field: str) -> InvalidArguments:
 # --- validation ----------------------------------------------------------------------------------
 
 
-def schedule_spec(function_name: str) -> TaskSpec:
-    """The task a schedule fires: registered, and queued (sync tasks are refused: nobody waits on them)."""
+def schedule_spec(function_name: str, spec: TaskSpec | None = None) -> TaskSpec:
+    """The task a schedule fires (`spec`, or the registered one): queued, since sync tasks are refused (nobody
+    waits on them)."""
     try:
-        spec = task_spec(function_name)
+        spec = spec or task_spec(function_name)
     except TaskNotFound as exc:
         raise _invalid(exc.message, "function_name")
     if not spec.runs_on_nats:
@@ -81,9 +82,10 @@ def schedule_spec(function_name: str) -> TaskSpec:
     return spec
 
 
-def schedule_check(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The editable fields (EDITABLE), validated and normalized. Raises InvalidArguments (422) naming the field."""
-    spec = schedule_spec(str(fields.get("function_name") or ""))
+def schedule_check(fields: Mapping[str, Any], *, spec: TaskSpec | None = None) -> dict[str, Any]:
+    """The editable fields (EDITABLE), validated and normalized (against `spec`, else the registered task of
+    that name). Raises InvalidArguments (422) naming the field."""
+    spec = schedule_spec(str(fields.get("function_name") or ""), spec)
     try:
         args = task_validate_args(spec=spec, args=fields.get("args", {}))
     except InvalidArguments as exc:
@@ -135,10 +137,11 @@ def schedule_get(*, name: str) -> Schedule:
 
 
 def schedule_create(*, name: str, fields: Mapping[str, Any], created_by: str,
-                    source: str = Schedule.Source.USER, now: datetime | None = None) -> Schedule:
+                    source: str = Schedule.Source.USER, now: datetime | None = None,
+                    spec: TaskSpec | None = None) -> Schedule:
     """A new schedule (Conflict 409 when the name is taken). Its first slot is the next one after now."""
     now = now or timezone.now()
-    checked = schedule_check(fields)
+    checked = schedule_check(fields, spec=spec)
     schedule = Schedule(name=check_name(name), **checked, source=source, created_by=created_by,
                         created_at=now, updated_at=now)
     schedule.next_run_at = next_slot(schedule, after=now) if schedule.enabled else None
@@ -152,7 +155,8 @@ def schedule_create(*, name: str, fields: Mapping[str, Any], created_by: str,
     return schedule
 
 
-def schedule_update(*, name: str, changes: Mapping[str, Any], by: str, now: datetime | None = None) -> Schedule:
+def schedule_update(*, name: str, changes: Mapping[str, Any], by: str, now: datetime | None = None,
+                    spec: TaskSpec | None = None) -> Schedule:
     """Change some of a schedule's fields (EDITABLE). A new expression, interval or zone (or enabling it)
     starts from the next slot after now; other changes keep next_run_at, so no slot is skipped."""
     now = now or timezone.now()
@@ -167,7 +171,7 @@ def schedule_update(*, name: str, changes: Mapping[str, Any], by: str, now: date
         merged["interval_s"] = None  # switching to cron
     if changes.get("interval_s") is not None and "cron" not in changes:
         merged["cron"] = ""
-    checked = schedule_check(merged)
+    checked = schedule_check(merged, spec=spec)
     retimed = any(checked[field] != current[field] for field in TIMING)
     for field, value in checked.items():
         setattr(schedule, field, value)
@@ -306,7 +310,7 @@ def schedules_sync_code(*, specs: Mapping[str, TaskSpec], now: datetime | None =
         if existing is None:
             try:
                 schedule_create(name=name, fields=wanted, created_by=CODE_CREATOR, source=Schedule.Source.CODE,
-                                now=now)
+                                now=now, spec=spec)
                 report.created.append(name)
             except Conflict:
                 pass  # another scheduler starting now created it
@@ -320,7 +324,7 @@ def schedules_sync_code(*, specs: Mapping[str, TaskSpec], now: datetime | None =
         if not existing.enabled and existing.paused_by == Schedule.CODE_GONE:
             changes["enabled"] = True
         if changes:
-            schedule_update(name=name, changes=changes, by=CODE_CREATOR, now=now)
+            schedule_update(name=name, changes=changes, by=CODE_CREATOR, now=now, spec=spec)
             report.updated.append(name)
     gone = Schedule.objects.filter(source=Schedule.Source.CODE, enabled=True).exclude(name__in=list(declared))
     for schedule in gone:
