@@ -14,6 +14,7 @@ from ninja.openapi.schema import OpenAPISchema
 
 from tasks_app.api.openapi import task_paths
 from tasks_app.api.routes import gateway_router, tasks_router
+from tasks_app.api.schedules import schedules_router
 from tasks_app.core.errors import DatabaseUnavailable, NeutrinoError
 
 
@@ -37,6 +38,7 @@ api = NeutrinoAPI(
 )
 api.add_router("/api", gateway_router)
 api.add_router("/tasks", tasks_router)
+api.add_router("/schedules", schedules_router)
 
 
 @api.exception_handler(NeutrinoError)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, QuerySet, Subquery, UUIDField
 
 from neutrino.schedules import next_runs
 from tasks_app.models import Schedule, ScheduleFire, Task
@@ -29,7 +29,8 @@ def _with_last_fire(qs: QuerySet[Schedule]) -> QuerySet[Schedule]:
     last = ScheduleFire.objects.filter(schedule=OuterRef("pk")).order_by("-fired_at", "-slot_at")
     status = Task.objects.filter(pk=OuterRef("last_task_id")).values("status")[:1]
     return qs.annotate(last_slot_at=Subquery(last.values("slot_at")[:1]),
-                       last_task_id=Subquery(last.values("task_id")[:1])).annotate(last_status=Subquery(status))
+                       last_task_id=Subquery(last.values("task_id")[:1], output_field=UUIDField()),
+                       ).annotate(last_status=Subquery(status))
 
 
 def last_fire(schedule: Schedule) -> LastFire | None:
