@@ -8,6 +8,8 @@
     handle.id; handle.status(); handle.wait(timeout=300); handle.cancel(); handle.retry()
     client.submit_many("generate_report", [{"dataset": d} for d in ("q1", "q2")])   # one request
     client.get_task(task_id); client.list_tasks(status="failed", function="add")
+    client.create_schedule("nightly", "generate_report", cron="0 3 * * *", timezone="Europe/Paris",
+                           args={"dataset": "q3"})                # admin token; see docs/schedules.md
 
 `AsyncNeutrinoClient` is the same for asyncio (`await client.call_sync(...)`; its handles are
 `AwaitableTask`s). Both are context managers; `close()` frees the connection pool.
@@ -46,6 +48,7 @@ from neutrino.client.errors import (
     ValidationError,
 )
 from neutrino.client.models import TaskInfo, TaskPage
+from neutrino.client.schedules import ScheduleFire, ScheduleInfo
 from neutrino.client.sync_client import AsyncTask, NeutrinoClient
 
 __all__ = [
@@ -57,6 +60,8 @@ __all__ = [
     "NeutrinoClient",
     "NeutrinoClientError",
     "Overloaded",
+    "ScheduleFire",
+    "ScheduleInfo",
     "TaskCancelled",
     "TaskFailed",
     "TaskInfo",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 
 from neutrino.client.flows import Flows, Request, Submitted
+from neutrino.client.schedules import ScheduleFlows
 from neutrino.client.wire import backoff_s, may_resend, transport_error
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -20,6 +21,7 @@ class ClientBase:
         self.timeout = timeout
         self.submit_retries = submit_retries
         self._flows = Flows(timeout)
+        self._schedules = ScheduleFlows()
 
     def _pause_before_resend_s(self, request: Request, exc: httpx.TransportError, resend: int,
                                timeout_s: float) -> float:

@@ -22,6 +22,7 @@ from neutrino.client.flows import (
     advance,
 )
 from neutrino.client.models import TaskInfo, TaskPage
+from neutrino.client.schedules import ScheduleFire, ScheduleInfo, schedule_fields
 from neutrino.client.wire import default_headers, http_kwargs, pause_after_s, to_reply
 
 T = TypeVar("T")
@@ -119,6 +120,46 @@ class NeutrinoClient(ClientBase):
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    # Schedules (admin tokens; neutrino.client.schedules) ----------------------------------------------
+
+    def list_schedules(self, *, task: str | None = None) -> list[ScheduleInfo]:
+        """Every schedule by name (`task`: only that task's)."""
+        return self._drive(self._schedules.list_all(task=task))
+
+    def get_schedule(self, name: str) -> ScheduleInfo:
+        """One schedule, with its next 5 runs (`next_runs`) and its last fire."""
+        return self._drive(self._schedules.get(name))
+
+    def create_schedule(self, name: str, task: str, *, cron: str | None = None, interval_s: int | None = None,
+                        args: Mapping[str, Any] | None = None, timezone: str = "UTC", missed: str = "skip",
+                        catchup_max: int = 10, enabled: bool = True, description: str = "") -> ScheduleInfo:
+        """Fire async/gpu task `task` on `cron` (5 fields or an @-name) or every `interval_s` seconds, in `timezone`."""
+        return self._drive(self._schedules.create(name, task, schedule_fields(
+            cron=cron, interval_s=interval_s, args=args, timezone=timezone, missed=missed, catchup_max=catchup_max,
+            enabled=enabled, description=description)))
+
+    def update_schedule(self, name: str, **changes: Any) -> ScheduleInfo:
+        """Change some fields (`task`, `args`, `cron`, `interval_s`, `timezone`, `missed`, ...)."""
+        return self._drive(self._schedules.update(name, changes))
+
+    def pause_schedule(self, name: str) -> ScheduleInfo:
+        return self._drive(self._schedules.act(name, "pause"))
+
+    def resume_schedule(self, name: str) -> ScheduleInfo:
+        """It fires again from its next slot (the pause's slots are not made up)."""
+        return self._drive(self._schedules.act(name, "resume"))
+
+    def run_schedule(self, name: str) -> AsyncTask:
+        """Fire the schedule's task once, now; returns the task's handle."""
+        return AsyncTask(self, self._drive(self._schedules.run(name)))
+
+    def delete_schedule(self, name: str) -> None:
+        self._drive(self._schedules.delete(name))
+
+    def schedule_fires(self, name: str, *, limit: int = 50, before: str | None = None) -> list[ScheduleFire]:
+        """Its fires, newest slot first, with their tasks' statuses (`before`: a slot time, for older ones)."""
+        return self._drive(self._schedules.fires(name, limit=limit, before=before))
 
     # The loop that sends a flow's requests ----------------------------------------------------------
 

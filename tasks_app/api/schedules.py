@@ -102,13 +102,13 @@ def update_schedule(request: HttpRequest, name: str) -> HttpResponse:
     return _one(name)
 
 
-@schedules_router.delete("/{name}", response={204: None, **ONE}, summary="Delete a schedule and its history")
+@schedules_router.delete("/{name}", response={200: dict, **ONE}, summary="Delete a schedule and its history")
 def delete_schedule(request: HttpRequest, name: str) -> HttpResponse:
     """The tasks it fired stay. A schedule declared in code comes back at the next scheduler start unless its
     decorator is gone: pause it to stop it for good."""
     manager(request)
     services.schedule_delete(name=name)
-    return HttpResponse(status=204)
+    return json_response({"name": name, "deleted": True}, status=200)
 
 
 @schedules_router.post("/{name}/pause", response={200: dict, **ONE}, summary="Pause a schedule")

@@ -49,7 +49,7 @@ def test_create_read_list_change_pause_resume_delete(client) -> None:
     resumed = expect(send(client, "POST", "/schedules/nightly-adds/resume"), 200)
     assert resumed["enabled"] and resumed["next_run_at"] is not None
 
-    expect(send(client, "DELETE", "/schedules/nightly-adds"), 204)
+    assert expect(send(client, "DELETE", "/schedules/nightly-adds"), 200) == {"name": "nightly-adds", "deleted": True}
     expect(send(client, "GET", "/schedules/nightly-adds"), 404)
     assert not Schedule.objects.exists()
 
