@@ -1,4 +1,5 @@
-"""Django admin: API tokens can be created (the secret is shown once, in a message) and revoked there."""
+"""Django admin: API tokens can be created (the secret is shown once, in a message) and revoked there;
+schedules are managed in `tasks_app.admin.schedules`."""
 
 from __future__ import annotations
 
@@ -69,3 +70,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"revoked {count} token(s)", messages.SUCCESS)
+
+
+from tasks_app.admin import schedules as _schedules  # noqa: E402, F401  (registers ScheduleAdmin)

@@ -22,6 +22,10 @@ SECTIONS = {
     "pool_new": "pools",
     "pool_detail": "pools",
     "pool_edit": "pools",
+    "schedules": "schedules",
+    "schedule_new": "schedules",
+    "schedule_detail": "schedules",
+    "schedule_edit": "schedules",
 }
 
 

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from tasks_app.dashboard import dead_letters, replay, views
+from tasks_app.dashboard import dead_letters, replay, schedules, views
 
 urlpatterns = [
     path("", views.task_list_view, name="task_list"),
@@ -13,4 +13,11 @@ urlpatterns = [
     path("ui/tasks/<uuid:task_id>/retry/check", replay.retry_check_view, name="task_retry_check"),
     path("ui/overview", views.overview_view, name="overview"),
     path("ui/dead-letters", dead_letters.dead_letters_view, name="dead_letters"),
+    # Schedules: tasks_app.dashboard.schedules ("new" and "preview" are not schedule names).
+    path("ui/schedules", schedules.schedule_list_view, name="schedules"),
+    path("ui/schedules/new", schedules.schedule_new_view, name="schedule_new"),
+    path("ui/schedules/preview", schedules.schedule_preview_view, name="schedule_preview"),
+    path("ui/schedules/<str:name>", schedules.schedule_detail_view, name="schedule_detail"),
+    path("ui/schedules/<str:name>/edit", schedules.schedule_edit_view, name="schedule_edit"),
+    path("ui/schedules/<str:name>/<str:action>", schedules.schedule_action_view, name="schedule_action"),
 ]

@@ -53,6 +53,7 @@ logger = logging.getLogger("neutrino.schedules")
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 DESCRIPTION_MAX = 300
+RESERVED_NAMES = frozenset({"new", "preview"})  # ui/schedules/new, ui/schedules/preview
 FIRE_BATCH = 100  # schedules fired per round at most; the rest are next round's (every 0.5 s)
 EDITABLE = ("function_name", "args", "cron", "interval_s", "timezone", "enabled", "missed", "catchup_max",
             "description")
@@ -110,6 +111,8 @@ def schedule_check(fields: Mapping[str, Any], *, spec: TaskSpec | None = None) -
 
 
 def check_name(name: Any) -> str:
+    if name in RESERVED_NAMES:
+        raise _invalid(f"{name!r} is a word the dashboard's URLs use; pick another name", "name")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise _invalid(f"a schedule name is 1 to 100 letters, digits, '_', '.' or '-' (starting with a letter or "
                        f"digit), not {name!r}", "name")
