@@ -168,7 +168,7 @@ def schedule_preview_view(request: HttpRequest) -> HttpResponse:
 def _preview_context(*, cron: Any, interval: Any, tz: Any, anchor: datetime | None) -> dict[str, Any]:
     cron, interval, tz = str(cron or "").strip(), str(interval or "").strip(), str(tz or "").strip() or "UTC"
     if not cron and not interval:
-        return {"preview_error": "Type a cron expression or an interval to see the next runs.", "preview_runs": []}
+        return {"preview_hint": "Type a cron expression or an interval to see the next runs.", "preview_runs": []}
     try:
         if cron and interval:
             raise ScheduleError("give a cron expression or an interval, not both", field="cron")
