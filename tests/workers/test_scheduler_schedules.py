@@ -62,8 +62,8 @@ def start_scheduler(live_nats, tmp_path) -> Iterator:
                "PYTHONPATH", "")) if p)}
     started: list[Scheduler] = []
 
-    def start(index: int) -> Scheduler:
-        scheduler = Scheduler(env, tmp_path / f"scheduler-{index}.log")
+    def start(index: int, **extra: str) -> Scheduler:
+        scheduler = Scheduler({**env, **extra}, tmp_path / f"scheduler-{index}.log")
         started.append(scheduler)
         return scheduler
 
@@ -144,3 +144,25 @@ def test_a_scheduler_killed_mid_run_and_started_again_neither_repeats_nor_skips(
     late = ScheduleFire.objects.filter(schedule=schedule, fired_at__gt=killed_at).count()
     assert late >= 3, "the slots of the gap were fired after the restart"
     print(f"slots {slots[0]}..{slots[-1]}: {len(slots)} fires, {missed} as missed (late past the grace)")
+
+
+def test_a_schedule_declared_in_code_is_created_at_start_and_paused_when_its_decorator_is_gone(
+        default_pools, start_scheduler) -> None:
+    # tests.settings fixes the task modules; the project's settings read them from the environment.
+    modules = os.environ["NEUTRINO_TASK_MODULES"] + ",tests.fixtures.schedule_tasks"
+    with_code = start_scheduler(0, DJANGO_SETTINGS_MODULE="neutrino_site.settings", NEUTRINO_TASK_MODULES=modules)
+    wait_for(with_code.ready, timeout_s=60, what="scheduler ready")
+    schedule = Schedule.objects.get(name="sc_tick")
+    assert schedule.source == "code" and schedule.interval_s == 1 and schedule.args == {"n": 3}
+    assert schedule.missed == "once" and schedule.description == "declared in code"
+    wait_for(lambda: ScheduleFire.objects.filter(schedule=schedule).exists(), timeout_s=30, what="a fire")
+    with_code.stop()
+    # The same deployment without the module: the schedule is paused, not deleted, and fires no more.
+    without = start_scheduler(1)
+    wait_for(without.ready, timeout_s=60, what="scheduler ready")
+    paused = Schedule.objects.get(name="sc_tick")
+    assert not paused.enabled and paused.paused_by == Schedule.CODE_GONE
+    assert "schedules declared in code: paused sc_tick" in without.log()
+    fires = ScheduleFire.objects.filter(schedule=schedule).count()
+    time.sleep(2.0)
+    assert ScheduleFire.objects.filter(schedule=schedule).count() == fires
