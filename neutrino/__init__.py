@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from neutrino.app import Neutrino, Task, TaskDefinitionError, TaskFunction, TaskSpec
 from neutrino.progress import progress
 from neutrino.schedules import Schedule
+from neutrino.tasklog import log
 
 if TYPE_CHECKING:
     from neutrino.client import (
@@ -57,10 +58,11 @@ __all__ = [
     "TaskTimeout",
     "Unauthorized",
     "ValidationError",
+    "log",
     "progress",
 ]
 _CLIENT_NAMES = frozenset(__all__) - {
-    "Neutrino", "Schedule", "Task", "TaskDefinitionError", "TaskFunction", "TaskSpec", "progress",
+    "Neutrino", "Schedule", "Task", "TaskDefinitionError", "TaskFunction", "TaskSpec", "log", "progress",
 }
 __version__ = "0.1.0"
 

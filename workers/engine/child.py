@@ -18,6 +18,9 @@ anything on the pipe, so the parent never unpickles what comes from it
         kind is "raised" (the function or the argument binding raised), "result" (the result is not
         JSON or too big) or "unknown" (no such function in the task modules)
 
+Everything a task writes (print, sys.stderr, logging, `neutrino.log`, file descriptors 1 and 2) goes to
+the log files the parent gave it (`workers.engine.logs`), not through the pipe.
+
 The child first reduces its environment to an allow-list (`workers.engine.child_env`: no database URL,
 secret key or NATS credentials), then loads the task modules once, runs the start-up hooks that apply to its pool once
 (`@app.on_worker_start`: a model loaded there stays resident for every task the child runs), then
@@ -47,6 +50,7 @@ import pydantic
 from neutrino.app import TaskSpec, load_tasks, worker_start_hooks
 from neutrino.progress import set_reporter
 from workers.engine.child_env import scrub as scrub_environment
+from workers.engine.logs.capture import Capture
 
 _MAX_TRACEBACK_CHARS = 32_000
 _PR_SET_PDEATHSIG = 1
@@ -95,9 +99,11 @@ class StartHookFailed(Exception):
         self.cause = cause
 
 
-def child_main(conn: Connection, task_modules: tuple[str, ...], max_result_bytes: int, pool: str = "") -> None:
-    """Entry point of a child process: load the task modules, run the pool's start-up hooks, then serve
-    tasks until told to stop."""
+def child_main(conn: Connection, task_modules: tuple[str, ...], max_result_bytes: int, pool: str = "",
+               log_files: tuple[str, str, int] | None = None) -> None:
+    """Entry point of a child process: load the task modules, run the pool's start-up hooks, capture what
+    tasks write into `log_files` (buffer path, raw path, cap: `workers.engine.logs`), then serve tasks
+    until told to stop."""
     scrub_environment()  # before any task code: the task modules are imported below
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
@@ -110,6 +116,10 @@ def child_main(conn: Connection, task_modules: tuple[str, ...], max_result_bytes
     try:
         tasks = load_tasks(task_modules)
         _run_start_hooks(pool)
+        capture = None
+        if log_files is not None:  # after the modules and hooks: what they print is not a task's
+            capture = Capture(*log_files)
+            capture.install()
     except BaseException as exc:  # an import error, any exception a module raised while importing, a hook
         try:
             send_reply(conn, ("init_error", _describe_init_error(exc, task_modules)))
@@ -126,7 +136,11 @@ def child_main(conn: Connection, task_modules: tuple[str, ...], max_result_bytes
         if job is None:
             return
         task_id, function, args, _timeout_ms = job
+        if capture is not None:
+            capture.begin_task()
         reply = _run_one(conn, send_lock, tasks, task_id, function, args, max_result_bytes)
+        if capture is not None:
+            capture.end_task()  # before the reply: the parent's last read must find every line
         with send_lock:
             send_reply(conn, reply)
 

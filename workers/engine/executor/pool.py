@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from workers.engine.executor.settings import ExecutorSettings
+from workers.engine.logs.buffer import ChildLog, make_log_dir
 
 HOSTNAME = socket.gethostname()
 
@@ -24,10 +25,11 @@ HOSTNAME = socket.gethostname()
 class Child:
     """One child process as the parent sees it. Mutable fields are guarded by `Pool.lock`."""
 
-    __slots__ = ("conn", "join_lock", "kill_reason", "pid", "process", "task_id", "tasks_done", "worker_id")
+    __slots__ = ("conn", "join_lock", "kill_reason", "log", "pid", "process", "task_id", "tasks_done", "worker_id")
 
-    def __init__(self, process: BaseProcess, conn: Connection, pid: int) -> None:
+    def __init__(self, process: BaseProcess, conn: Connection, pid: int, log: ChildLog | None = None) -> None:
         self.process = process
+        self.log = log  # what its tasks write (None: not captured); read by the run() thread that owns it
         self.conn = conn
         self.pid = pid
         self.worker_id = f"{HOSTNAME}:{pid}"
@@ -87,6 +89,8 @@ class Pool:
         self.closed = False
         self.last_start_error = ""  # why the spawner's last start of a replacement failed
         self.jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        # The children's log files live here only until each child opened them (then they are unlinked).
+        self.log_dir = make_log_dir() if settings.log_max_bytes else ""
 
     def replace(self, child: Child) -> None:
         """Have the spawner thread reap `child` (out of the pool already) and start one in its place."""

@@ -36,6 +36,11 @@ from workers.engine.executor.spawn import Spawner
 
 logger = logging.getLogger("neutrino.executor")
 
+# While a task runs, what it wrote is handed on this often (live log tails); and once more at its end.
+LOG_TAIL_S = 0.5
+# (records as UTF-8 text in the format of `workers.engine.logs.format`, bytes the cap left out so far)
+LogCallback = Callable[[bytes, int], None]
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -115,6 +120,7 @@ class Executor:
         timeout_ms: int,
         on_start: Callable[[str], None] | None = None,
         on_progress: Callable[[float, str], None] | None = None,
+        on_log: LogCallback | None = None,
     ) -> RunResult:
         """Run `function(**args)` in a child and return its result; block until it finishes.
 
@@ -122,6 +128,11 @@ class Executor:
         package docstring). `on_start(worker_id)` is called once the task was handed to a child, and
         `on_progress(fraction, message)` for each `neutrino.progress(...)` report, both in this
         thread; an exception they raise is logged and does not affect the task.
+
+        `on_log(records, dropped_bytes)` receives what the task wrote (`workers.engine.logs.format`):
+        every LOG_TAIL_S while it runs, and once more when it ended, also when it was killed (its
+        deadline, a cancel) or died, before this call returns or raises. `dropped_bytes` counts, so far,
+        what the cap (`log_max_bytes`) left out. Without `on_log` nothing is read.
         """
         if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms <= 0:
             raise ValueError(f"timeout_ms must be a positive integer, got {timeout_ms!r}")
@@ -139,6 +150,8 @@ class Executor:
         while True:
             child = self._acquire(task_id, function, timeout_ms, queue_deadline)
             try:
+                if child.log is not None:
+                    child.log.begin()
                 child.conn.send_bytes(payload)
                 break
             except OSError:  # the child died while idle: replace it and take another
@@ -150,7 +163,8 @@ class Executor:
             deadline = time.monotonic() + timeout_ms / 1000
             if on_start is not None:
                 _call_back(on_start, child.worker_id)
-            return self._await_reply(child, task_id, function, timeout_ms, deadline, on_progress)
+            return self._await_reply(child, task_id, function, timeout_ms, deadline, on_progress,
+                                     on_log if child.log is not None else None)
         except ExecutorError:
             raise
         except BaseException:
@@ -247,20 +261,29 @@ class Executor:
         timeout_ms: int,
         deadline: float,
         on_progress: Callable[[float, str], None] | None,
+        on_log: LogCallback | None,
     ) -> RunResult:
         conn = child.conn
+        tail_at = time.monotonic() + LOG_TAIL_S
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
-                raise supervise.deadline_passed(self._pool, child, task_id, function, timeout_ms)
+                error = supervise.deadline_passed(self._pool, child, task_id, function, timeout_ms)
+                raise _with_last_lines(error, child, on_log)
+            if on_log is not None and now >= tail_at:
+                tail_at = now + LOG_TAIL_S
+                _pass_log(child, on_log, final=False)
             try:
-                if not conn.poll(remaining):
+                if not conn.poll(remaining if on_log is None else min(remaining, max(0.0, tail_at - now))):
                     continue  # the deadline is checked above, so a poll that wakes early is harmless
                 message = read_reply(conn)
             except (EOFError, OSError):
-                raise supervise.child_lost(self._pool, child, task_id, function) from None
+                error = supervise.child_lost(self._pool, child, task_id, function)
+                raise _with_last_lines(error, child, on_log) from None
             except BadReply as exc:  # task code wrote on the pipe: the child cannot be trusted any more
-                raise supervise.broke_protocol(self._pool, child, task_id, function, str(exc)) from None
+                error = supervise.broke_protocol(self._pool, child, task_id, function, str(exc))
+                raise _with_last_lines(error, child, on_log) from None
             kind = message[0]
             if message[1] != task_id:
                 continue  # a late progress report from a thread an earlier task left behind
@@ -274,6 +297,8 @@ class Executor:
                 except ValueError as exc:
                     raise supervise.broke_protocol(self._pool, child, task_id, function,
                                                    f"its result is not JSON: {exc}") from None
+            if on_log is not None:  # before the child goes back to the pool and takes another task
+                _pass_log(child, on_log, final=True)
             supervise.release(self._pool, child, task_id, function)
             if kind == "ok":
                 return RunResult(
@@ -283,6 +308,25 @@ class Executor:
                     worker_id=child.worker_id,
                 )
             raise error_from_reply(message, task_id, function, child.worker_id)
+
+
+def _pass_log(child: Child, on_log: LogCallback, *, final: bool) -> None:
+    """Hand what the task wrote since the last read to `on_log` (nothing when it wrote nothing)."""
+    assert child.log is not None
+    try:
+        new = child.log.read(final=final)
+    except (OSError, ValueError) as exc:  # the buffer was closed under us (shutdown)
+        logger.warning("log of the task in worker process %d not read: %s", child.pid, exc)
+        return
+    if new is not None:
+        _call_back(on_log, *new)
+
+
+def _with_last_lines(error: ExecutorError, child: Child, on_log: LogCallback | None) -> ExecutorError:
+    """The child was killed or died: what it wrote before is still in its buffer; pass it on, then raise."""
+    if on_log is not None:
+        _pass_log(child, on_log, final=True)
+    return error
 
 
 def _call_back(callback: Callable[..., None], *args: Any) -> None:

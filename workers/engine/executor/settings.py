@@ -21,12 +21,13 @@ class ExecutorSettings:
     max_result_bytes: int = 1_000_000  # a JSON-encoded result larger than this fails
     start_method: str = "forkserver"  # or "spawn"; never plain "fork" (threads + CUDA)
     pool: str = ""  # the pool the children serve: picks the start-up hooks (`@app.on_worker_start`) they run
+    log_max_bytes: int = 1_000_000  # what a task writes is kept up to this per attempt (0: not captured)
 
     def __post_init__(self) -> None:
         if isinstance(self.task_modules, str) or not all(isinstance(m, str) for m in self.task_modules):
             raise ValueError(f"task_modules must be a sequence of module names, got {self.task_modules!r}")
         object.__setattr__(self, "task_modules", tuple(m.strip() for m in self.task_modules if m.strip()))
-        for name in ("processes", "max_tasks_per_child", "max_result_bytes"):
+        for name in ("processes", "max_tasks_per_child", "max_result_bytes", "log_max_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -36,6 +37,8 @@ class ExecutorSettings:
             raise ValueError(
                 f"max_tasks_per_child must be 0 (never recycle) or more, got {self.max_tasks_per_child}"
             )
+        if self.log_max_bytes < 0:
+            raise ValueError(f"log_max_bytes must be 0 (no capture) or more, got {self.log_max_bytes}")
         if self.max_result_bytes < 1:
             raise ValueError(f"max_result_bytes must be positive, got {self.max_result_bytes}")
         if self.start_method not in ("forkserver", "spawn"):

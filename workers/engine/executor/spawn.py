@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
 import threading
 import time
 from concurrent.futures import Future
@@ -28,6 +29,7 @@ from workers.engine.executor.settings import (
     RETIRE_GRACE_S,
     START_TIMEOUT_S,
 )
+from workers.engine.logs.buffer import ChildLog
 
 logger = logging.getLogger("neutrino.executor")
 
@@ -131,25 +133,31 @@ class Spawner:
         settings = self._pool.settings
         errors: list[str] = []
         pending: dict[Connection, BaseProcess] = {}
+        logs: dict[Connection, ChildLog | None] = {}
         for _ in range(count):
             if self._pool.closed:
                 break
             parent_end, child_end = self._ctx.Pipe(duplex=True)
+            log = ChildLog(self._pool.log_dir, settings.log_max_bytes) if self._pool.log_dir else None
+            log_files = None if log is None else (log.buffer_path, log.raw_path, settings.log_max_bytes)
             try:
                 process = self._ctx.Process(  # type: ignore[attr-defined]
                     target=child_main,
-                    args=(child_end, settings.task_modules, settings.max_result_bytes, settings.pool),
+                    args=(child_end, settings.task_modules, settings.max_result_bytes, settings.pool, log_files),
                     name="neutrino-executor-child",
                     daemon=False,  # a daemonic process may not start processes; tasks may want to
                 )
                 process.start()
             except Exception as exc:
                 parent_end.close()
+                if log is not None:
+                    log.unlink()
                 errors.append(f"cannot start a worker process: {type(exc).__name__}: {exc}")
                 continue
             finally:
                 child_end.close()  # the parent keeps one end only, so a dead child reads as EOF
             pending[parent_end] = process
+            logs[parent_end] = log
         children: list[Child] = []
         deadline = time.monotonic() + START_TIMEOUT_S
         while pending:
@@ -161,6 +169,7 @@ class Spawner:
                         f"within {START_TIMEOUT_S:.0f} s"
                     )
                 for conn, process in pending.items():
+                    _unlink(logs.pop(conn, None))
                     process.kill()
                     process.join(EXIT_STATUS_WAIT_S)
                     conn.close()
@@ -168,6 +177,8 @@ class Spawner:
             for ready in wait_for_connections(list(pending), timeout=min(remaining, 0.25)):
                 assert isinstance(ready, Connection)
                 process = pending.pop(ready)
+                log = logs.pop(ready, None)
+                _unlink(log)  # opened by now, or never to be
                 try:
                     message = read_reply(ready)
                 except BadReply as exc:  # module code wrote on the pipe while importing
@@ -186,7 +197,7 @@ class Spawner:
                     ready.close()
                     continue
                 if message[0] == "ready":
-                    children.append(Child(process, ready, int(message[1])))
+                    children.append(Child(process, ready, int(message[1]), log))
                 else:
                     errors.append(str(message[1]))
                     process.join(RETIRE_GRACE_S)
@@ -238,3 +249,10 @@ class Spawner:
             child.join(max(0.0, deadline - time.monotonic()))
         for child in children:
             self._reap(child, 0.0)
+        if pool.log_dir:
+            shutil.rmtree(pool.log_dir, ignore_errors=True)
+
+
+def _unlink(log: ChildLog | None) -> None:
+    if log is not None:
+        log.unlink()
