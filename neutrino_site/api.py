@@ -12,6 +12,7 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.openapi.schema import OpenAPISchema
 
+from tasks_app.api.logs import logs_router
 from tasks_app.api.openapi import task_paths
 from tasks_app.api.routes import gateway_router, tasks_router
 from tasks_app.api.schedules import schedules_router
@@ -39,6 +40,7 @@ api = NeutrinoAPI(
 api.add_router("/api", gateway_router)
 api.add_router("/tasks", tasks_router)
 api.add_router("/schedules", schedules_router)
+api.add_router("/tasks", logs_router)
 
 
 @api.exception_handler(NeutrinoError)

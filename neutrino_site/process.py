@@ -59,7 +59,7 @@ _ports: Ports | None = None
 
 def _sync_key(conf: NeutrinoSettings) -> tuple[Any, ...]:
     return (conf.task_modules, conf.sync_processes, conf.max_tasks_per_child, conf.max_payload_bytes,
-            conf.start_method, conf.ledger_queue_size, conf.ledger_enabled)
+            conf.start_method, conf.ledger_queue_size, conf.ledger_enabled, conf.log_max_bytes)
 
 
 def _nats_key(conf: NeutrinoSettings) -> tuple[Any, ...]:
@@ -87,7 +87,7 @@ def _build() -> Ports:
             executor=Executor(ExecutorSettings(
                 task_modules=conf.task_modules, processes=conf.sync_processes,
                 max_tasks_per_child=conf.max_tasks_per_child, max_result_bytes=conf.max_payload_bytes,
-                start_method=conf.start_method, pool="fast",
+                start_method=conf.start_method, pool="fast", log_max_bytes=conf.log_max_bytes,
             )),
             ledger=LedgerWriter(queue_size=conf.ledger_queue_size, enabled=conf.ledger_enabled),
         )

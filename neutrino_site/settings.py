@@ -227,6 +227,8 @@ NEUTRINO_SYNC_PROCESSES = int(os.environ.get("NEUTRINO_SYNC_PROCESSES", "0")) or
 NEUTRINO_MAX_TASKS_PER_CHILD = int(os.environ.get("NEUTRINO_MAX_TASKS_PER_CHILD", "1000"))
 NEUTRINO_START_METHOD = os.environ.get("NEUTRINO_START_METHOD", "forkserver")
 NEUTRINO_MAX_PAYLOAD_BYTES = int(os.environ.get("NEUTRINO_MAX_PAYLOAD_BYTES", str(1_000_000)))
+# What one attempt of a task may write to its log (print, logging, ...); the rest is counted, not kept. 0: off.
+NEUTRINO_LOG_MAX_BYTES = int(os.environ.get("NEUTRINO_LOG_MAX_BYTES", str(1_000_000)))
 NEUTRINO_LEDGER = _env_bool("NEUTRINO_LEDGER", True)
 NEUTRINO_LEDGER_QUEUE_SIZE = int(os.environ.get("NEUTRINO_LEDGER_QUEUE_SIZE", "10000"))
 NEUTRINO_NATS_URL = os.environ.get("NEUTRINO_NATS_URL", "")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import models
 
 from neutrino.app import EXECUTION_MODES
+from tasks_app.core.storable import storable_text
 
 
 class TaskStatus(models.TextChoices):
@@ -253,3 +255,35 @@ class ScheduleFire(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule_id} @ {self.slot_at}"
+
+
+class TaskLogChunk(models.Model):
+    """A piece of what one attempt of a task wrote (`workers.engine.logs.format` text), in the order
+    `seq` gives. A chunk is what the executor read at once: every half second while the task runs, and
+    once when it ends; an attempt's log is its chunks joined. Deleted with its task (cascade)."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="log_chunks", db_index=False)
+    attempt = models.PositiveIntegerField()
+    seq = models.PositiveIntegerField()
+    written_at = models.DateTimeField()
+    text = models.TextField()
+    # What the cap (NEUTRINO_LOG_MAX_BYTES) had left out of the attempt by this chunk: an attempt's figure
+    # is its chunks' largest.
+    dropped_bytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["task", "attempt", "seq"]
+        constraints = [
+            # Also the index every read of a log walks (task, attempt, seq), and the one the cascade uses.
+            models.UniqueConstraint(fields=["task", "attempt", "seq"], name="uniq_task_log_chunk"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} attempt {self.attempt} #{self.seq}"
+
+    @classmethod
+    def from_read(cls, *, task_id: str, attempt: int, seq: int, data: bytes, dropped_bytes: int,
+                  written_at: datetime) -> TaskLogChunk:
+        """A chunk from what the executor read (UTF-8 records; raw output may hold anything, even NUL)."""
+        return cls(task_id=task_id, attempt=attempt, seq=seq, written_at=written_at, dropped_bytes=dropped_bytes,
+                   text=storable_text(data.decode("utf-8", "replace")))

@@ -27,7 +27,7 @@ one uuid4 per logical submit, and are sent again with the same key after a conne
 a repeated key with the task the first request made. Reads are retried the same way. Nothing is
 retried after the server answered: a 429 is raised with its `retry_after` for the caller to decide.
 
-The package, by job: `errors` (the exceptions), `models` (`TaskInfo`, `TaskPage`), `flows` (each
+The package, by job: `errors` (the exceptions), `models` (`TaskInfo`, `TaskPage`, `TaskLog`), `flows` (each
 operation as the requests it makes, written once for both clients), `wire` (requests and answers as
 HTTP), `base` (what both clients share), `sync_client` and `async_client` (the two clients).
 """
@@ -47,7 +47,7 @@ from neutrino.client.errors import (
     Unauthorized,
     ValidationError,
 )
-from neutrino.client.models import TaskInfo, TaskPage
+from neutrino.client.models import LogLine, TaskInfo, TaskLog, TaskPage
 from neutrino.client.schedules import ScheduleFire, ScheduleInfo
 from neutrino.client.sync_client import AsyncTask, NeutrinoClient
 
@@ -57,6 +57,7 @@ __all__ = [
     "AwaitableTask",
     "Conflict",
     "GatewayUnavailable",
+    "LogLine",
     "NeutrinoClient",
     "NeutrinoClientError",
     "Overloaded",
@@ -65,6 +66,7 @@ __all__ = [
     "TaskCancelled",
     "TaskFailed",
     "TaskInfo",
+    "TaskLog",
     "TaskNotFound",
     "TaskPage",
     "TaskTimeout",

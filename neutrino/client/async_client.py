@@ -21,7 +21,7 @@ from neutrino.client.flows import (
     Submitted,
     advance,
 )
-from neutrino.client.models import TaskInfo, TaskPage
+from neutrino.client.models import TaskInfo, TaskLog, TaskPage
 from neutrino.client.schedules import ScheduleFire, ScheduleInfo, schedule_fields
 from neutrino.client.wire import default_headers, http_kwargs, pause_after_s, to_reply
 
@@ -89,6 +89,10 @@ class AsyncNeutrinoClient(ClientBase):
         (queued tasks), which the new task records as its `retry_changes`."""
         return AwaitableTask(self, await self._drive(self._flows.retry(str(task_id), key=idempotency_key, args=args,
                                                         timeout_ms=timeout_ms, pool=pool)))
+
+    async def logs(self, task_id: str, attempt: int | None = None) -> TaskLog:
+        """What an attempt of the task wrote (print, logging, ...); the latest attempt by default."""
+        return await self._drive(self._flows.logs(str(task_id), attempt=attempt))
 
     async def list_tasks(self, *, status: str | None = None, function: str | None = None, pool: str | None = None,
                          mode: str | None = None, limit: int = 50, cursor: str | None = None,

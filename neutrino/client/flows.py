@@ -7,6 +7,7 @@ result, so the logic of every operation is written once and driven by a blocking
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Generator, Mapping, Sequence
@@ -21,7 +22,7 @@ from neutrino.client.errors import (
     TaskFailed,
     TaskTimeout,
 )
-from neutrino.client.models import TaskInfo, TaskPage
+from neutrino.client.models import LogLine, TaskInfo, TaskLog, TaskPage
 
 DEFAULT_WAIT_S = 300.0
 MAX_POLL_S = 60.0  # the server's longest long-poll
@@ -43,6 +44,7 @@ class Request:
     timeout_s: float | None = None
     resend_ok: bool = False  # safe to send again after the connection broke mid-request
     timeout_error: type[NeutrinoClientError] = GatewayUnavailable
+    text_answer: bool = False  # the answer is not a JSON object: its body comes back as {"text", "headers"}
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,19 @@ class Flows:
         reply = yield Request("POST", f"{task_path(task_id)}/retry", f"retry({task_id!r})", body=body or None,
                               key=key or str(uuid.uuid4()), resend_ok=True)
         return _submitted(reply, function_name="")
+
+    def logs(self, task_id: str, *, attempt: int | None) -> Flow[TaskLog]:
+        params = {"attempt": str(attempt)} if attempt is not None else None
+        reply = yield Request("GET", f"{task_path(task_id)}/logs", f"logs({task_id!r})", params=params,
+                              resend_ok=True, text_answer=True)
+        headers = reply.body["headers"]
+        lines = [LogLine(ts=float(item["ts"]), level=str(item["level"]), stream=str(item["stream"]),
+                         text=str(item["text"]))
+                 for item in map(json.loads, reply.body["text"].splitlines()) if isinstance(item, dict)]
+        attempts = [int(n) for n in headers.get("x-neutrino-log-attempts", "").split(",") if n.strip().isdigit()]
+        return TaskLog(task_id=task_id, attempt=int(headers.get("x-neutrino-attempt", attempt or 0)),
+                       attempts=attempts, lines=lines,
+                       dropped_bytes=int(headers.get("x-neutrino-log-dropped-bytes", 0)))
 
     def list_page(self, *, status: str | None, function: str | None, pool: str | None, mode: str | None,
                   limit: int, cursor: str | None, fields: Sequence[str] = ()) -> Flow[TaskPage]:

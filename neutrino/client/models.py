@@ -1,4 +1,4 @@
-"""What the server answers about tasks, as the client hands it out: `TaskInfo` and `TaskPage`."""
+"""What the server answers about tasks, as the client hands it out: `TaskInfo`, `TaskPage` and `TaskLog`."""
 
 from __future__ import annotations
 
@@ -56,3 +56,30 @@ class TaskPage:
 
     items: list[TaskInfo]
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One record of a task's log: unix time, level, stream (stdout, stderr, logging, neutrino, raw), text."""
+
+    ts: float
+    level: str
+    stream: str
+    text: str
+
+
+@dataclass(frozen=True)
+class TaskLog:
+    """What one attempt of a task wrote (`client.logs`), oldest first. When the server's cap left some out,
+    `dropped_bytes` says how much and the last line says so too."""
+
+    task_id: str
+    attempt: int
+    attempts: list[int]  # the attempts that have a log
+    lines: list[LogLine]
+    dropped_bytes: int
+
+    @property
+    def text(self) -> str:
+        """The texts, a line each (what `print` wrote, without times and levels)."""
+        return "".join(line.text + "\n" for line in self.lines)

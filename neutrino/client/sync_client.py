@@ -21,7 +21,7 @@ from neutrino.client.flows import (
     Submitted,
     advance,
 )
-from neutrino.client.models import TaskInfo, TaskPage
+from neutrino.client.models import TaskInfo, TaskLog, TaskPage
 from neutrino.client.schedules import ScheduleFire, ScheduleInfo, schedule_fields
 from neutrino.client.wire import default_headers, http_kwargs, pause_after_s, to_reply
 
@@ -90,6 +90,10 @@ class NeutrinoClient(ClientBase):
     def wait(self, task_id: str, timeout: float = DEFAULT_WAIT_S) -> Any:
         """The result of task `task_id` once it finishes; raises TaskFailed, TaskCancelled or TaskTimeout."""
         return self._drive(self._flows.wait(str(task_id), timeout=timeout))
+
+    def logs(self, task_id: str, attempt: int | None = None) -> TaskLog:
+        """What an attempt of the task wrote (print, logging, ...); the latest attempt by default."""
+        return self._drive(self._flows.logs(str(task_id), attempt=attempt))
 
     def cancel(self, task_id: str) -> TaskInfo:
         return self._drive(self._flows.cancel(str(task_id)))

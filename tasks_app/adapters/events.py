@@ -13,7 +13,7 @@ from typing import Any
 from django.db import transaction
 
 from tasks_app.core.ports import Broker, Publisher
-from workers.engine.topology import event_subject
+from workers.engine.topology import event_subject, log_event_subject
 
 
 class PublishedTaskEvents:
@@ -53,11 +53,21 @@ class PublishedTaskEvents:
         for task_id in task_ids:
             self._notify(str(task_id))
 
+    def emit_log(self, task_id: str, attempt: int) -> None:
+        """New lines in a task's log are stored (live log tails re-read them); once the transaction commits."""
+        if not transaction.get_autocommit():
+            transaction.on_commit(lambda: self.emit_log(task_id, attempt))
+            return
+        self._publisher.publish_event(log_event_subject(str(task_id)), {"task_id": str(task_id), "attempt": attempt})
+
     def emit_written(self, rows: list[dict[str, Any]]) -> None:
-        """The ledger writer's hook: an event for each row whose status it wrote (its batch is committed)."""
+        """The ledger writer's hook: an event for each row whose status it wrote (its batch is committed),
+        and one for each task whose log grew."""
         for row in rows:
             if "status" in row:
                 self._publish(str(row["task_id"]), str(row["status"]), {})
+            elif "log_attempt" in row:
+                self.emit_log(str(row["task_id"]), int(row["log_attempt"]))
 
     @contextmanager
     def watch(self, task_id: str) -> Iterator[threading.Event]:

@@ -42,7 +42,7 @@ from django.db import DataError, IntegrityError, close_old_connections, connecti
 from django.utils import timezone
 
 from tasks_app.core.storable import storable_fields
-from tasks_app.models import Task, TaskStatus
+from tasks_app.models import Task, TaskLogChunk, TaskStatus
 
 logger = logging.getLogger("neutrino.ledger")
 
@@ -66,7 +66,7 @@ ROW_ERRORS = (DataError, IntegrityError, ValueError, TypeError, UnicodeError)
 
 @dataclass
 class _Record:
-    kind: str  # "start" | "finish" | "progress"
+    kind: str  # "start" | "finish" | "progress" | "queued" | "log"
     task_id: str
     fields: dict[str, Any]
 
@@ -104,6 +104,11 @@ class LedgerWriter:
 
     def record_progress(self, task_id: str, fraction: float, message: str) -> None:
         self._put(_Record("progress", task_id, {"progress": fraction, "progress_message": message}))
+
+    def record_log(self, task_id: str, attempt: int, seq: int, data: bytes, dropped_bytes: int) -> None:
+        """A piece of what the task wrote (`TaskLogChunk`), stored after the task's row is."""
+        self._put(_Record("log", task_id, {"attempt": attempt, "seq": seq, "data": data,
+                                           "dropped_bytes": dropped_bytes}))
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything recorded so far is written. Returns False on timeout."""
@@ -273,7 +278,12 @@ def write_records(records: Iterable[_Record]) -> list[dict[str, Any]]:
     finishes: dict[str, dict[str, Any]] = {}
     progress: dict[str, dict[str, Any]] = {}
     queued: list[str] = []
+    now = timezone.now()
+    chunks: list[TaskLogChunk] = []
     for record in records:
+        if record.kind == "log":
+            chunks.append(TaskLogChunk.from_read(task_id=record.task_id, written_at=now, **record.fields))
+            continue
         fields = storable_fields(record.fields)  # NUL and lone surrogates escaped: no row fails for them
         if record.kind == "start":
             starts[record.task_id] = fields
@@ -308,4 +318,8 @@ def write_records(records: Iterable[_Record]) -> list[dict[str, Any]]:
             if Task.objects.filter(id=task_id, status=TaskStatus.RUNNING).update(**fields):
                 # Progress is a change too: live views redraw the task's progress bar.
                 changed.append({"task_id": task_id, "status": TaskStatus.RUNNING, **fields})
+        if chunks:  # after the rows they belong to
+            TaskLogChunk.objects.bulk_create(chunks, ignore_conflicts=True)
+            grown = {(chunk.task_id, chunk.attempt) for chunk in chunks}
+            changed.extend({"task_id": task_id, "log_attempt": attempt} for task_id, attempt in sorted(grown))
     return changed

@@ -44,6 +44,7 @@ class NeutrinoSettings:
     long_poll_per_caller: int = 2
     ws_session_check_s: float = 30.0
     allowed_origins: frozenset[str] = frozenset()
+    log_max_bytes: int = 1_000_000
 
 
 @functools.cache
@@ -81,6 +82,7 @@ def neutrino_settings() -> NeutrinoSettings:
         ws_session_check_s=float(settings.NEUTRINO_WS_SESSION_CHECK_S),
         # `scheme://host[:port]`, lower case, no trailing slash: as a browser sends its Origin header.
         allowed_origins=frozenset(o.strip().rstrip("/").lower() for o in settings.NEUTRINO_ALLOWED_ORIGINS),
+        log_max_bytes=int(getattr(settings, "NEUTRINO_LOG_MAX_BYTES", 1_000_000)),
     )
     _validate(conf)
     return conf
@@ -106,6 +108,8 @@ def _validate(conf: NeutrinoSettings) -> None:
         )
     if conf.max_payload_bytes < 1024:
         raise ImproperlyConfigured("NEUTRINO_MAX_PAYLOAD_BYTES must be at least 1024")
+    if conf.log_max_bytes < 0:
+        raise ImproperlyConfigured("NEUTRINO_LOG_MAX_BYTES must be 0 (task logs off) or more")
     if conf.ledger_queue_size < 1:
         raise ImproperlyConfigured("NEUTRINO_LEDGER_QUEUE_SIZE must be at least 1")
     for name in ("ack_wait_s", "retry_backoff_s", "worker_grace_s", "heartbeat_s", "publish_timeout_s"):

@@ -8,7 +8,7 @@ import secrets
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -115,6 +115,7 @@ def task_run_sync(
             args=args,
             timeout_ms=spec.timeout_ms,
             on_progress=lambda fraction, message: ledger.record_progress(task_id, fraction, message),
+            on_log=LogPieces(lambda seq, data, dropped: ledger.record_log(task_id, 1, seq, data, dropped)),
         )
     except ex.ExecutorError as exc:
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -140,6 +141,20 @@ def task_run_sync(
         worker_id=outcome.worker_id,
     )
     return SyncOutcome(task_id=task_id, result_json=outcome.result_json, duration_ms=outcome.duration_ms)
+
+
+class LogPieces:
+    """The executor's `on_log` for one attempt: numbers its pieces (1, 2, ...) and hands each to `store`."""
+
+    __slots__ = ("seq", "store")
+
+    def __init__(self, store: Callable[[int, bytes, int], None]) -> None:
+        self.store = store
+        self.seq = 0
+
+    def __call__(self, data: bytes, dropped_bytes: int) -> None:
+        self.seq += 1
+        self.store(self.seq, data, dropped_bytes)
 
 
 def _record_finish_now(events: TaskEvents, task_id: str, **fields: Any) -> None:

@@ -41,6 +41,14 @@ class ConsumerSettings:
     max_ack_pending: int = 10_000
 
 
+LOG_EVENTS_SUBJECT = "neutrino.events.log.*"  # "a task's log grew", for live log tails (a subscription)
+
+
+def log_event_subject(task_id: str) -> str:
+    """Where "new lines in this task's log" is published (not on the task's subject: long-polls ignore it)."""
+    return f"neutrino.events.log.{task_id}"
+
+
 def event_subject(task_id: str) -> str:
     """Where one task's state changes are published: a long-poll listens to its task alone."""
     return f"neutrino.events.task.{task_id}"

@@ -17,7 +17,9 @@ from neutrino.app import TaskSpec
 from tasks_app.core.conf import NeutrinoSettings
 from tasks_app.core.ports import TaskEvents
 from tasks_app.models import FINISHED_STATUSES, Task
+from tasks_app.services import logs as log_services
 from tasks_app.services import tasks as services
+from tasks_app.services.tasks import LogPieces
 from workers.engine import executor as ex
 from workers.engine.topology import BadMessage, TaskMessage, decode_task_message
 from workers.pool_worker.db import TransitionBatcher, db, db_call
@@ -110,6 +112,7 @@ class Settler:
                 timeout_ms=task.timeout_ms,
                 on_start=lambda child: self.runs.on_child_start(run, child),
                 on_progress=lambda fraction, message: _on_progress(self.events, run, fraction, message),
+                on_log=LogPieces(lambda seq, data, dropped: _on_log(self.events, run, seq, data, dropped)),
             )
         except ex.ExecutorError as exc:
             await self._failed(run, exc)
@@ -237,6 +240,15 @@ def _on_progress(events: TaskEvents, run: Run, fraction: float, message: str) ->
                                                 "fraction": fraction, "message": message})
     except DatabaseError as exc:
         logger.debug("progress of %s not recorded: %s", run.task.task_id, exc)
+
+
+def _on_log(events: TaskEvents, run: Run, seq: int, data: bytes, dropped_bytes: int) -> None:
+    """Called from the executor's thread with a piece of the attempt's log: stored at once (live tails)."""
+    try:
+        db_call(log_services.task_log_append, {"events": events, "task_id": run.task.task_id, "attempt": run.attempt,
+                                               "seq": seq, "data": data, "dropped_bytes": dropped_bytes})
+    except DatabaseError as exc:
+        logger.warning("a piece of the log of %s (attempt %d) was not stored: %s", run.task.task_id, run.attempt, exc)
 
 
 async def settle_all(run: Run, how: str, *, delay: float | None = None) -> None:

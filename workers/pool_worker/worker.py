@@ -139,6 +139,7 @@ class PoolWorker:
                 max_result_bytes=conf.max_payload_bytes,
                 start_method=start_method,
                 pool=pool.name,  # [pools] the children run this pool's @app.on_worker_start hooks
+                log_max_bytes=conf.log_max_bytes,
             )
         )
         self.stop = StopFlags()

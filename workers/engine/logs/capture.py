@@ -58,7 +58,7 @@ class Capture:
         for name, level in (("stdout", "INFO"), ("stderr", "ERROR")):
             sink = _LineSink(self, level, name)
             self._streams.append(sink)
-            text = io.TextIOWrapper(sink, encoding="utf-8", errors="backslashreplace", line_buffering=True)  # type: ignore[arg-type]
+            text = io.TextIOWrapper(sink, encoding="utf-8", errors="backslashreplace", line_buffering=True)  # type: ignore[type-var]
             setattr(sys, name, text)
         root = logging.getLogger()
         if root.level == logging.WARNING:
