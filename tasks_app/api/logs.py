@@ -9,8 +9,6 @@ text, a line a record (`2026-12-02T12:00:00.123Z INFO stdout ...`). Headers say 
 
 from __future__ import annotations
 
-import json
-
 from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
@@ -18,7 +16,7 @@ from tasks_app.api.auth import api_auth, request_caller
 from tasks_app.api.routes import COMMON, ErrorOut, parse_task_id
 from tasks_app.core.errors import InvalidArguments
 from tasks_app.core.ports import ports_of
-from tasks_app.selectors.logs import AttemptLog, task_log, task_log_attempts
+from tasks_app.selectors.logs import render_log, task_log, task_log_attempts
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
 
 logs_router = Router(tags=["polling"], auth=api_auth)
@@ -48,8 +46,3 @@ def get_task_logs(request: HttpRequest, task_id: str, attempt: int | None = None
     response["X-Neutrino-Log-Dropped-Bytes"] = str(log.dropped_bytes)
     return response
 
-
-def render_log(log: AttemptLog, *, format: str) -> str:
-    if format == "text":
-        return "".join(line.as_text() + "\n" for line in log.lines)
-    return "".join(json.dumps(line.as_dict(), ensure_ascii=False) + "\n" for line in log.lines)

@@ -31,7 +31,7 @@ from django.http import HttpRequest
 
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.dashboard import live
-from tasks_app.dashboard.pages import csrf_cookie_name, live_update
+from tasks_app.dashboard.pages import csrf_cookie_name, live_log_tail, live_update
 
 logger = logging.getLogger("neutrino.live")
 
@@ -75,6 +75,9 @@ class TaskEventsConsumer(AsyncWebsocketConsumer):
         self.csrf_secret = self.scope.get("cookies", {}).get(csrf_cookie_name())
         self.pending: set[str] = set()
         self.everything = True  # the first payload: the current state, whatever changed
+        # A task page tails its log: the lines stored after the chunk the page was rendered with.
+        self.log_seq = int(self.params.get("log_seq", "0")) if self.params.get("log_seq", "0").isdigit() else 0
+        self.log_pending = self.params.get("view") == "task"
         self.sender: asyncio.Task[None] | None = None
         await live.ensure_relay(neutrino_settings().nats_url)
         await self.channel_layer.group_add(live.GROUP, self.channel_name)
@@ -114,24 +117,43 @@ class TaskEventsConsumer(AsyncWebsocketConsumer):
             self.pending.update(task_ids)
         self._wake()
 
+    async def logs_changed(self, event: dict[str, Any]) -> None:
+        """Tasks whose log grew: a task page showing one of them appends its new lines."""
+        if self.params.get("view") == "task" and self.params.get("id") in (event.get("task_ids") or ()):
+            self.log_pending = True
+            self._wake()
+
     def _wake(self) -> None:
         if self.sender is None or self.sender.done():
             self.sender = asyncio.get_running_loop().create_task(self._send_pending())
 
     async def _send_pending(self) -> None:
-        while self.pending or self.everything:
-            changed = None if self.everything else sorted(self.pending)
-            self.pending, self.everything = set(), False
-            try:
-                payload = await database_sync_to_async(live_update)(
-                    params=self.params, changed=changed, user=self.user, csrf_secret=self.csrf_secret
-                )
-            except ValueError:
-                await self.close(code=CLOSE_BAD_REQUEST)
-                return
-            except Exception:
-                logger.exception("live update for %r failed", self.params)
-                payload = None
+        while self.pending or self.everything or self.log_pending:
+            payload = None
+            if self.pending or self.everything:
+                changed = None if self.everything else sorted(self.pending)
+                self.pending, self.everything = set(), False
+                try:
+                    payload = await database_sync_to_async(live_update)(
+                        params=self.params, changed=changed, user=self.user, csrf_secret=self.csrf_secret
+                    )
+                except ValueError:
+                    await self.close(code=CLOSE_BAD_REQUEST)
+                    return
+                except Exception:
+                    logger.exception("live update for %r failed", self.params)
+            if self.log_pending:
+                self.log_pending = False
+                try:
+                    tail, self.log_seq = await database_sync_to_async(live_log_tail)(params=self.params,
+                                                                                   after_seq=self.log_seq)
+                except ValueError:
+                    await self.close(code=CLOSE_BAD_REQUEST)
+                    return
+                except Exception:
+                    logger.exception("live log tail for %r failed", self.params)
+                    tail = None
+                payload = (payload or "") + (tail or "") or None
             if payload:
                 await self.send(text_data=payload)
                 await asyncio.sleep(MIN_INTERVAL_S)

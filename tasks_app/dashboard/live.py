@@ -3,6 +3,9 @@
     NATS neutrino.events.task --> EventRelay (one per ASGI process) --every BATCH_S--> group "dashboard.tasks"
         --> each TaskEventsConsumer (one per browser) --> renders and sends one htmx OOB payload
 
+Log events (`neutrino.events.log.*`: a task's log grew) take the same way as "logs.changed": a task page
+that shows the task appends the new lines.
+
 The relay is started lazily by the first websocket that connects, on the ASGI server's event loop,
 with its own nats-py connection (NEUTRINO_NATS_URL). It gathers the ids of changed tasks for
 BATCH_S and sends the group one message with all of them, so a burst of a thousand events a second
@@ -25,7 +28,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from workers.engine.broker.connect import connect
-from workers.engine.topology import EVENTS_SUBJECT
+from workers.engine.topology import EVENTS_SUBJECT, LOG_EVENTS_SUBJECT
 
 logger = logging.getLogger("neutrino.live")
 
@@ -46,6 +49,7 @@ class EventRelay:
         self.loop = asyncio.get_running_loop()
         self._nc: Client | None = None
         self._pending: set[str] = set()
+        self._logs_pending: set[str] = set()  # tasks whose log grew
         self._overflow = False
         self._flush_task: asyncio.Task[None] | None = None
         self._connect_task: asyncio.Task[None] | None = None
@@ -62,6 +66,7 @@ class EventRelay:
         nc = await connect(self.url, name="neutrino-dashboard", logger=logger, connect_timeout_s=CONNECT_TIMEOUT_S)
         assert nc is not None  # no `until`: it returns once connected (close() cancels this task)
         await nc.subscribe(EVENTS_SUBJECT, cb=self._on_message)
+        await nc.subscribe(LOG_EVENTS_SUBJECT, cb=self._on_log_message)
         await nc.flush(timeout=CONNECT_TIMEOUT_S)
         self._nc = nc
         logger.info("live updates: subscribed to %s on %s", EVENTS_SUBJECT, self.url)
@@ -77,6 +82,19 @@ class EventRelay:
             self._pending.add(task_id)
         else:
             self._overflow = True
+        self._flush_soon()
+
+    async def _on_log_message(self, msg: Msg) -> None:
+        """A task's log grew: task pages showing it append the new lines (batched like task events)."""
+        try:
+            task_id = json.loads(msg.data).get("task_id")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(task_id, str) and len(self._logs_pending) < BATCH_MAX_IDS:
+            self._logs_pending.add(task_id)
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
         if self._flush_task is None:
             self._flush_task = self.loop.create_task(self._flush_later())
 
@@ -86,9 +104,13 @@ class EventRelay:
         finally:
             self._flush_task = None
         task_ids, overflow = sorted(self._pending), self._overflow
-        self._pending, self._overflow = set(), False
-        # `task_ids: None` tells each page that more changed than a batch lists: re-render.
-        await self.layer.group_send(GROUP, {"type": "tasks.changed", "task_ids": None if overflow else task_ids})
+        logs = sorted(self._logs_pending)
+        self._pending, self._overflow, self._logs_pending = set(), False, set()
+        if task_ids or overflow:
+            # `task_ids: None` tells each page that more changed than a batch lists: re-render.
+            await self.layer.group_send(GROUP, {"type": "tasks.changed", "task_ids": None if overflow else task_ids})
+        if logs:
+            await self.layer.group_send(GROUP, {"type": "logs.changed", "task_ids": logs})
 
     async def close(self) -> None:
         self._closed = True

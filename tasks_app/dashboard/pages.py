@@ -34,6 +34,7 @@ from tasks_app.selectors.dashboard import (
     task_touched,
     tasks_touch_filters,
 )
+from tasks_app.selectors.logs import task_log, task_log_attempts
 
 WS_PATH = "/ws/dashboard/"
 # A batch with more changed tasks than this re-renders without asking which of them matter.
@@ -120,7 +121,30 @@ def task_detail_context(*, task: Task, user: Any, changed: Iterable[str] = ()) -
     }
 
 
+def task_log_context(*, task: Task, attempt: str | None) -> dict[str, Any]:
+    """The log card of the task page: one attempt's lines (`?attempt=`, else the latest)."""
+    latest = max(task.attempt, 1)
+    try:
+        chosen = min(max(int(attempt or latest), 1), latest)
+    except ValueError:
+        chosen = latest
+    return {"log": task_log(task_id=task.id, attempt=chosen),
+            "log_attempts": sorted(set(task_log_attempts(task_id=task.id)) | {chosen})}
+
+
 # --- live updates (rendered in the websocket process) -------------------------------------------
+
+
+def live_log_tail(*, params: dict[str, str], after_seq: int) -> tuple[str | None, int]:
+    """The lines of the page's attempt stored after chunk `after_seq`, as an htmx out-of-band append to the
+    page's log, and the last chunk they came from (`params`: the task page's socket, with `log_attempt`)."""
+    task_id = uuid.UUID(params.get("id", ""))
+    log = task_log(task_id=task_id, attempt=int(params.get("log_attempt") or 1), after_seq=after_seq)
+    if log.last_seq == after_seq:
+        return None, after_seq
+    # The cap's notice is the page's last line once: a later tail never repeats it.
+    lines = log.lines[:-1] if log.dropped_bytes and after_seq and log.lines else log.lines
+    return render_to_string("tasks_app/_log_tail.html", {"lines": lines}), log.last_seq
 
 
 def _render_request(user: Any, csrf_secret: str | None) -> HttpRequest:

@@ -7,6 +7,7 @@ from tasks_app.dashboard import dead_letters, replay, schedules, views
 urlpatterns = [
     path("", views.task_list_view, name="task_list"),
     path("ui/tasks/<uuid:task_id>", views.task_detail_view, name="task_detail"),
+    path("ui/tasks/<uuid:task_id>/log.txt", views.task_log_download_view, name="task_log_download"),
     path("ui/tasks/<uuid:task_id>/cancel", views.task_cancel_view, name="task_cancel"),
     path("ui/tasks/<uuid:task_id>/retry", views.task_retry_view, name="task_retry"),
     path("ui/tasks/<uuid:task_id>/retry/edit", replay.retry_edit_view, name="task_retry_edit"),

@@ -19,9 +19,16 @@ from django.views.decorators.http import require_GET, require_POST
 from tasks_app.core.errors import NeutrinoError, TaskNotFound
 from tasks_app.core.ports import ports_of
 from tasks_app.dashboard.charts import minute_chart
-from tasks_app.dashboard.pages import detail_url, live_url, task_detail_context, task_list_page_context
+from tasks_app.dashboard.pages import (
+    detail_url,
+    live_url,
+    task_detail_context,
+    task_list_page_context,
+    task_log_context,
+)
 from tasks_app.models import Task, TaskCreator
 from tasks_app.selectors.dashboard import list_query_from_params, pool_depths, task_overview
+from tasks_app.selectors.logs import render_log
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
 from tasks_app.services import tasks as services
 from tasks_app.services.retry import task_retry
@@ -62,12 +69,25 @@ def _task_or_404(request: HttpRequest, task_id: uuid.UUID) -> Task:
 @require_GET
 def task_detail_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     task = _task_or_404(request, task_id)
+    log = task_log_context(task=task, attempt=request.GET.get("attempt"))
     context = {
         **task_detail_context(task=task, user=request.user),
-        "ws_url": live_url(request, {"view": "task", "id": str(task_id)}),
+        **log,
+        "ws_url": live_url(request, {"view": "task", "id": str(task_id), "log_attempt": str(log["log"].attempt),
+                                     "log_seq": str(log["log"].last_seq)}),
     }
     template = "tasks_app/_task_live.html" if wants_partial(request, "task-live") else "tasks_app/task_detail.html"
     return _vary_on_htmx(render(request, template, context))
+
+
+@require_GET
+def task_log_download_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
+    """One attempt's log as plain text, a line a record (the same text as `GET /tasks/<id>/logs?format=text`)."""
+    task = _task_or_404(request, task_id)
+    log = task_log_context(task=task, attempt=request.GET.get("attempt"))["log"]
+    response = HttpResponse(render_log(log, format="text"), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{task.function_name}-{task.id}-attempt-{log.attempt}.log"'
+    return response
 
 
 def require_permission(request: HttpRequest, permission: str, *, to: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -35,3 +36,10 @@ def task_log(*, task_id: uuid.UUID | str, attempt: int, after_seq: int = 0) -> A
 def task_log_attempts(*, task_id: uuid.UUID | str) -> list[int]:
     """The attempts that have a log, in order."""
     return sorted(set(TaskLogChunk.objects.filter(task_id=task_id).values_list("attempt", flat=True)))
+
+
+def render_log(log: AttemptLog, *, format: str) -> str:
+    """`text`: a line a record (`2026-12-02T12:00:00.123Z INFO stdout ...`); `jsonl`: a JSON object a line."""
+    if format == "text":
+        return "".join(line.as_text() + "\n" for line in log.lines)
+    return "".join(json.dumps(line.as_dict(), ensure_ascii=False) + "\n" for line in log.lines)

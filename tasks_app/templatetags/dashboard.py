@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django import template
 from django.utils import timezone
@@ -99,3 +99,10 @@ def stamp(moment: datetime | None) -> str:
 def as_json(value: object) -> str:
     """A value as compact JSON, for showing arguments inline (escaped by the template like any text)."""
     return json.dumps(value, sort_keys=True, default=str)
+
+
+@register.filter
+def log_time(ts: float) -> str:
+    """A log line's time of day, UTC, to the millisecond: `14:03:07.123`."""
+    moment = datetime.fromtimestamp(float(ts), tz=UTC)
+    return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
