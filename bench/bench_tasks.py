@@ -13,3 +13,12 @@ def noop() -> None:
 @app.task(execution_mode="async", timeout_secs=60)
 def async_noop() -> None:
     return None
+
+
+@app.task(timeout_ms=30_000)
+def print_lines(count: int) -> int:
+    """Prints `count` lines of 60 characters (bench/task_logs.py)."""
+    line = "x" * 60
+    for i in range(count):
+        print(i, line)
+    return count
