@@ -33,8 +33,9 @@ HEADERS = {"Content-Type": "application/json"}
 
 def server_env(data_dir: Path, log_max_bytes: int) -> dict[str, str]:
     return {**os.environ, **serve_env(), "NEUTRINO_DATA_DIR": str(data_dir),
-            "NEUTRINO_TASK_MODULES": "bench.bench_tasks", "PYTHONPATH": str(ROOT), "NEUTRINO_NATS_URL": "", "NEUTRINO_ALLOW_ANONYMOUS": "1",
-            "NEUTRINO_LOG_MAX_BYTES": str(log_max_bytes), "NEUTRINO_SYNC_PROCESSES": "1"}
+            "NEUTRINO_TASK_MODULES": "bench.bench_tasks", "PYTHONPATH": str(ROOT), "NEUTRINO_NATS_URL": "",
+            "NEUTRINO_ALLOW_ANONYMOUS": "1", "NEUTRINO_LOG_MAX_BYTES": str(log_max_bytes),
+            "NEUTRINO_SYNC_PROCESSES": "1"}
 
 
 def timed_calls(port: int, args: dict[str, int], calls: int) -> list[float]:
