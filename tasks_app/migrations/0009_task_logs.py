@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tasks_app', '0006_time_and_schedules'),
+        ('tasks_app', '0008_schedule_paused_by'),
     ]
 
     operations = [
