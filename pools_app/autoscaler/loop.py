@@ -21,7 +21,7 @@ from django.db import DatabaseError, close_old_connections
 from pools_app.autoscaler.decide import Decision, ScalingState, decide, policy_of
 from pools_app.models import Pool, PoolMode
 from pools_app.services import scaling_decision_record, topology_apply
-from tasks_app.services.submit import task_republish_lost
+from tasks_app.services.republish import task_republish_lost
 from workers.engine.broker.bridge import NatsBridge
 from workers.engine.topology import LOST_MESSAGE_AFTER_S, ConsumerSettings, PoolDepth, pool_depth
 

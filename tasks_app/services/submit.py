@@ -45,7 +45,7 @@ from tasks_app.core.errors import (
     TaskFailed,
     TaskTimeout,
 )
-from tasks_app.core.ports import Ports, Publisher
+from tasks_app.core.ports import Ports
 from tasks_app.models import FINISHED_STATUSES, Task, TaskCreator, TaskStatus
 from tasks_app.selectors import tasks as selectors
 from tasks_app.services.tasks import SyncOutcome, task_run_sync, task_validate_args
@@ -390,78 +390,6 @@ def task_queue_inserted(*, ports: Ports, spec: TaskSpec, tasks: list[Task]) -> l
 def _update_pending(ids: list[uuid.UUID], **fields: Any) -> None:
     for start in range(0, len(ids), UPDATE_CHUNK):
         Task.objects.filter(id__in=ids[start:start + UPDATE_CHUNK], status=TaskStatus.PENDING).update(**fields)
-
-
-def task_republish_pending(*, ports: Ports, pool: str, older_than_s: float, limit: int = 500) -> int:
-    """The sweeper: publish again the pending rows the broker never confirmed (same msg id, so deduped)."""
-    if ports.broker is None:
-        return 0
-    cutoff = timezone.now() - timedelta(seconds=older_than_s)
-    rows = list(
-        Task.objects.filter(status=TaskStatus.PENDING, pool=pool, created_at__lt=cutoff)
-        .order_by("created_at")[:limit]
-    )
-    republished = 0
-    for task in rows:
-        try:
-            ports.publisher.publish_task(
-                task_subject(task.pool, task.function_name),
-                encode_task_message(task_id=str(task.id), function=task.function_name,
-                                    args=task.args if isinstance(task.args, dict) else {},
-                                    max_retries=task.max_retries, timeout_ms=task.timeout_ms),
-                msg_id=str(task.id),
-            )
-        except BrokerError as exc:
-            logger.warning("sweeper could not republish task %s: %s", task.id, exc)
-            break
-        updated = Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(
-            status=TaskStatus.QUEUED, queued_at=timezone.now(), error=""
-        )
-        if updated:
-            ports.events.emit(str(task.id), TaskStatus.QUEUED)
-        republished += 1
-    return republished
-
-
-def task_republish_lost(*, publisher: Publisher, pool: str, older_than_s: float, limit: int = 500) -> int:
-    """Publish again the `queued` rows of `pool` whose message the broker lost; returns how many.
-
-    Call it only right after reading that the pool's consumer holds nothing: no message waiting and none
-    delivered but unacknowledged. A row is written `queued` only after JetStream acknowledged its
-    message, and a retried or handed-back row keeps its message in flight until it is redelivered, so a
-    row queued before that read whose pool holds no message has lost it (a nats-server killed before
-    its store reached the disk). `older_than_s` leaves a margin for clocks that differ between hosts.
-
-    Each row gets a new message id (a lost message's id may still be in the duplicate window) made from
-    its `queued_at`, which is then moved on: two autoscalers repeating this make one message, and a row
-    is not republished again before `older_than_s` has passed. A duplicate message is harmless anyway:
-    only a delivery that claims the row runs it.
-    """
-    cutoff = timezone.now() - timedelta(seconds=older_than_s)
-    rows = list(
-        Task.objects.filter(status=TaskStatus.QUEUED, pool=pool, queued_at__lt=cutoff)
-        .order_by("queued_at")[:limit]
-    )
-    republished = 0
-    for task in rows:
-        assert task.queued_at is not None  # filtered on it
-        try:
-            publisher.publish_task(
-                task_subject(task.pool, task.function_name),
-                encode_task_message(task_id=str(task.id), function=task.function_name,
-                                    args=task.args if isinstance(task.args, dict) else {},
-                                    max_retries=task.max_retries, timeout_ms=task.timeout_ms),
-                msg_id=f"{task.id}:lost:{task.queued_at.timestamp():.6f}",
-            )
-        except BrokerError as exc:
-            logger.warning("could not republish task %s, whose message was lost: %s", task.id, exc)
-            break
-        Task.objects.filter(id=task.id, status=TaskStatus.QUEUED, queued_at=task.queued_at).update(
-            queued_at=timezone.now())
-        logger.warning("task %s of pool %s was queued but its message was gone from the stream; published again",
-                       task.id, pool)
-        republished += 1
-    return republished
 
 
 def _insert_rows(template: Task, rows: list[_Row]) -> None:

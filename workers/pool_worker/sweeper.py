@@ -6,7 +6,7 @@ import logging
 
 from tasks_app.core.conf import NeutrinoSettings
 from tasks_app.core.ports import Ports
-from tasks_app.services.submit import task_republish_pending
+from tasks_app.services.republish import task_republish_pending
 from workers.pool_worker.db import db
 from workers.pool_worker.state import StopFlags
 
