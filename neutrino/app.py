@@ -16,6 +16,7 @@ import dataclasses
 import importlib
 import inspect
 import keyword
+import math
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class TaskSpec:
     result_adapter: pydantic.TypeAdapter[Any] = field(repr=False)
     # `@app.task(schedule=...)`: the scheduler keeps a schedule named after the task (neutrino.schedules).
     schedule: Schedule | None = None
+    # Not started this long after its submit: the task ends `expired` without running (queued tasks only).
+    expires_s: float | None = None
 
     @property
     def is_coroutine(self) -> bool:
@@ -198,6 +201,7 @@ class Neutrino:
         timeout_secs: float | None = None,
         max_retries: int = 0,
         schedule: str | dict[str, Any] | Schedule | None = None,
+        expires_s: float | None = None,
     ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
     def task(  # type: ignore[misc]  # the overloads carry the precise types
@@ -212,6 +216,7 @@ class Neutrino:
         timeout_secs: float | None = None,
         max_retries: int = 0,
         schedule: str | dict[str, Any] | Schedule | None = None,
+        expires_s: float | None = None,
     ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
         """Register a function as a task; works bare (`@app.task`) and with options.
 
@@ -225,6 +230,9 @@ class Neutrino:
             `neutrino.Schedule`'s fields, or a `Schedule(...)` (time zone, args, missed runs). The
             scheduler process keeps a schedule named after the task (docs/schedules.md). Async and
             gpu tasks only.
+        expires_s: a queued task not started this many seconds after its submit ends `expired`
+            without running (whether it waited in the queue, behind a retry's backoff or behind a
+            delay); a submit's own `expires_s` / `expires_at` replaces it. Not for sync tasks.
         """
 
         def register(func: Callable[P, R]) -> TaskFunction[P, R]:
@@ -236,6 +244,7 @@ class Neutrino:
                 timeout_ms=timeout_ms,
                 timeout_secs=timeout_secs,
                 max_retries=max_retries,
+                expires_s=expires_s,
             )
             if schedule is not None:
                 spec = dataclasses.replace(spec, schedule=_task_schedule(spec, schedule))
@@ -300,6 +309,7 @@ def _build_spec(
     timeout_ms: int | None,
     timeout_secs: float | None,
     max_retries: int,
+    expires_s: float | None = None,
 ) -> TaskSpec:
     task_name = name if name is not None else getattr(fn, "__name__", "")
     if not isinstance(task_name, str) or not task_name.isidentifier() or keyword.iskeyword(task_name):
@@ -337,6 +347,15 @@ def _build_spec(
             f"task {task_name!r}: sync tasks answer in the HTTP response and are not retried; "
             "drop max_retries or make the task async"
         )
+    if expires_s is not None:
+        if isinstance(expires_s, bool) or not isinstance(expires_s, (int, float)) or not 0 < expires_s < math.inf:
+            raise TaskDefinitionError(f"task {task_name!r}: expires_s must be a positive number of seconds, "
+                                      f"got {expires_s!r}")
+        if execution_mode == "sync":
+            raise TaskDefinitionError(
+                f"task {task_name!r}: sync tasks run at once and never wait, so they cannot expire; "
+                "drop expires_s or make the task async"
+            )
     args_model = _args_model(fn, task_name)
     try:
         hints = typing.get_type_hints(fn)
@@ -353,6 +372,7 @@ def _build_spec(
         description=inspect.cleandoc(fn.__doc__ or ""),
         args_model=args_model,
         result_adapter=result_adapter,
+        expires_s=None if expires_s is None else float(expires_s),
     )
 
 

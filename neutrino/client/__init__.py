@@ -6,6 +6,8 @@
     client.call_sync("add", a=1, b=2)                             # -> 3, or raises
     handle = client.call_async("generate_report", dataset="q3")   # -> AsyncTask
     handle.id; handle.status(); handle.wait(timeout=300); handle.cancel(); handle.retry()
+    later = client.submit("generate_report", {"dataset": "q4"}, delay_s=3600, expires_s=7200)  # scheduled
+    later.run_now()                                                # queue it at once instead
     client.submit_many("generate_report", [{"dataset": d} for d in ("q1", "q2")])   # one request
     client.get_task(task_id); client.list_tasks(status="failed", function="add")
     client.create_schedule("nightly", "generate_report", cron="0 3 * * *", timezone="Europe/Paris",
@@ -41,6 +43,7 @@ from neutrino.client.errors import (
     NeutrinoClientError,
     Overloaded,
     TaskCancelled,
+    TaskExpired,
     TaskFailed,
     TaskNotFound,
     TaskTimeout,
@@ -64,6 +67,7 @@ __all__ = [
     "ScheduleFire",
     "ScheduleInfo",
     "TaskCancelled",
+    "TaskExpired",
     "TaskFailed",
     "TaskInfo",
     "TaskLog",

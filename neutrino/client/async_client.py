@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -20,6 +21,7 @@ from neutrino.client.flows import (
     Request,
     Submitted,
     advance,
+    timing_fields,
 )
 from neutrino.client.models import TaskInfo, TaskLog, TaskPage
 from neutrino.client.schedules import ScheduleFire, ScheduleInfo, schedule_fields
@@ -59,16 +61,33 @@ class AsyncNeutrinoClient(ClientBase):
         return await self.submit(name, args)
 
     async def submit(self, name: str, args: Mapping[str, Any] | None = None, *,
-                     idempotency_key: str | None = None, timeout: float | None = None) -> AwaitableTask:
-        submitted = await self._drive(self._flows.submit(name, args or {}, key=idempotency_key, timeout=timeout))
+                     idempotency_key: str | None = None, timeout: float | None = None,
+                     delay_s: float | None = None, run_at: datetime | str | None = None,
+                     expires_s: float | None = None, expires_at: datetime | str | None = None) -> AwaitableTask:
+        """`call_async` with options: a chosen `idempotency_key`, the request's `timeout`, and the task's timing.
+
+        `delay_s` (seconds from now) or `run_at` (an aware datetime, or ISO 8601 with an offset) delays a
+        queued task: it is `scheduled` until then, and a time already past queues it at once. `expires_s`
+        or `expires_at` ends it `expired`, never run, if it has not started by then (counted from now, not
+        from run_at; the task's own `expires_s` applies when neither is given). Sync tasks take none of them.
+        These are keyword arguments of `submit`, not of `call_async`: `call_async(name, **args)` passes its
+        keywords to the task, so the task's arguments go here in the `args` mapping.
+        """
+        timing = timing_fields(delay_s=delay_s, run_at=run_at, expires_s=expires_s, expires_at=expires_at)
+        submitted = await self._drive(self._flows.submit(name, args or {}, key=idempotency_key, timeout=timeout,
+                                                         timing=timing))
         return AwaitableTask(self, submitted)
 
     async def submit_many(self, name: str, items: Iterable[Mapping[str, Any]], *,
-                          idempotency_key: str | None = None,
-                          chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[AwaitableTask]:
+                          idempotency_key: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                          delay_s: float | None = None, run_at: datetime | str | None = None,
+                          expires_s: float | None = None,
+                          expires_at: datetime | str | None = None) -> list[AwaitableTask]:
+        timing = timing_fields(delay_s=delay_s, run_at=run_at, expires_s=expires_s, expires_at=expires_at)
         try:
             submitted = await self._drive(self._flows.submit_many(name, [dict(i) for i in items],
-                                                                  key=idempotency_key, chunk_size=chunk_size))
+                                                                  key=idempotency_key, chunk_size=chunk_size,
+                                                                  timing=timing))
         except NeutrinoClientError as exc:
             exc.submitted = [AwaitableTask(self, s) for s in exc.submitted]
             raise
@@ -93,6 +112,9 @@ class AsyncNeutrinoClient(ClientBase):
     async def logs(self, task_id: str, attempt: int | None = None) -> TaskLog:
         """What an attempt of the task wrote (print, logging, ...); the latest attempt by default."""
         return await self._drive(self._flows.logs(str(task_id), attempt=attempt))
+
+    async def run_now(self, task_id: str) -> TaskInfo:
+        return await self._drive(self._flows.run_now(str(task_id)))
 
     async def list_tasks(self, *, status: str | None = None, function: str | None = None, pool: str | None = None,
                          mode: str | None = None, limit: int = 50, cursor: str | None = None,
@@ -203,3 +225,6 @@ class AwaitableTask(HandleBase):
 
     async def retry(self) -> AwaitableTask:
         return await self._client.retry(self.id)
+
+    async def run_now(self) -> TaskInfo:
+        return await self._client.run_now(self.id)

@@ -9,6 +9,7 @@ when it answered) and `.task_id` (when a task was made); its message names both.
     ├── TaskTimeout            the task ran past its own timeout and was killed (504), or `wait(timeout=)`
     │                          ran out first (`.still_running` is then True: the task goes on)
     ├── TaskCancelled          the task was cancelled before it finished
+    ├── TaskExpired            the task had not started by its expires_at and never ran (`wait()`)
     ├── TaskNotFound           no task of that name, or no task with that id (404)
     ├── ValidationError        the request was refused as it stands: bad arguments (422, `.fields` names
     │                          each), a malformed body (400), a body over the size limit (413)
@@ -55,6 +56,10 @@ class TaskTimeout(NeutrinoClientError):
 
 
 class TaskCancelled(NeutrinoClientError):
+    pass
+
+
+class TaskExpired(NeutrinoClientError):
     pass
 
 

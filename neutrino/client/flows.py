@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -19,6 +20,7 @@ from neutrino.client.errors import (
     GatewayUnavailable,
     NeutrinoClientError,
     TaskCancelled,
+    TaskExpired,
     TaskFailed,
     TaskTimeout,
 )
@@ -102,14 +104,14 @@ class Flows:
         return (yield from self.wait(str(body["task_id"]), timeout=wait_timeout, call=call))
 
     def submit(self, name: str, args: Mapping[str, Any], *, key: str | None,
-               timeout: float | None) -> Flow[Submitted]:
+               timeout: float | None, timing: Mapping[str, Any] | None = None) -> Flow[Submitted]:
         call = f"call_async({describe(name, args)})"
-        reply = yield Request("POST", f"/api/{name}", call, body={"args": dict(args)},
+        reply = yield Request("POST", f"/api/{name}", call, body={"args": dict(args), **(timing or {})},
                               key=key or str(uuid.uuid4()), timeout_s=timeout, resend_ok=True)
         return _submitted(reply, function_name=name)
 
     def submit_many(self, name: str, items: list[Mapping[str, Any]], *, key: str | None,
-                    chunk_size: int) -> Flow[list[Submitted]]:
+                    chunk_size: int, timing: Mapping[str, Any] | None = None) -> Flow[list[Submitted]]:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         base_key = key or str(uuid.uuid4())
@@ -119,7 +121,7 @@ class Flows:
             call = f"submit_many({name!r}, items {start}..{start + len(chunk) - 1} of {len(items)})"
             try:
                 reply = yield Request("POST", f"/api/{name}/batch", call,
-                                      body={"items": [{"args": dict(args)} for args in chunk]},
+                                      body={"items": [{"args": dict(args)} for args in chunk], **(timing or {})},
                                       key=f"{base_key}-{start}", resend_ok=True)
             except NeutrinoClientError as exc:
                 exc.submitted = list(submitted)
@@ -152,6 +154,10 @@ class Flows:
 
     def cancel(self, task_id: str) -> Flow[TaskInfo]:
         reply = yield Request("DELETE", task_path(task_id), f"cancel({task_id!r})", resend_ok=True)
+        return TaskInfo.from_body(reply.body)
+
+    def run_now(self, task_id: str) -> Flow[TaskInfo]:
+        reply = yield Request("POST", f"{task_path(task_id)}/run-now", f"run_now({task_id!r})", resend_ok=True)
         return TaskInfo.from_body(reply.body)
 
     def retry(self, task_id: str, *, key: str | None, args: Mapping[str, Any] | None = None,
@@ -198,6 +204,15 @@ def _submitted(reply: Reply, *, function_name: str) -> Submitted:
                      result=body.get("result"))
 
 
+def timing_fields(*, delay_s: float | None = None, run_at: datetime | str | None = None,
+                  expires_s: float | None = None, expires_at: datetime | str | None = None) -> dict[str, Any]:
+    """The body fields of a submit's timing; a datetime is sent as ISO 8601 (a naive one is refused by the
+    server, 422 naming the field: it names no moment without a time zone)."""
+    given = {"delay_s": delay_s, "run_at": run_at, "expires_s": expires_s, "expires_at": expires_at}
+    return {name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in given.items() if value is not None}
+
+
 def describe(name: str, args: Mapping[str, Any] | None = None) -> str:
     if not args:
         return f"{name}()"
@@ -214,6 +229,9 @@ def finished_result(info: TaskInfo, call: str) -> Any:
     if info.status == "cancelled":
         raise TaskCancelled(f"{call}: task {info.function_name} {info.id} was cancelled"
                             + (f": {info.error}" if info.error else ""), **common)
+    if info.status == "expired":
+        raise TaskExpired(f"{call}: task {info.function_name} {info.id} expired without running: it had not "
+                          f"started by its expires_at ({info.expires_at})", **common)
     if info.error_type == "TimeoutError":
         raise TaskTimeout(f"{call}: task {info.function_name} {info.id} timed out: {info.error}", **common)
     raise TaskFailed(

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-FINISHED = frozenset({"completed", "failed", "cancelled"})
+FINISHED = frozenset({"completed", "failed", "cancelled", "expired"})
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class TaskInfo:
     queued_at: str | None = None
     started_at: str | None = None
     completed_at: str | None = None
+    run_at: str | None = None  # a delayed task: `scheduled` until then
+    expires_at: str | None = None  # not started by then: `expired`
     duration_ms: float | None = None
     progress: float | None = None
     progress_message: str | None = None

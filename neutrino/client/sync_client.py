@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -20,6 +21,7 @@ from neutrino.client.flows import (
     Request,
     Submitted,
     advance,
+    timing_fields,
 )
 from neutrino.client.models import TaskInfo, TaskLog, TaskPage
 from neutrino.client.schedules import ScheduleFire, ScheduleInfo, schedule_fields
@@ -65,20 +67,35 @@ class NeutrinoClient(ClientBase):
         return self.submit(name, args)
 
     def submit(self, name: str, args: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None,
-               timeout: float | None = None) -> AsyncTask:
-        """`call_async` with options."""
-        submitted = self._drive(self._flows.submit(name, args or {}, key=idempotency_key, timeout=timeout))
+               timeout: float | None = None, delay_s: float | None = None, run_at: datetime | str | None = None,
+               expires_s: float | None = None, expires_at: datetime | str | None = None) -> AsyncTask:
+        """`call_async` with options: a chosen `idempotency_key`, the request's `timeout`, and the task's timing.
+
+        `delay_s` (seconds from now) or `run_at` (an aware datetime, or ISO 8601 with an offset) delays a
+        queued task: it is `scheduled` until then, and a time already past queues it at once. `expires_s`
+        or `expires_at` ends it `expired`, never run, if it has not started by then (counted from now, not
+        from run_at; the task's own `expires_s` applies when neither is given). Sync tasks take none of them.
+        These are keyword arguments of `submit`, not of `call_async`: `call_async(name, **args)` passes its
+        keywords to the task, so the task's arguments go here in the `args` mapping.
+        """
+        timing = timing_fields(delay_s=delay_s, run_at=run_at, expires_s=expires_s, expires_at=expires_at)
+        submitted = self._drive(self._flows.submit(name, args or {}, key=idempotency_key, timeout=timeout,
+                                                   timing=timing))
         return AsyncTask(self, submitted)
 
     def submit_many(self, name: str, items: Iterable[Mapping[str, Any]], *, idempotency_key: str | None = None,
-                    chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[AsyncTask]:
+                    chunk_size: int = DEFAULT_CHUNK_SIZE, delay_s: float | None = None,
+                    run_at: datetime | str | None = None, expires_s: float | None = None,
+                    expires_at: datetime | str | None = None) -> list[AsyncTask]:
         """Queue one task per args mapping, in order, `chunk_size` per request (all or nothing per request).
 
+        The timing options (as `submit`'s) apply to every task; `delay_s` counts from each request.
         When a later request fails, the exception's `.submitted` lists the handles already queued.
         """
+        timing = timing_fields(delay_s=delay_s, run_at=run_at, expires_s=expires_s, expires_at=expires_at)
         try:
             submitted = self._drive(self._flows.submit_many(name, [dict(i) for i in items], key=idempotency_key,
-                                                            chunk_size=chunk_size))
+                                                            chunk_size=chunk_size, timing=timing))
         except NeutrinoClientError as exc:
             exc.submitted = [AsyncTask(self, s) for s in exc.submitted]
             raise
@@ -104,6 +121,10 @@ class NeutrinoClient(ClientBase):
         (queued tasks), which the new task records as its `retry_changes`."""
         return AsyncTask(self, self._drive(self._flows.retry(str(task_id), key=idempotency_key, args=args,
                                                         timeout_ms=timeout_ms, pool=pool)))
+
+    def run_now(self, task_id: str) -> TaskInfo:
+        """Queue a `scheduled` (delayed) task at once; Conflict when it is not scheduled (any more)."""
+        return self._drive(self._flows.run_now(str(task_id)))
 
     def list_tasks(self, *, status: str | None = None, function: str | None = None, pool: str | None = None,
                    mode: str | None = None, limit: int = 50, cursor: str | None = None,
@@ -204,7 +225,7 @@ class AsyncTask(HandleBase):
         return self._client.get_task(self.id)
 
     def status(self) -> str:
-        """pending, queued, running, completed, failed or cancelled."""
+        """scheduled, pending, queued, running, completed, failed, cancelled or expired."""
         return self.info().status
 
     def wait(self, timeout: float = DEFAULT_WAIT_S) -> Any:
@@ -220,3 +241,7 @@ class AsyncTask(HandleBase):
     def retry(self) -> AsyncTask:
         """Run it again as a new task (same arguments); returns the new task's handle."""
         return self._client.retry(self.id)
+
+    def run_now(self) -> TaskInfo:
+        """Queue it now if it is `scheduled` (delayed); Conflict otherwise."""
+        return self._client.run_now(self.id)

@@ -16,6 +16,18 @@ IDEMPOTENCY_PARAMETER = {
     "schema": {"type": "string", "maxLength": 128},
 }
 TASK_ID_SCHEMA = {"type": "string", "format": "uuid"}
+_TIME = {"type": "string", "format": "date-time"}
+# A queued task's timing, beside "args" (a batch's, beside "items", applies to every item).
+TIMING_PROPERTIES: dict[str, Any] = {
+    "run_at": {**_TIME, "description": "Queue it at this time (ISO 8601 with a UTC offset); until then it is "
+                                       "`scheduled`. A time past queues it at once. Not with delay_s."},
+    "delay_s": {"type": "number", "minimum": 0, "description": "Queue it this many seconds from now. Not with run_at."},
+    "expires_at": {**_TIME, "description": "Not started by this time (ISO 8601 with a UTC offset), it ends "
+                                           "`expired` without running. Not with expires_s."},
+    "expires_s": {"type": "number", "exclusiveMinimum": 0,
+                  "description": "Not started this many seconds after the submit (not after run_at), it ends "
+                                 "`expired`. Defaults to the task's own expires_s. Not with expires_at."},
+}
 
 
 def task_paths(generic: dict[str, Any], generic_batch: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -44,7 +56,8 @@ def task_paths(generic: dict[str, Any], generic_batch: dict[str, Any] | None = N
                         "application/json": {
                             "schema": {
                                 "type": "object",
-                                "properties": {"args": args_schema},
+                                "properties": {"args": args_schema,
+                                               **(TIMING_PROPERTIES if spec.runs_on_nats else {})},
                                 "required": ["args"],
                                 "additionalProperties": False,
                             }
@@ -83,12 +96,14 @@ def task_paths(generic: dict[str, Any], generic_batch: dict[str, Any] | None = N
                 }}},
             }
             responses["202"] = {
-                "description": "Queued; poll poll_url for the result",
+                "description": "Queued (or `scheduled` until its run_at); poll poll_url for the result",
                 "content": {"application/json": {"schema": {
                     "type": "object",
                     "properties": {
                         "task_id": {"type": "string", "format": "uuid"},
-                        "status": {"type": "string"},
+                        "status": {"type": "string", "enum": ["scheduled", "pending", "queued"]},
+                        "run_at": _TIME,
+                        "expires_at": _TIME,
                         "poll_url": {"type": "string"},
                     },
                     "required": ["task_id", "status", "poll_url"],
@@ -134,7 +149,8 @@ def _batch_operation(template: dict[str, Any], name: str, spec: Any, args_schema
                                         "required": ["args"],
                                         "additionalProperties": False,
                                     },
-                                }
+                                },
+                                **TIMING_PROPERTIES,
                             },
                             "required": ["items"],
                             "additionalProperties": False,

@@ -17,8 +17,9 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse
-from ninja import Query, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 
+from neutrino.app import TaskSpec
 from tasks_app.api import upstream
 from tasks_app.api.auth import api_auth, request_caller
 from tasks_app.api.browsers import require_json
@@ -28,11 +29,14 @@ from tasks_app.core.errors import BadRequest, InvalidArguments, PayloadTooLarge,
 from tasks_app.core.payloads import loads_strict
 from tasks_app.core.ports import ports_of
 from tasks_app.core.registry import task_spec
+from tasks_app.models import TaskStatus
 from tasks_app.selectors import tasks as selectors
+from tasks_app.services import delays
 from tasks_app.services import retry as retries
 from tasks_app.services import submit as submissions
 from tasks_app.services import tasks as services
 from tasks_app.services.tasks import SyncOutcome
+from tasks_app.services.timing import TIMING_FIELDS, Timing, submit_timing
 
 gateway_router = Router(tags=["tasks"], auth=api_auth)
 tasks_router = Router(tags=["polling"], auth=api_auth)
@@ -62,6 +66,8 @@ class TaskOut(Schema):
     queued_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    run_at: datetime | None = None  # a delayed task's time: `scheduled` until then
+    expires_at: datetime | None = None  # not started by then: `expired`, never run
     duration_ms: float | None = None
     progress: float | None = None
     progress_message: str | None = None
@@ -77,7 +83,7 @@ class TaskPageOut(Schema):
 
 
 class TaskListQuery(Schema):
-    status: str | None = None
+    status: str | None = Field(None, description="one of " + ", ".join(TaskStatus.values))
     function: str | None = None
     pool: str | None = None
     mode: str | None = None
@@ -175,7 +181,14 @@ def call_answer(result: submissions.CallResult) -> HttpResponse:
     poll_url = f"/tasks/{task.id}"
     if result.replayed:
         return json_response({**selectors.task_as_dict(task), "poll_url": poll_url}, status=200, replayed=True)
-    return json_response({"task_id": str(task.id), "status": task.status, "poll_url": poll_url}, status=202)
+    timing = {name: value for name, value in (("run_at", task.run_at), ("expires_at", task.expires_at)) if value}
+    return json_response({"task_id": str(task.id), "status": task.status, **timing, "poll_url": poll_url},
+                         status=202)
+
+
+def read_timing(body: dict[str, Any], spec: TaskSpec) -> Timing:
+    """The body's timing fields, checked (422 naming the field)."""
+    return submit_timing(spec=spec, fields={name: body[name] for name in TIMING_FIELDS if name in body})
 
 
 @gateway_router.post(
@@ -198,14 +211,15 @@ def call_task(request: HttpRequest, task_name: str) -> Any:
             spec = dataclasses.replace(spec, timeout_ms=timeout_ms)
     key = request_key(request)
     body = read_json_body(request)
-    unknown = set(body) - {"args"}
+    unknown = set(body) - {"args", *TIMING_FIELDS}
     if unknown:
         raise InvalidArguments(
-            f"unknown field(s) {', '.join(sorted(unknown))} in the body; send {{\"args\": {{...}}}}",
+            f"unknown field(s) {', '.join(sorted(unknown))} in the body; send {{\"args\": {{...}}}} and, for a "
+            f"queued task, any of {', '.join(TIMING_FIELDS)}",
             fields=[{"field": name, "message": "unknown field"} for name in sorted(unknown)],
         )
     return call_answer(submissions.task_call(ports=ports_of(request), spec=spec, args=body.get("args", {}), key=key,
-                                             creator=caller.creator))
+                                             creator=caller.creator, timing=read_timing(body, spec)))
 
 
 @gateway_router.post(
@@ -218,14 +232,15 @@ def call_task_batch(request: HttpRequest, task_name: str) -> Any:
     """`{"items": [{"args": {...}}, ...]}` -> 202 `{"items": [{"task_id", "status"}, ...]}` in the same order.
 
     Every item is validated before any is written; a bad one is a 422 naming its index. Sync tasks are
-    refused (422): call them one by one.
+    refused (422): call them one by one. `run_at` / `delay_s` and `expires_at` / `expires_s` beside
+    `items` apply to every item.
     """
     caller = request_caller(request)
     caller.check_may_call(task_name)
     spec = task_spec(task_name)
     key = request_key(request)
     body = read_json_body(request)
-    unknown = set(body) - {"items"}
+    unknown = set(body) - {"items", *TIMING_FIELDS}
     if unknown or not isinstance(body.get("items"), list):
         raise InvalidArguments(
             'send {"items": [{"args": {...}}, ...]}'
@@ -233,7 +248,7 @@ def call_task_batch(request: HttpRequest, task_name: str) -> Any:
             fields=[{"field": "items", "message": "must be a list of {\"args\": {...}}"}],
         )
     batch = submissions.task_submit_many(ports=ports_of(request), spec=spec, items=body["items"], key=key,
-                                         creator=caller.creator)
+                                         creator=caller.creator, timing=read_timing(body, spec))
     items = [{"task_id": task_id, "status": status} for task_id, status in batch.items]
     return json_response({"items": items}, status=200 if batch.replayed else 202, replayed=batch.replayed)
 
@@ -349,3 +364,17 @@ def retry_task(request: HttpRequest, task_id: str) -> Any:
                                    creator=caller.creator, owner=caller.owner, allowed_tasks=caller.allowed_tasks,
                                    changes=changes)
     return Status(202 if retry.status in ("pending", "queued") else 200, dataclasses.asdict(retry))
+
+
+@tasks_router.post(
+    "/{task_id}/run-now",
+    response={200: TaskOut, **COMMON, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 503: ErrorOut},
+    summary="Queue a scheduled (delayed) task now",
+)
+def run_task_now(request: HttpRequest, task_id: str) -> Any:
+    """A `scheduled` task is queued at once, as if its run_at had come (its run_at becomes now); 409 for a
+    task that is not scheduled (any more)."""
+    caller = request_caller(request)
+    task = delays.task_run_now(ports=ports_of(request), task_id=parse_task_id(task_id), owner=caller.owner,
+                               allowed_tasks=caller.allowed_tasks, who=caller.creator.label)
+    return selectors.task_as_dict(task)

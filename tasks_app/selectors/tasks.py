@@ -187,6 +187,8 @@ _SHOWN: dict[str, Callable[[Task], Any]] = {
     "queued_at": lambda t: t.queued_at,
     "started_at": lambda t: t.started_at,
     "completed_at": lambda t: t.completed_at,
+    "run_at": lambda t: t.run_at,
+    "expires_at": lambda t: t.expires_at,
     "duration_ms": lambda t: t.duration_ms,
     "progress": lambda t: t.progress,
     "progress_message": lambda t: t.progress_message or None,

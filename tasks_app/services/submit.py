@@ -28,7 +28,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, Literal, Protocol, cast
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Field
@@ -49,6 +49,7 @@ from tasks_app.core.ports import Ports
 from tasks_app.models import FINISHED_STATUSES, Task, TaskCreator, TaskStatus
 from tasks_app.selectors import tasks as selectors
 from tasks_app.services.tasks import SyncOutcome, task_run_sync, task_validate_args
+from tasks_app.services.timing import Timing, submit_timing
 from workers.engine.broker.errors import BrokerDown, BrokerError
 from workers.engine.topology import encode_task_message, task_subject
 
@@ -116,8 +117,12 @@ def _same_request(task: Task, *, spec: TaskSpec, args: dict[str, Any]) -> None:
 # --- one call --------------------------------------------------------------------------------
 
 
-def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None, creator: TaskCreator) -> CallResult:
+def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None, creator: TaskCreator,
+              timing: Timing | None = None) -> CallResult:
     """Validate `args`, then run a sync task or queue a queued one (recording its `creator`), at most once per key.
+
+    `timing` (`tasks_app.services.delays.submit_timing`) delays a queued task or gives it an expiry; None
+    applies the task's default expiry.
 
     Raises InvalidArguments naming each bad field, and what the services raise.
 
@@ -137,7 +142,7 @@ def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None, creat
                         raise
                     return _replay_checked(ports, spec, args, existing)
                 return CallResult(task=task_submit(ports=ports, spec=spec, args=args, idempotency_key=key,
-                                                   creator=creator))
+                                                   creator=creator, timing=timing))
             return CallResult(outcome=task_run_sync(ports=ports, spec=spec, args=args, idempotency_key=key,
                                                     creator=creator))
         except IntegrityError:
@@ -181,20 +186,31 @@ def _sync_outcome(spec: TaskSpec, task: Task) -> SyncOutcome:
 
 
 def task_submit(*, ports: Ports, spec: TaskSpec, args: dict[str, Any], creator: TaskCreator,
-                retry_of: str | None = None, idempotency_key: str | None = None,
+                retry_of: str | None = None, idempotency_key: str | None = None, timing: Timing | None = None,
                 retry_changes: dict[str, Any] | None = None) -> Task:
-    """Queue one async or gpu task. Raises BrokerUnavailable (503) when its pool or NATS is missing."""
+    """Queue one async or gpu task, or write it `scheduled` when `timing` delays it (no message until its
+    run_at). Raises BrokerUnavailable (503) when its pool or NATS is missing."""
     _check_route(ports, spec)
-    task = Task(
-        function_name=spec.name, status=TaskStatus.PENDING, pool=spec.pool, execution_mode=spec.execution_mode,
-        created_at=timezone.now(), timeout_ms=spec.timeout_ms, max_retries=spec.max_retries, args=args,
-        retry_of_id=retry_of, idempotency_key=idempotency_key, retry_changes=retry_changes, **creator.fields(),
-    )
+    task = _template(spec, creator, timing, args=args, retry_of_id=retry_of, idempotency_key=idempotency_key,
+                     retry_changes=retry_changes)
     # The batch's INSERT, for one row: Model.save's machinery was 30% of a gateway's time per submit.
     _insert_rows(task, [_Row(id=task.id, args=args, key=idempotency_key)])
     task._state.adding = False
+    if task.status == TaskStatus.SCHEDULED:
+        ports.events.emit(str(task.id), TaskStatus.SCHEDULED)
+        return task
     task.status = _queue(ports, spec, [_Row(id=task.id, args=args, key=idempotency_key)])[0]
     return task
+
+
+def _template(spec: TaskSpec, creator: TaskCreator, timing: Timing | None, **fields: Any) -> Task:
+    """A new task row of `spec`: scheduled when `timing` delays it, else pending."""
+    if timing is None:
+        timing = submit_timing(spec=spec, fields={})
+    return Task(function_name=spec.name, status=TaskStatus.SCHEDULED if timing.run_at else TaskStatus.PENDING,
+                pool=spec.pool, execution_mode=spec.execution_mode, created_at=timezone.now(),
+                timeout_ms=spec.timeout_ms, max_retries=spec.max_retries, run_at=timing.run_at,
+                expires_at=timing.expires_at, **creator.fields(), **fields)
 
 
 # --- backpressure ----------------------------------------------------------------------------
@@ -232,8 +248,10 @@ def pool_check_backlog(*, ports: Ports, spec: TaskSpec, adding: int) -> None:
 
 
 def task_submit_many(*, ports: Ports, spec: TaskSpec, items: list[Any], key: str | None,
-                     creator: TaskCreator) -> BatchResult:
+                     creator: TaskCreator, timing: Timing | None = None) -> BatchResult:
     """Queue one task per item (`{"args": {...}}`), all or nothing, recording their `creator`; the ids in item order.
+
+    `timing` applies to every item (one run_at and one expiry for the batch).
 
     Sync tasks are refused (422): a batch would hold one request for the sum of their run times;
     call them one by one, or make the task async.
@@ -259,9 +277,7 @@ def task_submit_many(*, ports: Ports, spec: TaskSpec, items: list[Any], key: str
             return replay
     _check_route(ports, spec)
     pool_check_backlog(ports=ports, spec=spec, adding=len(items))
-    template = Task(function_name=spec.name, status=TaskStatus.PENDING, pool=spec.pool,
-                    execution_mode=spec.execution_mode, created_at=timezone.now(), timeout_ms=spec.timeout_ms,
-                    max_retries=spec.max_retries, **creator.fields())
+    template = _template(spec, creator, timing)
     rows = [_Row(id=uuid.uuid4(), args=args, key=keys[index] if keys is not None else None)
             for index, args in enumerate(all_args)]
     try:
@@ -271,6 +287,9 @@ def task_submit_many(*, ports: Ports, spec: TaskSpec, items: list[Any], key: str
         if replay is None:
             raise
         return replay
+    if template.status == TaskStatus.SCHEDULED:
+        ports.events.emit_many([str(row.id) for row in rows], TaskStatus.SCHEDULED)
+        return BatchResult(items=[(str(row.id), TaskStatus.SCHEDULED) for row in rows])
     statuses = _queue(ports, spec, rows)
     return BatchResult(items=[(str(row.id), status) for row, status in zip(rows, statuses, strict=True)])
 
@@ -303,12 +322,39 @@ def _check_route(ports: Ports, spec: TaskSpec) -> None:
         )
 
 
-def _queue(ports: Ports, spec: TaskSpec, rows: list[_Row], *, fail_when_down: bool = True) -> list[str]:
+WhenDown = Literal["fail", "leave pending", "raise"]
+
+
+class QueueTarget(Protocol):
+    """What the messages of a group of rows share: a `TaskSpec`, or a released row's own columns."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def pool(self) -> str: ...
+    @property
+    def max_retries(self) -> int: ...
+    @property
+    def timeout_ms(self) -> int: ...
+
+
+def queue_released(*, ports: Ports, target: QueueTarget, rows: list[tuple[uuid.UUID, dict[str, Any]]]) -> list[str]:
+    """Publish delayed tasks just released to pending (`tasks_app.services.delays`), as a submit publishes.
+
+    Raises BrokerDown with the rows left pending (their caller puts them back to scheduled).
+    """
+    return _queue(ports, target, [_Row(id=task_id, args=args, key=None) for task_id, args in rows],
+                  when_down="raise")
+
+
+def _queue(ports: Ports, spec: QueueTarget, rows: list[_Row], *, when_down: WhenDown = "fail") -> list[str]:
     """Publish the pending `rows` and hand the acknowledged ones to the ledger; each row's status, in order.
 
     The caller hears "queued" as soon as the broker has a task; its row follows within one ledger batch
     (the writer publishes the event). A worker may claim it first: its claim accepts pending rows too.
-    `fail_when_down=False` (a schedule's rows): NATS down leaves them pending for the sweeper, not failed.
+    NATS down (`when_down`): "fail" fails the rows and raises BrokerUnavailable (a submit's caller hears it);
+    "leave pending" leaves them pending for the sweeper (a schedule's rows); "raise" raises BrokerDown with
+    the rows pending (released delayed tasks: their caller puts them back to scheduled).
     """
     subject = task_subject(spec.pool, spec.name)
     messages = [
@@ -325,8 +371,10 @@ def _queue(ports: Ports, spec: TaskSpec, rows: list[_Row], *, fail_when_down: bo
         else:
             results = ports.publisher.publish_tasks(messages)
     except BrokerDown as exc:
-        if not fail_when_down:
+        if when_down == "leave pending":
             return _settle(ports, spec, rows, [exc] * len(rows))
+        if when_down == "raise":
+            raise
         # The keys are released: the caller's retry with them, once NATS is back, makes new tasks.
         _update_pending(ids, status=TaskStatus.FAILED, completed_at=timezone.now(), error_type="BrokerUnavailable",
                         idempotency_key=None, error=f"not queued: {exc}; submit it again when NATS is back")
@@ -338,7 +386,7 @@ def _queue(ports: Ports, spec: TaskSpec, rows: list[_Row], *, fail_when_down: bo
     return _settle(ports, spec, rows, results)
 
 
-def _settle(ports: Ports, spec: TaskSpec, rows: list[_Row], results: list[int | BrokerError]) -> list[str]:
+def _settle(ports: Ports, spec: QueueTarget, rows: list[_Row], results: list[int | BrokerError]) -> list[str]:
     """Hand the acknowledged rows to the ledger; note on the others that the sweeper will publish them."""
     statuses: list[str] = []
     unconfirmed = []
@@ -384,7 +432,7 @@ def task_queue_inserted(*, ports: Ports, spec: TaskSpec, tasks: list[Task]) -> l
         ports.events.emit_many([str(task_id) for task_id in ids], TaskStatus.FAILED)
         return [TaskStatus.FAILED] * len(ids)
     rows = [_Row(id=task.id, args=task.args if isinstance(task.args, dict) else {}, key=None) for task in tasks]
-    return _queue(ports, spec, rows, fail_when_down=False)
+    return _queue(ports, spec, rows, when_down="leave pending")
 
 
 def _update_pending(ids: list[uuid.UUID], **fields: Any) -> None:

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 import pydantic
@@ -266,13 +267,16 @@ class ClaimedTask:
 
 
 _CLAIM_COLUMNS = ("function_name", "args", "timeout_ms", "max_retries")
+_CLAIMABLE = (TaskStatus.PENDING, TaskStatus.QUEUED)
+_EXPIRES_AT = cast("Field[Any, Any]", Task._meta.get_field("expires_at"))
 
 
 def task_mark_running(*, events: TaskEvents, task_id: str, pool: str, attempt: int,
                       worker_id: str) -> ClaimedTask | None:
     """Claim a task of `pool` for this attempt and return what to run, from its row.
 
-    None when it is finished, cancelled, claimed by a newer attempt, or not a task of this pool.
+    None when it is finished, cancelled, claimed by a newer attempt, not a task of this pool, or past its
+    expires_at without having started: that one is ended `expired` here, so its message can go.
     """
     # A redelivery (attempt > 1) may take over from a worker that died mid-run: note that attempt first.
     previous = _running_attempt(task_id) if attempt > 1 else None
@@ -280,10 +284,12 @@ def task_mark_running(*, events: TaskEvents, task_id: str, pool: str, attempt: i
     claim: dict[str, Any] = dict(
         set_values={"status": TaskStatus.RUNNING, "attempt": attempt, "worker_id": worker_id, "started_at": now,
                     "queued_at": _KeepIfSet(now), "progress": None, "progress_message": ""},
+        # A waiting row starts only before its expiry; a running one whose worker died was started already.
         where_sql="id = %s AND pool = %s AND cancel_requested = %s "
-                  "AND (status IN (%s, %s) OR (status = %s AND attempt < %s))",
+                  "AND ((status IN (%s, %s) AND (expires_at IS NULL OR expires_at > %s)) "
+                  "OR (status = %s AND attempt < %s))",
         where_values=[_task_pk(task_id), pool, False, str(TaskStatus.PENDING), str(TaskStatus.QUEUED),
-                      str(TaskStatus.RUNNING), attempt],
+                      _EXPIRES_AT.get_db_prep_value(now, connection), str(TaskStatus.RUNNING), attempt],
     )
     # The columns to run (they never change after submit) are read by the claim itself where the database
     # can: Django's flag for INSERT ... RETURNING is the same clause and the same SQLite version (3.35).
@@ -292,6 +298,7 @@ def task_mark_running(*, events: TaskEvents, task_id: str, pool: str, attempt: i
     else:  # read after the claim: the row is ours now
         rows = list(Task.objects.filter(id=task_id).values(*_CLAIM_COLUMNS)) if _update_task(**claim) else []
     if not rows:
+        _expire_refused(events, task_id, pool, now)
         return None
     if previous is not None and previous["attempt"] < attempt:
         _record_past_attempt(task_id=task_id, attempt=previous["attempt"], outcome=TaskAttempt.Outcome.LOST,
@@ -302,6 +309,19 @@ def task_mark_running(*, events: TaskEvents, task_id: str, pool: str, attempt: i
     return ClaimedTask(task_id=task_id, function=str(row["function_name"]),
                        args=row["args"] if isinstance(row["args"], dict) else {},
                        timeout_ms=int(row["timeout_ms"]), max_retries=int(row["max_retries"]))
+
+
+def _expire_refused(events: TaskEvents, task_id: str, pool: str, now: datetime) -> None:
+    """A refused claim (the rare path): end the row `expired` if its expiry is why it was refused."""
+    if Task.objects.filter(id=task_id, pool=pool, cancel_requested=False, status__in=_CLAIMABLE,
+                           expires_at__lte=now).update(**expired_fields(now)):
+        events.emit(task_id, TaskStatus.EXPIRED)
+
+
+def expired_fields(now: datetime) -> dict[str, Any]:
+    """The columns of a task that ends `expired`: it never ran (again)."""
+    return {"status": TaskStatus.EXPIRED, "completed_at": now, "error_type": "Expired",
+            "error": "expired: it had not started by its expires_at, so it will not run"}
 
 
 def task_mark_completed(*, events: TaskEvents, task_id: str, attempt: int, result: Any, duration_ms: float,

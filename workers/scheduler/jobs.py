@@ -11,9 +11,16 @@ from dataclasses import dataclass
 
 from tasks_app.core.conf import NeutrinoSettings
 from tasks_app.core.ports import Ports
+from tasks_app.services.delays import tasks_expire_due, tasks_release_due
 from tasks_app.services.schedules import schedules_fire_due
 
 SCHEDULES_EVERY_S = 0.5  # how late past its slot a schedule's task may be queued
+
+# A delayed task is queued within about this long after its run_at (plus the publish and the ledger's batch).
+RELEASE_EVERY_S = 0.2
+# A waiting task is ended `expired` within about this long after its expires_at (a worker's claim refuses
+# it at once anyway).
+EXPIRE_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -28,4 +35,6 @@ def scheduler_jobs(conf: NeutrinoSettings) -> list[Job]:
     """The jobs of a scheduler process, in the order one tick runs them."""
     return [
         Job("schedules", SCHEDULES_EVERY_S, lambda ports: schedules_fire_due(ports=ports)),
+        Job("release_delayed", RELEASE_EVERY_S, lambda ports: tasks_release_due(ports=ports)),
+        Job("expire_tasks", EXPIRE_EVERY_S, lambda ports: tasks_expire_due(ports=ports)),
     ]
