@@ -119,10 +119,11 @@ WORKER_ACK_WAIT_S = 2.0
 class WorkerProcess:
     """`neutrino serve --mode nats` as a real subprocess; its log goes to a file."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log_path) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], log_path, ready_line: str = "ready: pool") -> None:
         import subprocess
 
         self.log_path = log_path
+        self.ready_line = ready_line
         self.ack_wait_s = float(env["NEUTRINO_ACK_WAIT_S"])
         self._log = open(log_path, "wb")  # noqa: SIM115
         self.process = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -146,7 +147,7 @@ class WorkerProcess:
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if "ready: pool" in self.log():
+            if self.ready_line in self.log():
                 return self
             if self.process.poll() is not None:
                 raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()}")
@@ -219,6 +220,40 @@ def start_worker(live_nats, tmp_path):
         worker.stop()
     for index, worker in enumerate(started):
         print(f"----- worker {index} (pid {worker.pid}, exit {worker.process.returncode}) -----\n{worker.log()}")
+
+
+@pytest.fixture
+def start_scheduler(live_nats, tmp_path):
+    """Factory: start_scheduler(env={...}) -> WorkerProcess running `neutrino scheduler` (delayed tasks, expiry,
+    ...) against this test's database and nats-server; stopped (SIGTERM, then SIGKILL) after the test."""
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str] | None = None) -> WorkerProcess:
+        full_env = {
+            **os.environ,
+            **_worker_database_env(),
+            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p),
+            "NEUTRINO_ACK_WAIT_S": str(WORKER_ACK_WAIT_S),
+            "NEUTRINO_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        argv = [sys.executable, "-m", "neutrino_site.cli", "scheduler", "--nats-url", live_nats.url]
+        scheduler = WorkerProcess(argv, full_env, tmp_path / f"scheduler-{len(started)}.log",
+                                  ready_line="neutrino scheduler: NATS")
+        started.append(scheduler)
+        return scheduler.wait_ready()
+
+    yield start
+    for scheduler in started:
+        scheduler.stop()
+    for index, scheduler in enumerate(started):
+        print(f"----- scheduler {index} (pid {scheduler.pid}, exit {scheduler.process.returncode}) -----\n"
+              f"{scheduler.log()}")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -170,13 +170,20 @@ def move_rows(rows: QuerySet[Task], *, chunk: int, statuses: Sequence[str],
     condition = f"{quote('status')} IN ({', '.join(['%s'] * len(statuses))})"
     update = f"UPDATE {table} SET {', '.join(assignments)} WHERE {condition}"
     with transaction.atomic(), connection.cursor() as cursor:
-        picked = rows.values("id")[:chunk]
+        picked = rows.order_by(*rows.query.order_by, "id").values("id")[:chunk]
         if connection.vendor == "postgresql":
             picked = picked.select_for_update(skip_locked=True)
         if connection.features.can_return_columns_from_insert:
             sub_sql, sub_params = picked.query.sql_with_params()
-            cursor.execute(f"{update} AND {quote('id')} IN ({sub_sql}) RETURNING {quote('id')}",
-                           [*params, *statuses, *sub_params])
+            returning = f"RETURNING {quote('id')}"
+            if connection.vendor == "postgresql":
+                # Chosen once: PostgreSQL may run an IN (subquery) more than once, and with SKIP LOCKED (or
+                # ties in the order) each run can pick other rows, moving more than `chunk`.
+                cursor.execute(f"WITH picked AS MATERIALIZED ({sub_sql}) {update} AND {quote('id')} IN "
+                               f"(SELECT {quote('id')} FROM picked) {returning}", [*sub_params, *params, *statuses])
+            else:  # SQLite runs an uncorrelated IN (subquery) once
+                cursor.execute(f"{update} AND {quote('id')} IN ({sub_sql}) {returning}",
+                               [*params, *statuses, *sub_params])
             return [_as_uuid(row[0]) for row in cursor.fetchall()]
         moved = []
         pk = Task._meta.pk
