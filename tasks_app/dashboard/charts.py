@@ -18,9 +18,11 @@ STACK_ORDER = (
     TaskStatus.COMPLETED,
     TaskStatus.FAILED,
     TaskStatus.CANCELLED,
+    TaskStatus.EXPIRED,
     TaskStatus.RUNNING,
     TaskStatus.QUEUED,
     TaskStatus.PENDING,
+    TaskStatus.SCHEDULED,
 )
 
 

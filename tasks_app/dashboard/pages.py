@@ -117,6 +117,8 @@ def task_detail_context(*, task: Task, user: Any, changed: Iterable[str] = ()) -
         "task": task,
         "can_cancel": user.has_perm("tasks_app.cancel_task") and task.status in ACTIVE_STATUSES,
         "can_retry": user.has_perm("tasks_app.retry_task"),
+        # Queueing a delayed task early makes work happen now, as a retry does: the same permission.
+        "can_run_now": user.has_perm("tasks_app.retry_task") and task.status == TaskStatus.SCHEDULED,
         "changed": {str(task_id) for task_id in changed},
     }
 

@@ -31,6 +31,7 @@ from tasks_app.selectors.dashboard import list_query_from_params, pool_depths, t
 from tasks_app.selectors.logs import render_log
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
 from tasks_app.services import tasks as services
+from tasks_app.services.delays import task_run_now
 from tasks_app.services.retry import task_retry
 
 # Pages drawn from heartbeats and aggregates redraw themselves on a timer (the task pages follow events).
@@ -128,6 +129,20 @@ def task_retry_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
         return HttpResponseRedirect(detail_url(task_id))
     messages.success(request, f"Retry of {task_id} started as task {retry.task_id} ({retry.status}).")
     return HttpResponseRedirect(detail_url(retry.task_id))
+
+
+@require_POST
+def task_run_now_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
+    require_permission(request, "tasks_app.retry_task", to="run scheduled tasks now")
+    try:
+        task = task_run_now(ports=ports_of(request), task_id=task_id)
+    except TaskNotFound:
+        raise Http404(f"no task with id {task_id}")
+    except NeutrinoError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Task {task.id} is {task.status}: it runs now instead of at its run_at.")
+    return HttpResponseRedirect(detail_url(task_id))
 
 
 @require_GET

@@ -253,6 +253,25 @@ def test_cancel_a_running_sync_task_with_its_button(page: Any, api: httpx.Client
     assert answers and answers[0].status_code == 409 and answers[0].json()["error"] == "conflict"
 
 
+def test_a_delayed_task_waits_scheduled_and_run_now_runs_it(page: Any, api: httpx.Client,
+                                                           dashboard_worker: Any) -> None:
+    response = api.post("/api/dash_async_sleep", json={"args": {"seconds": 0.2}, "delay_s": 3600})
+    assert response.status_code == 202 and response.json()["status"] == "scheduled", response.text
+    task_id = response.json()["task_id"]
+    open_live(page, "/?status=scheduled")
+    page.locator(f"#task-{task_id} .status-scheduled").wait_for()
+    assert "runs" in page.inner_text(f"#task-{task_id}")
+    page.click(f"#task-{task_id} td.mono a")
+    page.wait_for_url(f"**/ui/tasks/{task_id}")
+    assert page.inner_text("#task-run-at") and page.locator("#cancel-button").count() == 1
+    page.wait_for_selector("#live-state[data-state=open]")
+    page.click("#run-now-button")
+    page.wait_for_selector("#task-live .detail-head .status-completed")
+    assert "runs now" in page.inner_text(".messages")
+    assert page.locator("#run-now-button").count() == 0
+    assert api.get(f"/tasks/{task_id}").json()["status"] == "completed"
+
+
 def test_task_strings_render_as_text(page: Any, api: httpx.Client) -> None:
     payload = {"script": XSS_SCRIPT, "img": XSS_IMG}
     task_id = api.post("/api/echo", json={"args": {"value": payload}}).json()["task_id"]
