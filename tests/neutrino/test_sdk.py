@@ -45,6 +45,13 @@ def test_options_and_per_mode_defaults() -> None:
     )
     assert (train_model.spec.pool, train_model.spec.timeout_ms) == ("a100", 600_000)
     assert fetch.spec.is_coroutine and fetch.spec.timeout_ms == 300_000
+    assert generate_report.spec.expires_s is None
+
+    @app.task(execution_mode="async", expires_s=90)
+    def short_lived() -> None:
+        return None
+
+    assert short_lived.spec.expires_s == 90.0
 
 
 @pytest.mark.parametrize(
@@ -60,6 +67,12 @@ def test_options_and_per_mode_defaults() -> None:
         ({"max_retries": -1}, "max_retries"),
         ({"execution_mode": "sync", "max_retries": 2}, "not retried"),
         ({"execution_mode": "async", "pool": "bad pool"}, "not an identifier"),
+        ({"execution_mode": "async", "expires_s": 0}, "expires_s must be a positive number"),
+        ({"execution_mode": "async", "expires_s": -3}, "expires_s must be a positive number"),
+        ({"execution_mode": "async", "expires_s": "60"}, "expires_s must be a positive number"),
+        ({"execution_mode": "async", "expires_s": True}, "expires_s must be a positive number"),
+        ({"execution_mode": "async", "expires_s": float("inf")}, "expires_s must be a positive number"),
+        ({"execution_mode": "sync", "expires_s": 60}, "cannot expire"),
     ],
 )
 def test_decorator_refuses_what_cannot_work(options: dict, message: str) -> None:
