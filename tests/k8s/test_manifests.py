@@ -238,13 +238,26 @@ def test_single_node_is_sqlite_on_one_volume_one_gateway_one_nats():
     assert "cluster {" not in by_name(objects, "ConfigMap", "nats-config")["data"]["nats.conf"]
     by_name(objects, "PersistentVolumeClaim", "neutrino-data")
     containers = neutrino_containers(objects)
-    # gateway, migration, autoscaler, and the pools async, gpu, train and big_mem
-    assert len(containers) == 7
+    # gateway, migration, autoscaler, scheduler, and the pools async, gpu, train and big_mem
+    assert len(containers) == 8
     for obj, container in containers:
         assert "DATABASE_URL" not in {e["name"] for e in container["env"]}, obj["metadata"]["name"]
         assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"], obj["metadata"]["name"]
         volumes = obj["spec"]["template"]["spec"]["volumes"]
         assert {"name": "data", "persistentVolumeClaim": {"claimName": "neutrino-data"}} in volumes
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_the_scheduler_runs_with_the_gateway_nats_user(overlay):
+    deployment = by_name(rendered(overlay), "Deployment", "neutrino-scheduler")
+    assert deployment["spec"]["replicas"] == 1
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    assert container["args"] == ["scheduler"]
+    env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in container["env"]}
+    assert env["NEUTRINO_NATS_URL"] == {"name": "neutrino-nats", "key": "gateway-url"}
+    assert build_parser().parse_args(container["args"]).command == "scheduler"
 
 
 def test_production_spreads_nats_over_nodes():

@@ -28,7 +28,7 @@ from workers.engine.nats_server import NatsServer, free_port, nats_server_binary
 from workers.engine.topology import CANCEL_SUBJECT, STREAM, ConsumerSettings
 
 # The role each Neutrino workload connects as; the migration Job does not connect to NATS.
-GATEWAY_DEPLOYMENTS = {"neutrino-gateway", "neutrino-fast"}
+GATEWAY_DEPLOYMENTS = {"neutrino-gateway", "neutrino-fast", "neutrino-scheduler"}
 WORKER_DEPLOYMENTS = {"neutrino-autoscaler"}  # and every pool Deployment
 
 
