@@ -29,7 +29,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
@@ -38,6 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.stack import CLI, Stack, neutrino_stack  # noqa: E402
 from bench.sync_latency import percentile  # noqa: E402
+
+if TYPE_CHECKING:
+    from django.db.models import Field
 
 REPEAT = 20
 
@@ -155,9 +158,10 @@ def insert_waiting(count: int, *, now: datetime, chunk: int = 10_000) -> float:
                     created_at=now, timeout_ms=60_000, args={}, created_by="bench")
     fields = Task._meta.concrete_fields
     constant = {f.attname: f.get_db_prep_save(getattr(template, f.attname), connection) for f in fields}
-    id_field, run_at, expires_at = (Task._meta.get_field(n) for n in ("id", "run_at", "expires_at"))
+    id_field, run_at, expires_at = (cast("Field[Any, Any]", Task._meta.get_field(n))
+                                    for n in ("id", "run_at", "expires_at"))
     quote = connection.ops.quote_name
-    sql = (f"INSERT INTO {quote(Task._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+    sql = (f"INSERT INTO {quote(Task._meta.db_table)} ({', '.join(quote(cast(str, f.column)) for f in fields)}) "
            f"VALUES ({', '.join(['%s'] * len(fields))})")
     started = time.perf_counter()
     for offset in range(0, count, chunk):
