@@ -36,7 +36,7 @@ DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                       900.0, 3600.0, float("inf"))
 TASKS = "neutrino_tasks"
 DURATION = "neutrino_task_duration_seconds"
-TASKS_HELP = "Finished tasks by function, pool, mode and final status (completed, failed, cancelled)."
+TASKS_HELP = "Finished tasks by function, pool, mode and final status (completed, failed, cancelled, expired)."
 DURATION_HELP = "Run time of completed tasks, per function (sync: in the HTTP servers; else: in a pool's workers)."
 QUEUED_CACHE_S = 5.0
 
