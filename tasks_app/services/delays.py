@@ -64,9 +64,8 @@ def tasks_release_due(*, ports: Ports, now: datetime | None = None, chunk: int =
         try:
             released += _publish(ports, ids)
         except BrokerDown as exc:
-            back = _unrelease(ids)
-            logger.warning("NATS is unavailable (%s): %d released task(s) go back to scheduled until it is back",
-                           exc, back)
+            logger.warning("NATS is unavailable (%s): the tasks not yet queued go back to scheduled until it is "
+                           "back", exc)
             break
         if len(ids) < chunk:
             break
@@ -92,7 +91,6 @@ def task_run_now(*, ports: Ports, task_id: uuid.UUID, owner: TaskCreator | None 
     try:
         _publish(ports, [task_id])
     except BrokerDown as exc:
-        _unrelease([task_id])
         raise BrokerUnavailable(f"NATS is unavailable ({exc}); task {task_id} stays scheduled, due now, and is "
                                 "queued as soon as NATS is back", task_id=str(task_id))
     return task_get(task_id=task_id)
@@ -109,7 +107,11 @@ class _RowTarget:
 
 
 def _publish(ports: Ports, ids: Sequence[uuid.UUID]) -> int:
-    """Publish rows this process just moved to pending, grouped by what their messages share."""
+    """Publish rows this process just moved to pending, grouped by what their messages share.
+
+    BrokerDown (nothing of that group was sent) puts that group and the ones after it back to scheduled,
+    and is raised again; the groups before it are queued.
+    """
     groups: dict[_RowTarget, list[tuple[uuid.UUID, dict[str, Any]]]] = defaultdict(list)
     rows = Task.objects.filter(id__in=ids, status=TaskStatus.PENDING).values(
         "id", "function_name", "pool", "max_retries", "timeout_ms", "args")
@@ -118,8 +120,13 @@ def _publish(ports: Ports, ids: Sequence[uuid.UUID]) -> int:
                             timeout_ms=row["timeout_ms"])
         groups[target].append((row["id"], row["args"] if isinstance(row["args"], dict) else {}))
     published = 0
-    for target, group in groups.items():
-        statuses = queue_released(ports=ports, target=target, rows=group)
+    pending = list(groups.items())
+    for index, (target, group) in enumerate(pending):
+        try:
+            statuses = queue_released(ports=ports, target=target, rows=group)
+        except BrokerDown:
+            _unrelease([task_id for _, rest in pending[index:] for task_id, _ in rest])
+            raise
         published += sum(1 for status in statuses if status == TaskStatus.QUEUED)
     return published
 

@@ -7,7 +7,9 @@ The scheduler and worker processes themselves are in tests/workers/test_delayed_
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,10 +17,12 @@ from django.db import connection
 from django.utils import timezone
 
 from neutrino_site.process import http_ports
+from tasks_app.core.errors import BrokerUnavailable
 from tasks_app.models import Task
-from tasks_app.services.delays import move_rows, tasks_expire_due, tasks_release_due
+from tasks_app.services.delays import move_rows, task_run_now, tasks_expire_due, tasks_release_due
 from tasks_app.services.republish import task_republish_pending
 from tasks_app.services.tasks import task_mark_running
+from workers.engine.broker.publisher import Publisher
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -204,6 +208,21 @@ def test_a_release_cut_short_before_its_publish_is_left_to_the_sweeper(client, p
     assert task_republish_pending(ports=http_ports(), pool="async", older_than_s=0.1) == 1
     assert private_nats.stream_messages() == 2
     assert tasks_release_due(ports=http_ports()) == 0
+
+
+def test_nats_down_puts_the_released_tasks_back_to_scheduled(client, pools, private_nats) -> None:
+    ids = [post(client, "/api/wk_noop", {"args": {"n": i}, "delay_s": 3600}).json()["task_id"] for i in range(3)]
+    make_due(*ids)
+    # A publisher with no NATS behind it: every publish raises BrokerDown (nothing was sent).
+    down = dataclasses.replace(http_ports(), publisher=Publisher(None, timeout_s=1.0))
+
+    assert tasks_release_due(ports=down) == 0
+    assert set(Task.objects.filter(id__in=ids).values_list("status", flat=True)) == {"scheduled"}
+    with pytest.raises(BrokerUnavailable, match="stays scheduled"):
+        task_run_now(ports=down, task_id=uuid.UUID(ids[0]))
+    assert Task.objects.get(id=ids[0]).status == "scheduled"
+    assert private_nats.stream_messages() == 0
+    assert tasks_release_due(ports=http_ports()) == 3, "queued once NATS is back"
 
 
 # --- run now and cancel ----------------------------------------------------------------------------
