@@ -98,6 +98,7 @@ class Task(models.Model):
         permissions = [
             ("cancel_task", "Can cancel tasks (dashboard)"),
             ("retry_task", "Can retry tasks (dashboard)"),
+            # Deleting (bulk actions, finished tasks only) needs Django's own `delete_task`.
         ]
         indexes = [
             # Keyset pagination walks (created_at, id) newest first; each filter the list offers
@@ -116,6 +117,8 @@ class Task(models.Model):
             models.Index(fields=["status", "run_at"], name="idx_status_run_at"),
             # The scheduler's expiry sweep (a waiting status, expires_at <= now).
             models.Index(fields=["status", "expires_at"], name="idx_status_expires_at"),
+            # The list's and the bulk actions' error type filter.
+            models.Index(fields=["error_type", "-created_at"], name="idx_error_type"),
         ]
 
     def __str__(self) -> str:
@@ -287,3 +290,7 @@ class TaskLogChunk(models.Model):
         """A chunk from what the executor read (UTF-8 records; raw output may hold anything, even NUL)."""
         return cls(task_id=task_id, attempt=attempt, seq=seq, written_at=written_at, dropped_bytes=dropped_bytes,
                    text=storable_text(data.decode("utf-8", "replace")))
+
+
+# Bulk actions and the audit trail (their own module; imported here so that Django registers them).
+from tasks_app.operator_models import AuditRecord, BulkAction  # noqa: E402, F401

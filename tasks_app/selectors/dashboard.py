@@ -52,7 +52,8 @@ TIME_RANGES: dict[str, tuple[str, timedelta]] = {
     "7d": ("last 7 days", timedelta(days=7)),
 }
 # The URL parameters the task list understands, in the order links write them.
-LIST_PARAMS = ("q", "status", "function", "pool", "mode", "range", "after", "before", "cursor")
+LIST_PARAMS = ("q", "status", "function", "pool", "mode", "error_type", "error", "range", "after", "before", "cursor")
+ERROR_FILTER_MAX = 200
 _ID_PREFIX = re.compile(r"^[0-9a-fA-F-]{1,36}$")
 
 
@@ -104,6 +105,10 @@ def list_query_from_params(params: Mapping[str, str], *, now: datetime) -> ListQ
         clean["function"] = fields["function"] = function[:200]
     if pool := text("pool"):
         clean["pool"] = fields["pool"] = pool[:64]
+    if error_type := text("error_type"):
+        clean["error_type"] = fields["error_type"] = error_type[:ERROR_FILTER_MAX]
+    if error := text("error"):
+        clean["error"] = fields["error_contains"] = error[:ERROR_FILTER_MAX]
     if mode := text("mode"):
         if mode in EXECUTION_MODES:
             clean["mode"] = fields["execution_mode"] = mode
@@ -174,11 +179,12 @@ def task_status_counts(*, filters: TaskFilters, cap: int = COUNT_CAP, scan_cap: 
 
     Without filters, or with a time range only: one COUNT per status over the (status, created_at)
     index, reading the index alone, exact up to `cap` ("10,000+" past it). With a function, pool,
-    mode or id filter: the statuses of the newest `scan_cap` matching rows (one range scan of that
+    mode, id or error filter: the statuses of the newest `scan_cap` matching rows (one range scan of that
     filter's index), exact when fewer match, else lower bounds.
     """
     base = task_queryset(filters=replace(filters, status=None)).order_by()
-    index_only = not (filters.function or filters.pool or filters.execution_mode or filters.id_prefix)
+    index_only = not (filters.function or filters.pool or filters.execution_mode or filters.id_prefix
+                      or filters.error_type or filters.error_contains)
     if index_only:
         counts = []
         for status in TaskStatus.values:

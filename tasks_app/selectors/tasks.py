@@ -42,6 +42,8 @@ class TaskFilters:
     created_after: datetime | None = None
     created_before: datetime | None = None
     id_prefix: str | None = None
+    error_type: str | None = None  # exactly (an index range scan)
+    error_contains: str | None = None  # anywhere in the error, any case (reads each row's error)
     owner: TaskCreator | None = None  # None: every creator's tasks
 
 
@@ -123,6 +125,10 @@ def task_queryset(*, filters: TaskFilters) -> QuerySet[Task]:
         qs = qs.filter(created_at__lt=filters.created_before)
     if filters.id_prefix:
         qs = _id_prefix_filter(qs, filters.id_prefix)
+    if filters.error_type:
+        qs = qs.filter(error_type=filters.error_type)
+    if filters.error_contains:
+        qs = qs.filter(error__icontains=filters.error_contains)
     return qs
 
 

@@ -17,6 +17,7 @@ from tasks_app.core.ports import Ports
 from tasks_app.core.registry import task_spec
 from tasks_app.models import Task, TaskCreator, TaskStatus
 from tasks_app.selectors import tasks as selectors
+from tasks_app.services.audit import Actor, audit_record_if
 from tasks_app.services.submit import pool_check_backlog, task_by_key, task_submit
 from tasks_app.services.tasks import task_run_sync, task_validate_args
 from tasks_app.services.tokens import token_check_task
@@ -51,14 +52,25 @@ SYNC_RETRY_TIMEOUT_MAX_MS = 60_000
 
 def task_retry(*, ports: Ports, task_id: uuid.UUID, key: str | None, creator: TaskCreator,
                owner: TaskCreator | None = None, allowed_tasks: tuple[str, ...] = (),
-               changes: RetryChanges | None = None) -> RetryResult:
+               changes: RetryChanges | None = None, actor: Actor | None = None) -> RetryResult:
     """Run the task's function again as a new task that records `retry_of` and `creator`: with the same
     args, or with `changes` (other args, timeout or pool, validated as a submit is), recorded on the new
     row as `retry_changes`.
 
     Only a task of `owner`'s (when given; others are not found) whose function is in `allowed_tasks`
     (when not empty; Forbidden otherwise). At most once per key, and refused while the task's pool is full.
+    With an `actor` (a person's request), the new task and the changes are recorded in the audit trail.
     """
+    retry = _task_retry(ports=ports, task_id=task_id, key=key, creator=creator, owner=owner,
+                        allowed_tasks=allowed_tasks, changes=changes)
+    audit_record_if(actor, action="task.retry", object_type="task", object_id=task_id,
+                    after={"task_id": retry.task_id, "status": retry.status, "changes": retry.changes})
+    return retry
+
+
+def _task_retry(*, ports: Ports, task_id: uuid.UUID, key: str | None, creator: TaskCreator,
+                owner: TaskCreator | None, allowed_tasks: tuple[str, ...],
+                changes: RetryChanges | None) -> RetryResult:
     if key is not None:
         existing = task_by_key(key=key)
         if existing is not None:

@@ -213,6 +213,35 @@ def _template(spec: TaskSpec, creator: TaskCreator, timing: Timing | None, **fie
                 expires_at=timing.expires_at, **creator.fields(), **fields)
 
 
+# --- retries in bulk (one retry: tasks_app.services.retry) ----------------------------------
+
+
+def tasks_retry_many(*, ports: Ports, spec: TaskSpec, originals: list[tuple[uuid.UUID, dict[str, Any]]],
+                     creator: TaskCreator, key_prefix: str) -> int:
+    """`task_retry` for many finished tasks of one queued function: one new task per `(task_id, args)`,
+    written in one transaction and published pipelined. Returns how many new tasks were made.
+
+    Each new task's Idempotency-Key is `<key_prefix><task id>`: the same chunk run again (a bulk action
+    taken over from a dead scheduler) retries no task twice. The backlog is checked as for a batch.
+    """
+    if not spec.runs_on_nats:
+        raise InvalidArguments(f"{spec.name} is a sync task: retry it one by one (POST /tasks/<id>/retry)",
+                               task=spec.name)
+    keys = {task_id: f"{key_prefix}{task_id}" for task_id, _ in originals}
+    made = set(Task.objects.filter(idempotency_key__in=keys.values()).values_list("idempotency_key", flat=True))
+    rows = [_Row(id=uuid.uuid4(), args=args, key=keys[task_id], retry_of=task_id)
+            for task_id, args in originals if keys[task_id] not in made]
+    if not rows:  # all made by an earlier run of this chunk
+        return 0
+    _check_route(ports, spec)
+    pool_check_backlog(ports=ports, spec=spec, adding=len(rows))
+    _insert_rows(Task(function_name=spec.name, status=TaskStatus.PENDING, pool=spec.pool,
+                      execution_mode=spec.execution_mode, created_at=timezone.now(), timeout_ms=spec.timeout_ms,
+                      max_retries=spec.max_retries, **creator.fields()), rows)
+    _queue(ports, spec, rows)
+    return len(rows)
+
+
 # --- backpressure ----------------------------------------------------------------------------
 
 
@@ -302,6 +331,7 @@ class _Row:
     id: uuid.UUID
     args: dict[str, Any]
     key: str | None
+    retry_of: uuid.UUID | None = None  # None: the template's
 
 
 def _check_route(ports: Ports, spec: TaskSpec) -> None:
@@ -443,15 +473,15 @@ def _update_pending(ids: list[uuid.UUID], **fields: Any) -> None:
 def _insert_rows(template: Task, rows: list[_Row]) -> None:
     """INSERT the batch's rows in one transaction, with one prepared statement run for every row.
 
-    Only the id, the args and the key differ between a batch's rows: the other columns (the creator
-    too) are prepared once from `template`, which keeps a 1,000-row batch to milliseconds where `bulk_create`
-    prepares 24 values per row.
+    Only the id, the args, the key (and a retry's `retry_of`) differ between a batch's rows: the other
+    columns (the creator too) are prepared once from `template`, which keeps a 1,000-row batch to
+    milliseconds where `bulk_create` prepares 24 values per row.
     """
     fields = Task._meta.concrete_fields
     constant = {f.attname: f.get_db_prep_save(getattr(template, f.attname), connection) for f in fields}
     # Concrete columns all: get_field's type admits relations too, and Field.column's admits None.
-    id_field, args_field, key_field = (cast("Field[Any, Any]", Task._meta.get_field(name))
-                                       for name in ("id", "args", "idempotency_key"))
+    id_field, args_field, key_field, retry_field = (cast("Field[Any, Any]", Task._meta.get_field(name))
+                                                    for name in ("id", "args", "idempotency_key", "retry_of"))
     sql = _insert_sql(connection.vendor)
     params = []
     for row in rows:
@@ -459,6 +489,8 @@ def _insert_rows(template: Task, rows: list[_Row]) -> None:
                   "id": id_field.get_db_prep_save(row.id, connection),
                   "args": args_field.get_db_prep_save(row.args, connection),
                   "idempotency_key": key_field.get_db_prep_save(row.key, connection)}
+        if row.retry_of is not None:
+            values["retry_of_id"] = retry_field.get_db_prep_save(row.retry_of, connection)
         params.append([values[f.attname] for f in fields])
     if len(params) == 1:
         with connection.cursor() as cursor:  # one statement is atomic without a transaction around it

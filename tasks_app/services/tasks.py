@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import pydantic
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Field
 from django.utils import timezone
 
@@ -30,6 +30,7 @@ from tasks_app.core.storable import storable_fields, storable_json, storable_tex
 from tasks_app.metrics import sync_task_finished
 from tasks_app.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskCreator, TaskStatus
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
+from tasks_app.services.audit import Actor, audit_record_if
 from workers.engine import executor as ex
 from workers.engine.topology import CANCEL_SUBJECT
 
@@ -391,26 +392,26 @@ def task_record_progress(*, events: TaskEvents, task_id: str, attempt: int, frac
     events.emit(task_id, TaskStatus.RUNNING, progress=fraction, progress_message=message)
 
 
-def task_cancel(*, ports: Ports, task_id: uuid.UUID, owner: TaskCreator | None = None) -> Task:
+def task_cancel(*, ports: Ports, task_id: uuid.UUID, owner: TaskCreator | None = None,
+                actor: Actor | None = None) -> Task:
     """Cancel a task (one of `owner`'s, when given): a pending or queued one never runs; a running one is killed.
 
+    With an `actor` (a person's request), the cancel is recorded in the audit trail.
     Raises TaskNotFound, or Conflict when the task already finished.
     """
     # 404 unless it exists (or is about to) and is the owner's.
-    task_get(ledger=ports.ledger, task_id=task_id, grace_s=LEDGER_GRACE_S, owner=owner)
+    before = task_get(ledger=ports.ledger, task_id=task_id, grace_s=LEDGER_GRACE_S, owner=owner).status
     updated = Task.objects.filter(id=task_id, status__in=ACTIVE_STATUSES).update(
         status=TaskStatus.CANCELLED,
         cancel_requested=True,
         completed_at=timezone.now(),
-        error="cancelled on request",
-        error_type="Cancelled",
+        error=CANCELLED_ERROR,
+        error_type=CANCELLED_ERROR_TYPE,
     )
     if updated:
-        # Whichever process runs it (this one, another HTTP process, a worker) kills its child.
-        if ports.runner is not None:
-            ports.runner.cancel(str(task_id))
-        ports.publisher.publish_event(CANCEL_SUBJECT, {"task_id": str(task_id)})
-        ports.events.emit(str(task_id), TaskStatus.CANCELLED)
+        _announce_cancelled(ports, [str(task_id)])
+        audit_record_if(actor, action="task.cancel", object_type="task", object_id=task_id,
+                        before={"status": before}, after={"status": TaskStatus.CANCELLED})
     task = task_get(task_id=task_id)
     if not updated and task.status != TaskStatus.CANCELLED:
         raise Conflict(
@@ -420,6 +421,53 @@ def task_cancel(*, ports: Ports, task_id: uuid.UUID, owner: TaskCreator | None =
             status=task.status,
         )
     return task
+
+
+CANCELLED_ERROR = "cancelled on request"
+CANCELLED_ERROR_TYPE = "Cancelled"
+
+
+def tasks_cancel_many(*, ports: Ports, task_ids: Sequence[uuid.UUID]) -> list[str]:
+    """`task_cancel` for many tasks in one conditional UPDATE: those still active end cancelled (a running
+    one is killed); returns their ids. Finished ones are left as they are (no error: a bulk cancel counts them).
+
+    Which rows the UPDATE moved is read by its RETURNING clause where the database has one; on an SQLite
+    older than 3.35 the active ones are read first, in the same transaction, and one that finished between
+    the read and the UPDATE is counted as cancelled although it is not (its cancel message kills nothing).
+    """
+    if not task_ids:
+        return []
+    statuses = [str(status) for status in ACTIVE_STATUSES]
+    set_values = {"status": TaskStatus.CANCELLED, "cancel_requested": True, "completed_at": timezone.now(),
+                  "error": CANCELLED_ERROR, "error_type": CANCELLED_ERROR_TYPE}
+    where_sql = (f"id IN ({', '.join(['%s'] * len(task_ids))}) "
+                 f"AND status IN ({', '.join(['%s'] * len(statuses))})")
+    where_values = [*(_task_pk(str(task_id)) for task_id in task_ids), *statuses]
+    if connection.features.can_return_columns_from_insert:
+        rows = _run_update(set_values=set_values, where_sql=where_sql, where_values=where_values,
+                           returning=("id",))[1]
+        cancelled = [str(row["id"]) for row in rows]
+    else:
+        with transaction.atomic():
+            cancelled = [str(i) for i in Task.objects.filter(id__in=task_ids, status__in=ACTIVE_STATUSES)
+                         .values_list("id", flat=True)]
+            _update_task(set_values=set_values, where_sql=where_sql, where_values=where_values)
+    if cancelled:
+        _announce_cancelled(ports, cancelled)
+    return cancelled
+
+
+def _announce_cancelled(ports: Ports, task_ids: list[str]) -> None:
+    """Whichever process runs them (this one, another HTTP process, a worker) kills their children."""
+    if ports.runner is not None:
+        for task_id in task_ids:
+            ports.runner.cancel(task_id)
+    if len(task_ids) == 1:
+        ports.publisher.publish_event(CANCEL_SUBJECT, {"task_id": task_ids[0]})
+        ports.events.emit(task_ids[0], TaskStatus.CANCELLED)
+        return
+    ports.publisher.publish_events([(CANCEL_SUBJECT, {"task_id": task_id}) for task_id in task_ids])
+    ports.events.emit_many(task_ids, TaskStatus.CANCELLED)
 
 
 # --- dashboard accounts ----------------------------------------------------------------------------

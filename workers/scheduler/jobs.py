@@ -11,10 +11,14 @@ from dataclasses import dataclass
 
 from tasks_app.core.conf import NeutrinoSettings
 from tasks_app.core.ports import Ports
+from tasks_app.services.bulk import bulk_work
 from tasks_app.services.delays import tasks_expire_due, tasks_release_due
 from tasks_app.services.schedules import schedules_fire_due
 
 SCHEDULES_EVERY_S = 0.5  # how late past its slot a schedule's task may be queued
+# A bulk action asked for in the dashboard or the API starts within about this long; each round works it
+# for `tasks_app.services.bulk.ROUND_S` and the next one follows this long after.
+BULK_EVERY_S = 0.2
 
 # A delayed task is queued within about this long after its run_at (plus the publish and the ledger's batch).
 RELEASE_EVERY_S = 0.2
@@ -37,4 +41,5 @@ def scheduler_jobs(conf: NeutrinoSettings) -> list[Job]:
         Job("schedules", SCHEDULES_EVERY_S, lambda ports: schedules_fire_due(ports=ports)),
         Job("release_delayed", RELEASE_EVERY_S, lambda ports: tasks_release_due(ports=ports)),
         Job("expire_tasks", EXPIRE_EVERY_S, lambda ports: tasks_expire_due(ports=ports)),
+        Job("bulk_actions", BULK_EVERY_S, lambda ports: bulk_work(ports=ports)),
     ]
