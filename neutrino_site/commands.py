@@ -18,6 +18,7 @@ from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import Conflict, NeutrinoError
 from tasks_app.core.registry import registered_tasks
 from tasks_app.models import ApiToken
+from tasks_app.services.audit import cli_actor
 from tasks_app.services.tasks import admin_create
 from tasks_app.services.tokens import token_create, token_list, token_revoke
 from workers.dev.supervisor import run_dev
@@ -118,7 +119,8 @@ def cmd_createadmin(args: argparse.Namespace) -> int:
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     try:
-        token, plaintext = token_create(name=args.name, admin=args.admin, allowed_tasks=args.tasks.split(","))
+        token, plaintext = token_create(name=args.name, admin=args.admin, allowed_tasks=args.tasks.split(","),
+                                        actor=cli_actor())
     except NeutrinoError as exc:
         print(f"neutrino token create: {exc.message}", file=sys.stderr)
         return 1
@@ -158,7 +160,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     try:
-        token = token_revoke(name_or_prefix=args.name)
+        token = token_revoke(name_or_prefix=args.name, actor=cli_actor())
     except NeutrinoError as exc:
         print(f"neutrino token revoke: {exc.message}", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ from pools_app.selectors import pool_active_counts
 from pools_app.services import pool_delete, pool_save, pool_set_draining, pool_set_enabled
 from tasks_app.core.errors import NeutrinoError
 from tasks_app.core.ports import ports_of
+from tasks_app.services.audit import actor_of_request
 
 
 @admin.register(Pool)
@@ -36,7 +37,7 @@ class PoolAdmin(admin.ModelAdmin):
     ]
 
     def save_model(self, request: HttpRequest, obj: Pool, form: Any, change: bool) -> None:
-        pool_save(broker=ports_of(request).broker, pool=obj)
+        pool_save(broker=ports_of(request).broker, pool=obj, actor=actor_of_request(request))
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, Any, list[str]]:
         """A pool with tasks waiting or running shows as protected, so the admin refuses to delete it."""
@@ -52,17 +53,17 @@ class PoolAdmin(admin.ModelAdmin):
         return deleted, counts, perms, protected
 
     def delete_model(self, request: HttpRequest, obj: Pool) -> None:
-        pool_delete(broker=ports_of(request).broker, pool=obj)
+        pool_delete(broker=ports_of(request).broker, pool=obj, actor=actor_of_request(request))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
         for pool in queryset:
-            pool_delete(broker=ports_of(request).broker, pool=pool)
+            pool_delete(broker=ports_of(request).broker, pool=pool, actor=actor_of_request(request))
 
     def _each(self, request: HttpRequest, queryset: QuerySet[Pool], action: Any, done: str) -> None:
-        broker = ports_of(request).broker
+        broker, actor = ports_of(request).broker, actor_of_request(request)
         for pool in queryset:
             try:
-                action(broker=broker, pool=pool)
+                action(broker=broker, pool=pool, actor=actor)
             except NeutrinoError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
             else:

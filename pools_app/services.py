@@ -23,6 +23,7 @@ from pools_app.validation import HTTP_POOL
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import Conflict
 from tasks_app.core.ports import Broker
+from tasks_app.services.audit import Actor, audit_record_if, snapshot
 from workers.engine.broker.errors import BrokerError
 from workers.engine.topology import STREAM, ConsumerSettings, consumer_name, ensure_consumer, ensure_stream
 
@@ -58,38 +59,54 @@ def scaling_decisions_prune(*, older_than: timedelta) -> int:
 # --- pools -------------------------------------------------------------------------------------
 
 
-def pool_save(*, broker: Broker | None, pool: Pool) -> Pool:
+def pool_save(*, broker: Broker | None, pool: Pool, actor: Actor | None = None) -> Pool:
     """Validate and save a new or changed pool, then update the stream and its consumer after the commit.
 
+    With an `actor` (a person's change: the dashboard, the admin), the audit trail records it.
     Raises `django.core.exceptions.ValidationError` ({field: [messages]}) for bad values.
     """
     pool.full_clean()
+    stored = Pool.objects.filter(pk=pool.pk).first() if pool.pk is not None else None
     pool.save()
+    _audit(actor, "pool.create" if stored is None else "pool.change", stored, pool)
     _changed(broker)
     return pool
 
 
-def pool_set_enabled(*, broker: Broker | None, pool: Pool, enabled: bool) -> Pool:
+def _audit(actor: Actor | None, action: str, before: Pool | None, after: Pool | None) -> None:
+    name = (after or before).name if (after or before) is not None else ""
+    audit_record_if(actor, action=action, object_type="pool", object_id=name,
+                    before=snapshot(before, exclude=("updated_at",)) if before is not None else None,
+                    after=snapshot(after, exclude=("updated_at",)) if after is not None else None)
+
+
+def pool_set_enabled(*, broker: Broker | None, pool: Pool, enabled: bool, actor: Actor | None = None) -> Pool:
     """Enable or disable a pool. Disabled: submits answer 503 and its workers stop (they drain first)."""
     if pool.name == HTTP_POOL and not enabled:
         raise Conflict(f"the {HTTP_POOL} pool runs the sync tasks inside the HTTP servers; it cannot be disabled")
+    was = pool.enabled
     pool.enabled = enabled
     pool.save(update_fields=["enabled", "updated_at"])
+    audit_record_if(actor, action="pool.enable" if enabled else "pool.disable", object_type="pool",
+                    object_id=pool.name, before={"enabled": was}, after={"enabled": enabled})
     _changed(broker)
     return pool
 
 
-def pool_set_draining(*, broker: Broker | None, pool: Pool, draining: bool) -> Pool:
+def pool_set_draining(*, broker: Broker | None, pool: Pool, draining: bool, actor: Actor | None = None) -> Pool:
     """Drain a pool (new tasks answer 503, its workers finish the waiting ones) or take it back into service."""
     if pool.mode != PoolMode.NATS:
         raise Conflict(f"pool {pool.name} runs in the HTTP servers and has no queue to drain")
+    was = pool.draining
     pool.draining = draining
     pool.save(update_fields=["draining", "updated_at"])
+    audit_record_if(actor, action="pool.drain" if draining else "pool.undrain", object_type="pool",
+                    object_id=pool.name, before={"draining": was}, after={"draining": draining})
     _changed(broker)
     return pool
 
 
-def pool_delete(*, broker: Broker | None, pool: Pool) -> None:
+def pool_delete(*, broker: Broker | None, pool: Pool, actor: Actor | None = None) -> None:
     """Delete a pool, refused while it has tasks waiting or running (drain it first)."""
     if pool.name == HTTP_POOL:
         raise Conflict(f"the {HTTP_POOL} pool runs the sync tasks inside the HTTP servers; it cannot be deleted")
@@ -101,6 +118,7 @@ def pool_delete(*, broker: Broker | None, pool: Pool) -> None:
             pool=pool.name, active=active,
         )
     name, was_nats = pool.name, pool.mode == PoolMode.NATS
+    _audit(actor, "pool.delete", pool, None)
     pool.delete()
     _changed(broker, removed=[name] if was_nats else [])
 

@@ -13,6 +13,9 @@
     client.create_schedule("nightly", "generate_report", cron="0 3 * * *", timezone="Europe/Paris",
                            args={"dataset": "q3"})                # admin token; see docs/schedules.md
 
+    bulk = client.bulk({"status": "failed", "function": "add"}, "retry")   # admin token; in the background
+    client.bulk_status(bulk.id).done; client.bulk_stop(bulk.id)
+
 `AsyncNeutrinoClient` is the same for asyncio (`await client.call_sync(...)`; its handles are
 `AwaitableTask`s). Both are context managers; `close()` frees the connection pool.
 
@@ -50,7 +53,7 @@ from neutrino.client.errors import (
     Unauthorized,
     ValidationError,
 )
-from neutrino.client.models import LogLine, TaskInfo, TaskLog, TaskPage
+from neutrino.client.models import BulkInfo, LogLine, TaskInfo, TaskLog, TaskPage
 from neutrino.client.schedules import ScheduleFire, ScheduleInfo
 from neutrino.client.sync_client import AsyncTask, NeutrinoClient
 
@@ -58,6 +61,7 @@ __all__ = [
     "AsyncNeutrinoClient",
     "AsyncTask",
     "AwaitableTask",
+    "BulkInfo",
     "Conflict",
     "GatewayUnavailable",
     "LogLine",

@@ -23,7 +23,7 @@ from neutrino.client.flows import (
     advance,
     timing_fields,
 )
-from neutrino.client.models import TaskInfo, TaskLog, TaskPage
+from neutrino.client.models import BulkInfo, TaskInfo, TaskLog, TaskPage
 from neutrino.client.schedules import ScheduleFire, ScheduleInfo, schedule_fields
 from neutrino.client.wire import default_headers, http_kwargs, pause_after_s, to_reply
 
@@ -175,6 +175,16 @@ class AsyncNeutrinoClient(ClientBase):
     async def schedule_fires(self, name: str, *, limit: int = 50, before: str | None = None) -> list[ScheduleFire]:
         """Its fires, newest slot first, with their tasks' statuses (`before`: a slot time, for older ones)."""
         return await self._drive(self._schedules.fires(name, limit=limit, before=before))
+
+    async def bulk(self, filter: Mapping[str, Any], action: str, *, expected_count: int | None = None) -> BulkInfo:
+        """See `NeutrinoClient.bulk`."""
+        return await self._drive(self._flows.bulk(filter, action, expected_count=expected_count))
+
+    async def bulk_status(self, bulk_id: str) -> BulkInfo:
+        return await self._drive(self._flows.bulk_status(str(bulk_id)))
+
+    async def bulk_stop(self, bulk_id: str) -> BulkInfo:
+        return await self._drive(self._flows.bulk_stop(str(bulk_id)))
 
     async def _drive(self, flow: Flow[T]) -> T:
         step = advance(flow, None)

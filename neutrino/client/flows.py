@@ -24,7 +24,7 @@ from neutrino.client.errors import (
     TaskFailed,
     TaskTimeout,
 )
-from neutrino.client.models import LogLine, TaskInfo, TaskLog, TaskPage
+from neutrino.client.models import BulkInfo, LogLine, TaskInfo, TaskLog, TaskPage
 
 DEFAULT_WAIT_S = 300.0
 MAX_POLL_S = 60.0  # the server's longest long-poll
@@ -195,6 +195,27 @@ class Flows:
         body = reply.body if isinstance(reply.body, dict) else {}
         return TaskPage(items=[TaskInfo.from_body(item) for item in body.get("items", [])],
                         next_cursor=body.get("next_cursor"))
+
+
+    def bulk(self, filter: Mapping[str, Any], action: str, *, expected_count: int | None) -> Flow[BulkInfo]:
+        body: dict[str, Any] = {"filter": dict(filter), "action": action}
+        if expected_count is not None:
+            body["expected_count"] = expected_count
+        # Not sent again once it may have reached the server: a second request would be a second action.
+        reply = yield Request("POST", "/tasks/bulk", f"bulk({dict(filter)!r}, {action!r})", body=body)
+        return BulkInfo.from_body(reply.body)
+
+    def bulk_status(self, bulk_id: str) -> Flow[BulkInfo]:
+        reply = yield Request("GET", bulk_path(bulk_id), f"bulk_status({bulk_id!r})", resend_ok=True)
+        return BulkInfo.from_body(reply.body)
+
+    def bulk_stop(self, bulk_id: str) -> Flow[BulkInfo]:
+        reply = yield Request("POST", f"{bulk_path(bulk_id)}/stop", f"bulk_stop({bulk_id!r})", resend_ok=True)
+        return BulkInfo.from_body(reply.body)
+
+
+def bulk_path(bulk_id: str) -> str:
+    return f"/tasks/bulk/{quote(str(bulk_id), safe='')}"
 
 
 def _submitted(reply: Reply, *, function_name: str) -> Submitted:

@@ -85,3 +85,37 @@ class TaskLog:
     def text(self) -> str:
         """The texts, a line each (what `print` wrote, without times and levels)."""
         return "".join(line.text + "\n" for line in self.lines)
+
+
+BULK_FINISHED = frozenset({"done", "stopped", "failed"})
+
+
+@dataclass(frozen=True)
+class BulkInfo:
+    """A bulk action (`POST /tasks/bulk`) as the server shows it: `total` tasks matched when it was asked
+    for, `done` acted on, `failed` matched but not acted on (`note` says why)."""
+
+    id: str
+    action: str
+    status: str  # queued, running, done, stopped or failed
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    filter: Mapping[str, str] = field(default_factory=dict)
+    note: str | None = None
+    stop_requested: bool = False
+    created_by: str | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in BULK_FINISHED
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> BulkInfo:
+        known = {name for name in cls.__dataclass_fields__ if name not in ("id", "raw")}
+        values = {name: body[name] for name in known if name in body and body[name] is not None}
+        return cls(id=str(body["bulk_id"]), raw=dict(body), **values)

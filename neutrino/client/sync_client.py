@@ -23,7 +23,7 @@ from neutrino.client.flows import (
     advance,
     timing_fields,
 )
-from neutrino.client.models import TaskInfo, TaskLog, TaskPage
+from neutrino.client.models import BulkInfo, TaskInfo, TaskLog, TaskPage
 from neutrino.client.schedules import ScheduleFire, ScheduleInfo, schedule_fields
 from neutrino.client.wire import default_headers, http_kwargs, pause_after_s, to_reply
 
@@ -185,6 +185,20 @@ class NeutrinoClient(ClientBase):
     def schedule_fires(self, name: str, *, limit: int = 50, before: str | None = None) -> list[ScheduleFire]:
         """Its fires, newest slot first, with their tasks' statuses (`before`: a slot time, for older ones)."""
         return self._drive(self._schedules.fires(name, limit=limit, before=before))
+
+    def bulk(self, filter: Mapping[str, Any], action: str, *, expected_count: int | None = None) -> BulkInfo:
+        """Cancel, retry or delete every task `filter` matches (keys: status, function, pool, mode, error_type,
+        error_contains, id_prefix, created_after, created_before), in the background; needs an admin token.
+        With `expected_count`, Conflict (409, `.body["count"]`) when the filter matches another number now."""
+        return self._drive(self._flows.bulk(filter, action, expected_count=expected_count))
+
+    def bulk_status(self, bulk_id: str) -> BulkInfo:
+        """A bulk action's progress: `status`, `total`, `done`, `failed`."""
+        return self._drive(self._flows.bulk_status(str(bulk_id)))
+
+    def bulk_stop(self, bulk_id: str) -> BulkInfo:
+        """Stop a bulk action after its current chunk (one not started yet at once)."""
+        return self._drive(self._flows.bulk_stop(str(bulk_id)))
 
     # The loop that sends a flow's requests ----------------------------------------------------------
 

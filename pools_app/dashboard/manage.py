@@ -40,6 +40,7 @@ from tasks_app.core.errors import NeutrinoError
 from tasks_app.core.ports import ports_of
 from tasks_app.dashboard.views import require_permission, wants_partial
 from tasks_app.selectors.dashboard import pool_depths
+from tasks_app.services.audit import actor_of_request
 
 HISTORY = timedelta(hours=1)
 REFRESH_S = 3
@@ -61,7 +62,7 @@ def pool_new_view(request: HttpRequest) -> HttpResponse:
     require_permission(request, "pools_app.add_pool", to="create pools")
     form = PoolForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        pool = pool_save(broker=ports_of(request).broker, pool=form.instance)
+        pool = pool_save(broker=ports_of(request).broker, pool=form.instance, actor=actor_of_request(request))
         messages.success(request, f"Pool {pool.name} created. Tasks declared with pool=\"{pool.name}\" can run now "
                                   "(servers see it within 2 s); workers start when its tasks wait.")
         return _detail(pool)
@@ -74,7 +75,7 @@ def pool_edit_view(request: HttpRequest, name: str) -> HttpResponse:
     pool = _pool_or_404(name)
     form = PoolForm(request.POST or None, instance=pool)
     if request.method == "POST" and form.is_valid():
-        pool_save(broker=ports_of(request).broker, pool=form.instance)
+        pool_save(broker=ports_of(request).broker, pool=form.instance, actor=actor_of_request(request))
         messages.success(request, f"Pool {pool.name} saved; it takes effect without a restart.")
         return _detail(pool)
     return render(request, "pools_app/pool_form.html", {"form": form, "pool": pool})
@@ -99,7 +100,7 @@ def pool_action_view(request: HttpRequest, name: str, action: str) -> HttpRespon
     pool = _pool_or_404(name)
     if action == "delete":
         try:
-            pool_delete(broker=ports_of(request).broker, pool=pool)
+            pool_delete(broker=ports_of(request).broker, pool=pool, actor=actor_of_request(request))
         except NeutrinoError as exc:
             messages.error(request, f"Not deleted: {exc.message}.")
             return _detail(pool)
@@ -109,7 +110,7 @@ def pool_action_view(request: HttpRequest, name: str, action: str) -> HttpRespon
         raise Http404(f"no pool action {action!r}")
     change, said = ACTIONS[action]
     try:
-        change(broker=ports_of(request).broker, pool=pool)
+        change(broker=ports_of(request).broker, pool=pool, actor=actor_of_request(request))
     except NeutrinoError as exc:
         messages.error(request, exc.message)
     else:

@@ -9,10 +9,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 
-from tasks_app.models import ApiToken
-from tasks_app.services.tokens import NAME_MAX, token_create
+from tasks_app.models import ApiToken, AuditRecord, BulkAction
+from tasks_app.services.audit import actor_of_request
+from tasks_app.services.tokens import NAME_MAX, token_create, token_revoke_one
 
 
 class ApiTokenAddForm(forms.ModelForm):
@@ -59,7 +59,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if change:
             return  # nothing about a token changes but its revocation (the action)
         token, plaintext = token_create(name=obj.name, user=obj.user, admin=obj.admin,
-                                        allowed_tasks=form.cleaned_data["tasks"])
+                                        allowed_tasks=form.cleaned_data["tasks"], actor=actor_of_request(request))
         obj.pk, obj.prefix, obj.secret_hash = token.pk, token.prefix, token.secret_hash
         obj.created_at, obj.allowed_tasks = token.created_at, token.allowed_tasks
         obj._state.adding = False
@@ -68,8 +68,40 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected tokens (calls with them get 401)")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        actor = actor_of_request(request)
+        count = sum(token_revoke_one(token=token, actor=actor) for token in queryset.filter(revoked_at__isnull=True))
         self.message_user(request, f"revoked {count} token(s)", messages.SUCCESS)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Shown, never added, changed or deleted here (not even by a superuser)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuditRecord)
+class AuditRecordAdmin(ReadOnlyAdmin):
+    """The audit trail, append-only: the dashboard's Audit page has the same records with filters."""
+
+    list_display = ["at", "actor", "action", "object_type", "object_id", "ip"]
+    list_filter = ["action", "object_type"]
+    search_fields = ["actor", "object_id"]
+    date_hierarchy = "at"
+
+
+@admin.register(BulkAction)
+class BulkActionAdmin(ReadOnlyAdmin):
+    """Bulk actions are asked for in the dashboard or the API and worked by the scheduler; stopped there."""
+
+    list_display = ["created_at", "action", "status", "total", "done", "failed", "created_by", "finished_at"]
+    list_filter = ["action", "status"]
 
 
 from tasks_app.admin import schedules as _schedules  # noqa: E402, F401  (registers ScheduleAdmin)

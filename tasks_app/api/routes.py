@@ -35,6 +35,7 @@ from tasks_app.services import delays
 from tasks_app.services import retry as retries
 from tasks_app.services import submit as submissions
 from tasks_app.services import tasks as services
+from tasks_app.services.audit import actor_of_request
 from tasks_app.services.tasks import SyncOutcome
 from tasks_app.services.timing import TIMING_FIELDS, Timing, submit_timing
 
@@ -87,6 +88,8 @@ class TaskListQuery(Schema):
     function: str | None = None
     pool: str | None = None
     mode: str | None = None
+    error_type: str | None = None
+    error_contains: str | None = None  # any case
     limit: int = 50  # at most selectors.MAX_PAGE (100): a bigger limit gets 100 items and a next_cursor
     cursor: str | None = None
     fields: str | None = None  # "args,result,traceback", or some of them
@@ -305,7 +308,7 @@ def list_tasks(request: HttpRequest, query: Query[TaskListQuery]) -> Any:
     page = selectors.task_list(
         filters=selectors.TaskFilters(
             status=query.status, function=query.function, pool=query.pool, execution_mode=query.mode,
-            owner=request_caller(request).owner,
+            error_type=query.error_type, error_contains=query.error_contains, owner=request_caller(request).owner,
         ),
         limit=query.limit,
         cursor=query.cursor,
@@ -343,8 +346,9 @@ WAIT_HEADER = "X-Neutrino-Wait"
 @tasks_router.delete("/{task_id}", response={200: TaskOut, **COMMON, 404: ErrorOut, 409: ErrorOut},
                      summary="Cancel a task")
 def cancel_task(request: HttpRequest, task_id: str) -> Any:
-    task = services.task_cancel(ports=ports_of(request), task_id=parse_task_id(task_id),
-                                owner=request_caller(request).owner)
+    caller = request_caller(request)
+    task = services.task_cancel(ports=ports_of(request), task_id=parse_task_id(task_id), owner=caller.owner,
+                                actor=actor_of_request(request, label=caller.creator.label))
     return selectors.task_as_dict(task)
 
 
@@ -361,8 +365,8 @@ def retry_task(request: HttpRequest, task_id: str) -> Any:
     caller = request_caller(request)
     changes = retry_changes(read_json_body(request))
     retry = retries.task_retry(ports=ports_of(request), task_id=parse_task_id(task_id), key=request_key(request),
-                                   creator=caller.creator, owner=caller.owner, allowed_tasks=caller.allowed_tasks,
-                                   changes=changes)
+                               creator=caller.creator, owner=caller.owner, allowed_tasks=caller.allowed_tasks,
+                               changes=changes, actor=actor_of_request(request, label=caller.creator.label))
     return Status(202 if retry.status in ("pending", "queued") else 200, dataclasses.asdict(retry))
 
 

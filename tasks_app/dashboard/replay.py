@@ -19,6 +19,7 @@ from tasks_app.core.registry import registered_tasks
 from tasks_app.dashboard.pages import detail_url
 from tasks_app.dashboard.views import require_permission
 from tasks_app.models import Task, TaskCreator
+from tasks_app.services.audit import actor_of_request
 from tasks_app.services.retry import RetryChanges, task_retry, task_retry_preview
 
 
@@ -72,7 +73,7 @@ def retry_edit_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     creator = TaskCreator(label=f"user:{request.user.get_username()}")
     try:
         retry = task_retry(ports=ports_of(request), task_id=task_id, key=None, creator=creator,
-                           changes=changes_from_form(request.POST))
+                           changes=changes_from_form(request.POST), actor=actor_of_request(request))
     except TaskNotFound as exc:
         if "task" not in exc.details:
             raise Http404(f"no task with id {task_id}")

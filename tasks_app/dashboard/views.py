@@ -31,6 +31,7 @@ from tasks_app.selectors.dashboard import list_query_from_params, pool_depths, t
 from tasks_app.selectors.logs import render_log
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
 from tasks_app.services import tasks as services
+from tasks_app.services.audit import actor_of_request
 from tasks_app.services.delays import task_run_now
 from tasks_app.services.retry import task_retry
 
@@ -103,7 +104,7 @@ def require_permission(request: HttpRequest, permission: str, *, to: str) -> Non
 def task_cancel_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     require_permission(request, "tasks_app.cancel_task", to="cancel tasks")
     try:
-        task = services.task_cancel(ports=ports_of(request), task_id=task_id)
+        task = services.task_cancel(ports=ports_of(request), task_id=task_id, actor=actor_of_request(request))
     except TaskNotFound:
         raise Http404(f"no task with id {task_id}")
     except NeutrinoError as exc:
@@ -118,7 +119,8 @@ def task_retry_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     require_permission(request, "tasks_app.retry_task", to="retry tasks")
     creator = TaskCreator(label=f"user:{request.user.get_username()}")
     try:
-        retry = task_retry(ports=ports_of(request), task_id=task_id, key=None, creator=creator)
+        retry = task_retry(ports=ports_of(request), task_id=task_id, key=None, creator=creator,
+                           actor=actor_of_request(request))
     except TaskNotFound as exc:
         if "task" in exc.details:  # the function is not registered here
             messages.error(request, exc.message)

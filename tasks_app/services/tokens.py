@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from tasks_app.core.errors import BadRequest, Conflict, Forbidden, TokenNotFound, Unauthorized
 from tasks_app.models import ApiToken
+from tasks_app.services.audit import Actor, audit_record_if
 
 TOKEN_PREFIX = "ntr_"
 SECRET_BYTES = 32
@@ -39,11 +40,12 @@ def hash_secret(secret: str) -> str:
 
 
 def token_create(*, name: str, user: Any = None, admin: bool = False,
-                 allowed_tasks: Sequence[str] = ()) -> tuple[ApiToken, str]:
+                 allowed_tasks: Sequence[str] = (), actor: Actor | None = None) -> tuple[ApiToken, str]:
     """A new token named `name`. Returns the row and the plaintext token (shown once, never stored).
 
     `admin`: it sees every task, not only its own. `allowed_tasks`: the only tasks it may call (empty:
-    all); names are not checked against the registry, which may differ between processes.
+    all); names are not checked against the registry, which may differ between processes. With an
+    `actor`, the audit trail records it (never the secret).
     Raises BadRequest for an empty or over-long name or task name, and Conflict when a live token has that name.
     """
     name = name.strip()
@@ -65,6 +67,8 @@ def token_create(*, name: str, user: Any = None, admin: bool = False,
                 allowed_tasks=tasks,
                 created_at=timezone.now(),
             )
+            audit_record_if(actor, action="token.create", object_type="token", object_id=token.id,
+                            after=token_shown(token))
     except IntegrityError:
         raise Conflict(f"a live token named {name!r} exists already; revoke it first or pick another name",
                        name=name)
@@ -82,7 +86,13 @@ def token_check_task(*, who: str, allowed_tasks: Sequence[str], task_name: str) 
         )
 
 
-def token_revoke(*, name_or_prefix: str) -> ApiToken:
+def token_shown(token: ApiToken) -> dict[str, Any]:
+    """What the audit trail keeps of a token: never its secret nor its hash."""
+    return {"name": token.name, "prefix": token.prefix, "admin": token.admin, "allowed_tasks": token.allowed_tasks,
+            "revoked_at": token.revoked_at}
+
+
+def token_revoke(*, name_or_prefix: str, actor: Actor | None = None) -> ApiToken:
     """Revoke the live token with this name or prefix; calls with it get 401 from then on.
 
     Raises TokenNotFound, or Conflict when the prefix matches several tokens.
@@ -94,10 +104,21 @@ def token_revoke(*, name_or_prefix: str) -> ApiToken:
                             name=needle)
     if len(matches) > 1:
         raise Conflict(f"{needle!r} matches several tokens; name one by its name", name=needle)
-    token = matches[0]
-    token.revoked_at = timezone.now()
-    ApiToken.objects.filter(id=token.id, revoked_at__isnull=True).update(revoked_at=token.revoked_at)
-    return token
+    token_revoke_one(token=matches[0], actor=actor)
+    return matches[0]
+
+
+def token_revoke_one(*, token: ApiToken, actor: Actor | None = None) -> bool:
+    """Revoke this token (conditional: a token revoked already stays as it was). True when it was live."""
+    before = token_shown(token)
+    revoked_at = timezone.now()
+    with transaction.atomic():
+        if not ApiToken.objects.filter(id=token.id, revoked_at__isnull=True).update(revoked_at=revoked_at):
+            return False
+        token.revoked_at = revoked_at
+        audit_record_if(actor, action="token.revoke", object_type="token", object_id=token.id, before=before,
+                        after=token_shown(token))
+    return True
 
 
 def token_list(*, include_revoked: bool = False) -> list[ApiToken]:
