@@ -74,8 +74,8 @@ def pool_save(*, broker: Broker | None, pool: Pool, actor: Actor | None = None) 
 
 
 def _audit(actor: Actor | None, action: str, before: Pool | None, after: Pool | None) -> None:
-    name = (after or before).name if (after or before) is not None else ""
-    audit_record_if(actor, action=action, object_type="pool", object_id=name,
+    shown = after or before
+    audit_record_if(actor, action=action, object_type="pool", object_id=shown.name if shown else "",
                     before=snapshot(before, exclude=("updated_at",)) if before is not None else None,
                     after=snapshot(after, exclude=("updated_at",)) if after is not None else None)
 
