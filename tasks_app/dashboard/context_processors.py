@@ -15,6 +15,8 @@ MANIFEST = settings.BASE_DIR / "static" / "vendor" / "manifest.json"
 SECTIONS = {
     "task_list": "tasks",
     "task_detail": "tasks",
+    "bulk_detail": "tasks",
+    "audit": "audit",
     "overview": "overview",
     "dead_letters": "dead_letters",
     "workers": "workers",

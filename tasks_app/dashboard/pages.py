@@ -104,6 +104,9 @@ def task_list_page_context(request: HttpRequest, *, query: ListQuery) -> dict[st
         "functions": task_function_names(),
         "time_ranges": [(key, label) for key, (label, _) in TIME_RANGES.items()],
         "ws_url": live_url(request, {"view": "list", **query.params}),
+        # "Select all matching" (tasks_app.dashboard.bulk), for those who may cancel, retry or delete.
+        "bulk_href": (reverse("bulk_new") + ("?" + urlencode(query.filter_params) if query.filter_params else ""))
+        if any(request.user.has_perm(f"tasks_app.{verb}_task") for verb in ("cancel", "retry", "delete")) else None,
     }
 
 

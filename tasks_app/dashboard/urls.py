@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from tasks_app.dashboard import dead_letters, replay, schedules, views
+from tasks_app.dashboard import audit, bulk, dead_letters, replay, schedules, views
 
 urlpatterns = [
     path("", views.task_list_view, name="task_list"),
@@ -22,4 +22,9 @@ urlpatterns = [
     path("ui/schedules/<str:name>", schedules.schedule_detail_view, name="schedule_detail"),
     path("ui/schedules/<str:name>/edit", schedules.schedule_edit_view, name="schedule_edit"),
     path("ui/schedules/<str:name>/<str:action>", schedules.schedule_action_view, name="schedule_action"),
+    path("ui/bulk/new", bulk.bulk_new_view, name="bulk_new"),
+    path("ui/bulk", bulk.bulk_create_view, name="bulk_create"),
+    path("ui/bulk/<uuid:bulk_id>", bulk.bulk_detail_view, name="bulk_detail"),
+    path("ui/bulk/<uuid:bulk_id>/stop", bulk.bulk_stop_view, name="bulk_stop"),
+    path("ui/audit", audit.audit_view, name="audit"),
 ]

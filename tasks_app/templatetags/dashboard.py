@@ -106,3 +106,9 @@ def log_time(ts: float) -> str:
     """A log line's time of day, UTC, to the millisecond: `14:03:07.123`."""
     moment = datetime.fromtimestamp(float(ts), tz=UTC)
     return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+@register.filter
+def count(value: int | None) -> str:
+    """A count with thousands separators: 12,345."""
+    return "" if value is None else f"{int(value):,}"
