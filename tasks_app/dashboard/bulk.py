@@ -36,9 +36,11 @@ from tasks_app.selectors.tasks import TaskFilters
 from tasks_app.services.audit import actor_of_request
 from tasks_app.services.bulk import bulk_create, bulk_stop
 
-PERMISSIONS = {BulkActionKind.CANCEL: "tasks_app.cancel_task", BulkActionKind.RETRY: "tasks_app.retry_task",
-               BulkActionKind.DELETE: "tasks_app.delete_task"}
-VERBS = {BulkActionKind.CANCEL: "Cancel", BulkActionKind.RETRY: "Retry", BulkActionKind.DELETE: "Delete"}
+PERMISSIONS: dict[str, str] = {BulkActionKind.CANCEL: "tasks_app.cancel_task",
+                               BulkActionKind.RETRY: "tasks_app.retry_task",
+                               BulkActionKind.DELETE: "tasks_app.delete_task"}
+VERBS: dict[str, str] = {BulkActionKind.CANCEL: "Cancel", BulkActionKind.RETRY: "Retry",
+                         BulkActionKind.DELETE: "Delete"}
 POLL_S = 1
 
 

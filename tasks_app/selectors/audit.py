@@ -68,7 +68,8 @@ def audit_query_from_params(params: Mapping[str, str]) -> tuple[AuditQuery, dict
                 errors.append(f"{name}: {value!r} is not a date and time (YYYY-MM-DDTHH:MM, UTC)")
                 continue
             clean[name] = value
-            query = replace(query, **{name: moment if moment.tzinfo else moment.replace(tzinfo=UTC)})
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            query = replace(query, after=moment) if name == "after" else replace(query, before=moment)
     if value := text("cursor"):
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
