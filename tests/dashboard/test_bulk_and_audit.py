@@ -177,3 +177,13 @@ def test_audit_records_cannot_be_changed_or_deleted_even_by_a_superuser(client, 
         record.save()
     with pytest.raises(AppendOnly):
         record.delete()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_in_the_dashboard_is_audited_with_the_new_task(staff_client, make_task) -> None:
+    failed = make_task(function_name="boom", status="failed", args={"message": "again"})
+    response = staff_client.post(f"/ui/tasks/{failed.id}/retry", **BROWSER)
+    new_id = response["Location"].rsplit("/", 1)[1]
+    record = AuditRecord.objects.get(action="task.retry")
+    assert (record.actor, record.object_id, record.ip) == ("user:ada", str(failed.id), "192.0.2.10")
+    assert record.after["task_id"] == new_id
