@@ -210,7 +210,9 @@ def _cancel(ports: Ports, bulk: BulkAction, task_ids: list[uuid.UUID]) -> ChunkO
 
 def _delete(ports: Ports, bulk: BulkAction, task_ids: list[uuid.UUID]) -> ChunkOutcome:
     with transaction.atomic():
-        _, per_model = Task.objects.filter(id__in=task_ids, status__in=FINISHED_STATUSES).delete()
+        # Only the ids are read into the collector (rows may hold megabytes of args and result); it deletes
+        # their attempts and clears `retry_of` / schedule fires pointing at them, as one task's delete does.
+        _, per_model = Task.objects.filter(id__in=task_ids, status__in=FINISHED_STATUSES).only("id").delete()
     deleted = per_model.get(Task._meta.label, 0)
     outcome = ChunkOutcome(processed=len(task_ids), done=deleted, failed=len(task_ids) - deleted)
     if outcome.failed:
