@@ -287,6 +287,21 @@ NEUTRINO_HTTP_BODY_TIMEOUT_S = float(os.environ.get("NEUTRINO_HTTP_BODY_TIMEOUT_
 NEUTRINO_LONG_POLL_MAX = int(os.environ.get("NEUTRINO_LONG_POLL_MAX", "8") or 8)
 NEUTRINO_LONG_POLL_PER_CALLER = int(os.environ.get("NEUTRINO_LONG_POLL_PER_CALLER", "2") or 2)
 
+# Alerts and callbacks (tasks_app.services.alerts, .webhooks): the hosts webhooks may be sent to, as
+# comma-separated entries: `*` any host whose addresses are all public, a host name (`.example.com`: it and
+# its subdomains), an IP address or a network (10.0.0.0/8). A listed name, address or network may be
+# internal (loopback, private, link-local); nothing else internal is ever called. The secret that signs
+# task callbacks (empty: one derived from DJANGO_SECRET_KEY, shown on the Alerts page), how many times a
+# webhook is tried, the first retry's delay (doubling after each failure), a request's timeout, and how
+# often the scheduler evaluates alert rules and sends due webhooks.
+NEUTRINO_WEBHOOK_ALLOWED_HOSTS = _env_list("NEUTRINO_WEBHOOK_ALLOWED_HOSTS", ["*"])
+NEUTRINO_CALLBACK_SECRET = os.environ.get("NEUTRINO_CALLBACK_SECRET", "")
+NEUTRINO_WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("NEUTRINO_WEBHOOK_MAX_ATTEMPTS", "8") or 8)
+NEUTRINO_WEBHOOK_BACKOFF_S = float(os.environ.get("NEUTRINO_WEBHOOK_BACKOFF_S", "10") or 10)
+NEUTRINO_WEBHOOK_TIMEOUT_S = float(os.environ.get("NEUTRINO_WEBHOOK_TIMEOUT_S", "10") or 10)
+NEUTRINO_ALERTS_EVERY_S = float(os.environ.get("NEUTRINO_ALERTS_EVERY_S", "10") or 10)
+NEUTRINO_WEBHOOKS_EVERY_S = float(os.environ.get("NEUTRINO_WEBHOOKS_EVERY_S", "1") or 1)
+
 # The gateway refuses bodies over the payload limit itself (413, before parsing); Django's own
 # limit sits just above it so it never answers first with a less helpful error.
 DATA_UPLOAD_MAX_MEMORY_SIZE = NEUTRINO_MAX_PAYLOAD_BYTES + 64 * 1024

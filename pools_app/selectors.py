@@ -148,3 +148,9 @@ def pool_live(*, pool: Pool, now: datetime, heartbeat_s: float, depth: tuple[int
         latest=history[-1] if history else scaling_latest(pools=[pool.name]).get(pool.name),
         history=history,
     )
+
+
+def pool_live_worker_count(*, pool: str, now: datetime, heartbeat_s: float) -> int:
+    """Workers of `pool` running and heard from within LOST_AFTER_BEATS heartbeats (`idx_worker_pool_beat`)."""
+    return Worker.objects.filter(pool=pool, stopped_at__isnull=True,
+                                 last_heartbeat__gte=now - timedelta(seconds=LOST_AFTER_BEATS * heartbeat_s)).count()

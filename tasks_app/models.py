@@ -92,6 +92,9 @@ class Task(models.Model):
     # Its composite index below serves that lookup, so the FK has none of its own.
     created_by_token = models.ForeignKey("ApiToken", null=True, blank=True, on_delete=models.SET_NULL,
                                          related_name="tasks", db_index=False)
+    # Where to POST the task's final state (tasks_app.services.callbacks). Set at submit; set back to NULL
+    # when the scheduler hands the callback to a WebhookDelivery row, which keeps the URL from then on.
+    callback_url = models.CharField(max_length=2000, null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -109,8 +112,9 @@ class Task(models.Model):
             models.Index(fields=["pool", "-created_at"], name="idx_pool"),
             # The dashboard's mode filter (sync / async / gpu).
             models.Index(fields=["execution_mode", "-created_at"], name="idx_execution_mode"),
-            # A pool's backlog (pending + queued), counted on every submit to a pool with a max_backlog.
-            models.Index(fields=["pool", "status"], name="idx_pool_status"),
+            # A pool's backlog (pending + queued), counted on every submit to a pool with a max_backlog;
+            # created_at makes its oldest waiting task a seek (the alerts' oldest-waiting rule).
+            models.Index(fields=["pool", "status", "created_at"], name="idx_pool_status"),
             # A token's own tasks, newest first (GET /tasks with a token that is not an admin).
             models.Index(fields=["created_by_token", "-created_at"], name="idx_created_by_token"),
             # The scheduler's due delayed tasks (status = scheduled, run_at <= now), soonest first.
@@ -119,6 +123,10 @@ class Task(models.Model):
             models.Index(fields=["status", "expires_at"], name="idx_status_expires_at"),
             # The list's and the bulk actions' error type filter.
             models.Index(fields=["error_type", "-created_at"], name="idx_error_type"),
+            # Finished tasks whose callback is still to be sent: partial, so it holds only the tasks
+            # submitted with a callback_url, until the scheduler takes each one over.
+            models.Index(fields=["status"], condition=models.Q(callback_url__isnull=False),
+                         name="idx_callback_due"),
         ]
 
     def __str__(self) -> str:
@@ -293,4 +301,6 @@ class TaskLogChunk(models.Model):
 
 
 # Bulk actions and the audit trail (their own module; imported here so that Django registers them).
+# The alert rules, webhook targets and webhook deliveries live in their own module (tasks_app.alert_models).
+from tasks_app.alert_models import AlertRule, WebhookDelivery, WebhookTarget  # noqa: E402, F401
 from tasks_app.operator_models import AuditRecord, BulkAction  # noqa: E402, F401

@@ -30,6 +30,12 @@ TIMING_PROPERTIES: dict[str, Any] = {
 }
 
 
+# A submit's optional webhook: the task's final state is POSTed there, signed (README "Alerts and callbacks").
+CALLBACK_URL_SCHEMA = {"type": "string", "format": "uri", "maxLength": 2000,
+                       "description": "POSTed the task's final state once it finishes (a signed webhook); "
+                                      "hosts are limited by NEUTRINO_WEBHOOK_ALLOWED_HOSTS"}
+
+
 def task_paths(generic: dict[str, Any], generic_batch: dict[str, Any] | None = None) -> dict[str, Any]:
     """`/api/<task>` for every task (and `/api/<task>/batch` for queued ones), built from the generic
     operations' responses.
@@ -56,7 +62,7 @@ def task_paths(generic: dict[str, Any], generic_batch: dict[str, Any] | None = N
                         "application/json": {
                             "schema": {
                                 "type": "object",
-                                "properties": {"args": args_schema,
+                                "properties": {"args": args_schema, "callback_url": CALLBACK_URL_SCHEMA,
                                                **(TIMING_PROPERTIES if spec.runs_on_nats else {})},
                                 "required": ["args"],
                                 "additionalProperties": False,

@@ -214,15 +214,16 @@ def call_task(request: HttpRequest, task_name: str) -> Any:
             spec = dataclasses.replace(spec, timeout_ms=timeout_ms)
     key = request_key(request)
     body = read_json_body(request)
-    unknown = set(body) - {"args", *TIMING_FIELDS}
+    unknown = set(body) - {"args", "callback_url", *TIMING_FIELDS}
     if unknown:
         raise InvalidArguments(
-            f"unknown field(s) {', '.join(sorted(unknown))} in the body; send {{\"args\": {{...}}}} and, for a "
-            f"queued task, any of {', '.join(TIMING_FIELDS)}",
+            f"unknown field(s) {', '.join(sorted(unknown))} in the body; send {{\"args\": {{...}}}} and optionally "
+            f"\"callback_url\" and, for a queued task, any of {', '.join(TIMING_FIELDS)}",
             fields=[{"field": name, "message": "unknown field"} for name in sorted(unknown)],
         )
     return call_answer(submissions.task_call(ports=ports_of(request), spec=spec, args=body.get("args", {}), key=key,
-                                             creator=caller.creator, timing=read_timing(body, spec)))
+                                             creator=caller.creator, timing=read_timing(body, spec),
+                                             callback_url=body.get("callback_url")))
 
 
 @gateway_router.post(

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+
+from tasks_app.core.webhook_policy import AllowList
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,14 @@ class NeutrinoSettings:
     ws_session_check_s: float = 30.0
     allowed_origins: frozenset[str] = frozenset()
     log_max_bytes: int = 1_000_000
+    # Alerts and callbacks (NEUTRINO_WEBHOOK_*, NEUTRINO_CALLBACK_SECRET, NEUTRINO_ALERTS_EVERY_S).
+    webhook_allowed_hosts: tuple[str, ...] = ("*",)
+    callback_secret: str = ""
+    webhook_max_attempts: int = 8
+    webhook_backoff_s: float = 10.0
+    webhook_timeout_s: float = 10.0
+    alerts_every_s: float = 10.0
+    webhooks_every_s: float = 1.0
 
 
 @functools.cache
@@ -83,9 +95,22 @@ def neutrino_settings() -> NeutrinoSettings:
         # `scheme://host[:port]`, lower case, no trailing slash: as a browser sends its Origin header.
         allowed_origins=frozenset(o.strip().rstrip("/").lower() for o in settings.NEUTRINO_ALLOWED_ORIGINS),
         log_max_bytes=int(getattr(settings, "NEUTRINO_LOG_MAX_BYTES", 1_000_000)),
+        webhook_allowed_hosts=tuple(h.strip().lower() for h in settings.NEUTRINO_WEBHOOK_ALLOWED_HOSTS if h.strip()),
+        callback_secret=str(settings.NEUTRINO_CALLBACK_SECRET) or _derived_callback_secret(str(settings.SECRET_KEY)),
+        webhook_max_attempts=int(settings.NEUTRINO_WEBHOOK_MAX_ATTEMPTS),
+        webhook_backoff_s=float(settings.NEUTRINO_WEBHOOK_BACKOFF_S),
+        webhook_timeout_s=float(settings.NEUTRINO_WEBHOOK_TIMEOUT_S),
+        alerts_every_s=float(settings.NEUTRINO_ALERTS_EVERY_S),
+        webhooks_every_s=float(settings.NEUTRINO_WEBHOOKS_EVERY_S),
     )
     _validate(conf)
     return conf
+
+
+def _derived_callback_secret(secret_key: str) -> str:
+    """The callbacks' signing secret when none is set: every server of one deployment derives the same one
+    from its Django secret key, and the key cannot be worked back from it."""
+    return hmac.new(secret_key.encode(), b"neutrino.callbacks", hashlib.sha256).hexdigest()
 
 
 def _default_registries(image: str) -> tuple[str, ...]:
@@ -131,6 +156,15 @@ def _validate(conf: NeutrinoSettings) -> None:
         raise ImproperlyConfigured("NEUTRINO_BATCH_MAX must be at least 1")
     if conf.idempotency_ttl_s < 3600:
         raise ImproperlyConfigured("NEUTRINO_IDEMPOTENCY_TTL_S must be at least 3600 (an hour)")
+    try:
+        AllowList.parse(conf.webhook_allowed_hosts)
+    except ValueError as exc:
+        raise ImproperlyConfigured(str(exc))
+    if conf.webhook_max_attempts < 1:
+        raise ImproperlyConfigured("NEUTRINO_WEBHOOK_MAX_ATTEMPTS must be at least 1")
+    for name in ("webhook_backoff_s", "webhook_timeout_s", "alerts_every_s", "webhooks_every_s"):
+        if getattr(conf, name) <= 0:
+            raise ImproperlyConfigured(f"NEUTRINO_{name.upper()} must be positive")
     if conf.asgi_fallback and ":" not in conf.asgi_fallback:
         raise ImproperlyConfigured(
             f"NEUTRINO_ASGI_FALLBACK must look like 'module:app', not {conf.asgi_fallback!r}"

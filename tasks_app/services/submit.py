@@ -50,6 +50,7 @@ from tasks_app.models import FINISHED_STATUSES, Task, TaskCreator, TaskStatus
 from tasks_app.selectors import tasks as selectors
 from tasks_app.services.tasks import SyncOutcome, task_run_sync, task_validate_args
 from tasks_app.services.timing import Timing, submit_timing
+from tasks_app.services.webhooks import webhook_url_check
 from workers.engine.broker.errors import BrokerDown, BrokerError
 from workers.engine.topology import encode_task_message, task_subject
 
@@ -118,11 +119,12 @@ def _same_request(task: Task, *, spec: TaskSpec, args: dict[str, Any]) -> None:
 
 
 def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None, creator: TaskCreator,
-              timing: Timing | None = None) -> CallResult:
+              timing: Timing | None = None, callback_url: object = None) -> CallResult:
     """Validate `args`, then run a sync task or queue a queued one (recording its `creator`), at most once per key.
 
     `timing` (`tasks_app.services.delays.submit_timing`) delays a queued task or gives it an expiry; None
-    applies the task's default expiry.
+    applies the task's default expiry. With a `callback_url` (allowed by NEUTRINO_WEBHOOK_ALLOWED_HOSTS),
+    the task's final state is POSTed there once it finishes (tasks_app.services.webhooks).
 
     Raises InvalidArguments naming each bad field, and what the services raise.
 
@@ -130,6 +132,7 @@ def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None, creat
     which finds the task to answer with, or releases a key past its TTL and claims it again.
     """
     args = task_validate_args(spec=spec, args=args)
+    callback = None if callback_url is None else webhook_url_check(url=callback_url, field="callback_url")
     for _ in range(2):
         try:
             if spec.runs_on_nats:
@@ -142,9 +145,9 @@ def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None, creat
                         raise
                     return _replay_checked(ports, spec, args, existing)
                 return CallResult(task=task_submit(ports=ports, spec=spec, args=args, idempotency_key=key,
-                                                   creator=creator, timing=timing))
+                                                   creator=creator, timing=timing, callback_url=callback))
             return CallResult(outcome=task_run_sync(ports=ports, spec=spec, args=args, idempotency_key=key,
-                                                    creator=creator))
+                                                    creator=creator, callback_url=callback))
         except IntegrityError:
             if key is None:
                 raise
@@ -187,12 +190,12 @@ def _sync_outcome(spec: TaskSpec, task: Task) -> SyncOutcome:
 
 def task_submit(*, ports: Ports, spec: TaskSpec, args: dict[str, Any], creator: TaskCreator,
                 retry_of: str | None = None, idempotency_key: str | None = None, timing: Timing | None = None,
-                retry_changes: dict[str, Any] | None = None) -> Task:
+                retry_changes: dict[str, Any] | None = None, callback_url: str | None = None) -> Task:
     """Queue one async or gpu task, or write it `scheduled` when `timing` delays it (no message until its
     run_at). Raises BrokerUnavailable (503) when its pool or NATS is missing."""
     _check_route(ports, spec)
     task = _template(spec, creator, timing, args=args, retry_of_id=retry_of, idempotency_key=idempotency_key,
-                     retry_changes=retry_changes)
+                     retry_changes=retry_changes, callback_url=callback_url)
     # The batch's INSERT, for one row: Model.save's machinery was 30% of a gateway's time per submit.
     _insert_rows(task, [_Row(id=task.id, args=args, key=idempotency_key)])
     task._state.adding = False

@@ -73,6 +73,7 @@ def task_validate_args(*, spec: TaskSpec, args: Any) -> dict[str, Any]:
 def task_run_sync(
     *, ports: Ports, spec: TaskSpec, args: dict[str, Any], creator: TaskCreator, retry_of: str | None = None,
     idempotency_key: str | None = None, retry_changes: dict[str, Any] | None = None,
+    callback_url: str | None = None,
 ) -> SyncOutcome:
     """Run a sync task on this process's pool and record it in the ledger (off the request path).
 
@@ -103,6 +104,8 @@ def task_run_sync(
     )
     if retry_changes is not None:
         row["retry_changes"] = retry_changes
+    if callback_url is not None:
+        row["callback_url"] = callback_url
     if idempotency_key is None:
         ledger.record_start(task_id, **row)
         record_finish = functools.partial(ledger.record_finish, task_id)

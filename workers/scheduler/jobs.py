@@ -14,6 +14,7 @@ from tasks_app.core.ports import Ports
 from tasks_app.services.bulk import bulk_work
 from tasks_app.services.delays import tasks_expire_due, tasks_release_due
 from tasks_app.services.schedules import schedules_fire_due
+from workers.scheduler.alert_jobs import Alerting
 
 SCHEDULES_EVERY_S = 0.5  # how late past its slot a schedule's task may be queued
 # A bulk action asked for in the dashboard or the API starts within about this long; each round works it
@@ -37,9 +38,12 @@ class Job:
 
 def scheduler_jobs(conf: NeutrinoSettings) -> list[Job]:
     """The jobs of a scheduler process, in the order one tick runs them."""
+    alerting = Alerting(conf)
     return [
         Job("schedules", SCHEDULES_EVERY_S, lambda ports: schedules_fire_due(ports=ports)),
         Job("release_delayed", RELEASE_EVERY_S, lambda ports: tasks_release_due(ports=ports)),
         Job("expire_tasks", EXPIRE_EVERY_S, lambda ports: tasks_expire_due(ports=ports)),
         Job("bulk_actions", BULK_EVERY_S, lambda ports: bulk_work(ports=ports)),
+        Job("alerts", conf.alerts_every_s, alerting.evaluate),  # alert rules: ok <-> firing, notifications queued
+        Job("webhooks", conf.webhooks_every_s, alerting.send),  # task callbacks queued; due webhooks sent
     ]
