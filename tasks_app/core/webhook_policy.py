@@ -96,7 +96,7 @@ def address_kind(address: IPAddress) -> str | None:
     """What makes `address` internal, or None for a public (global unicast) address."""
     for kind, flag in (("loopback", address.is_loopback), ("link-local", address.is_link_local),
                        ("multicast", address.is_multicast), ("unspecified", address.is_unspecified),
-                       ("private", address.is_private), ("reserved", address.is_reserved)):
+                       ("reserved", address.is_reserved), ("private", address.is_private)):
         if flag:
             return kind
     return None if address.is_global else "non-public"

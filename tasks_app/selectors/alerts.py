@@ -50,7 +50,8 @@ def function_outcomes(*, function: str, since: datetime, sample_max: int = RATE_
 
 def pool_waiting_count(*, pool: str, up_to: int = COUNT_MAX) -> int:
     """Pending + queued rows of `pool`, counted no further than `up_to`."""
-    return Task.objects.filter(pool=pool, status__in=WAITING)[:up_to].count()
+    # No ORDER BY (the model's default would sort the whole backlog before the LIMIT): any `up_to` rows will do.
+    return Task.objects.filter(pool=pool, status__in=WAITING).order_by()[:up_to].count()
 
 
 def pool_oldest_waiting_s(*, pool: str, now: datetime) -> float | None:
