@@ -139,6 +139,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "tasks_app.dashboard.context_processors.dashboard",
+                "tasks_app.dashboard.context_processors.alert_banner",
             ],
         },
     },

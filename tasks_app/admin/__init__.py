@@ -105,3 +105,4 @@ class BulkActionAdmin(ReadOnlyAdmin):
 
 
 from tasks_app.admin import schedules as _schedules  # noqa: E402, F401  (registers ScheduleAdmin)
+from tasks_app.admin import alerts  # noqa: E402, F401  (alert rules, webhook targets and deliveries)

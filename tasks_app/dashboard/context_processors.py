@@ -9,6 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 
+from tasks_app.dashboard.alerts import alert_banner_context
+
 # Written by scripts/fetch_vendor.py: logical name -> file under static/ (its version in the name).
 MANIFEST = settings.BASE_DIR / "static" / "vendor" / "manifest.json"
 
@@ -28,6 +30,10 @@ SECTIONS = {
     "schedule_new": "schedules",
     "schedule_detail": "schedules",
     "schedule_edit": "schedules",
+    "alerts": "alerts",
+    "alert_rule_new": "alerts",
+    "alert_rule_edit": "alerts",
+    "webhook_target_new": "alerts",
 }
 
 
@@ -42,3 +48,11 @@ def dashboard(request: HttpRequest) -> dict[str, Any]:
         "vendor": vendor_files(),
         "section": SECTIONS.get(match.url_name or "", "") if match else "",
     }
+
+
+def alert_banner(request: HttpRequest) -> dict[str, Any]:
+    """The rules firing now, for the banner of every signed-in page (one query on `idx_alert_state`)."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    return alert_banner_context()

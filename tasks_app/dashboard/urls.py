@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from tasks_app.dashboard import audit, bulk, dead_letters, replay, schedules, views
+from tasks_app.dashboard import alerts, audit, bulk, dead_letters, replay, schedules, views
 
 urlpatterns = [
     path("", views.task_list_view, name="task_list"),
@@ -27,4 +27,14 @@ urlpatterns = [
     path("ui/bulk/<uuid:bulk_id>", bulk.bulk_detail_view, name="bulk_detail"),
     path("ui/bulk/<uuid:bulk_id>/stop", bulk.bulk_stop_view, name="bulk_stop"),
     path("ui/audit", audit.audit_view, name="audit"),
+    # Alert rules, webhook targets and deliveries: tasks_app.dashboard.alerts.
+    path("ui/alerts", alerts.alerts_view, name="alerts"),
+    path("ui/alerts/banner", alerts.alert_banner_view, name="alert_banner"),
+    path("ui/alerts/rules/new", alerts.alert_rule_new_view, name="alert_rule_new"),
+    path("ui/alerts/rules/<int:rule_id>/edit", alerts.alert_rule_edit_view, name="alert_rule_edit"),
+    path("ui/alerts/rules/<int:rule_id>/delete", alerts.alert_rule_delete_view, name="alert_rule_delete"),
+    path("ui/alerts/targets/new", alerts.webhook_target_new_view, name="webhook_target_new"),
+    path("ui/alerts/targets/<int:target_id>/delete", alerts.webhook_target_delete_view, name="webhook_target_delete"),
+    path("ui/alerts/deliveries/<int:delivery_id>/retry", alerts.webhook_delivery_retry_view,
+         name="webhook_delivery_retry"),
 ]
