@@ -104,9 +104,13 @@ class Flows:
         return (yield from self.wait(str(body["task_id"]), timeout=wait_timeout, call=call))
 
     def submit(self, name: str, args: Mapping[str, Any], *, key: str | None,
-               timeout: float | None, timing: Mapping[str, Any] | None = None) -> Flow[Submitted]:
+               timeout: float | None, timing: Mapping[str, Any] | None = None,
+               callback_url: str | None = None) -> Flow[Submitted]:
         call = f"call_async({describe(name, args)})"
-        reply = yield Request("POST", f"/api/{name}", call, body={"args": dict(args), **(timing or {})},
+        body: dict[str, Any] = {"args": dict(args), **(timing or {})}
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        reply = yield Request("POST", f"/api/{name}", call, body=body,
                               key=key or str(uuid.uuid4()), timeout_s=timeout, resend_ok=True)
         return _submitted(reply, function_name=name)
 

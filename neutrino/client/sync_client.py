@@ -68,7 +68,8 @@ class NeutrinoClient(ClientBase):
 
     def submit(self, name: str, args: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None,
                timeout: float | None = None, delay_s: float | None = None, run_at: datetime | str | None = None,
-               expires_s: float | None = None, expires_at: datetime | str | None = None) -> AsyncTask:
+               expires_s: float | None = None, expires_at: datetime | str | None = None,
+               callback_url: str | None = None) -> AsyncTask:
         """`call_async` with options: a chosen `idempotency_key`, the request's `timeout`, and the task's timing.
 
         `delay_s` (seconds from now) or `run_at` (an aware datetime, or ISO 8601 with an offset) delays a
@@ -76,11 +77,13 @@ class NeutrinoClient(ClientBase):
         or `expires_at` ends it `expired`, never run, if it has not started by then (counted from now, not
         from run_at; the task's own `expires_s` applies when neither is given). Sync tasks take none of them.
         These are keyword arguments of `submit`, not of `call_async`: `call_async(name, **args)` passes its
-        keywords to the task, so the task's arguments go here in the `args` mapping.
+        keywords to the task, so the task's arguments go here in the `args` mapping. With `callback_url`,
+        Neutrino POSTs the task's final state there once it finishes (a signed webhook; the server's
+        NEUTRINO_WEBHOOK_ALLOWED_HOSTS decides which hosts).
         """
         timing = timing_fields(delay_s=delay_s, run_at=run_at, expires_s=expires_s, expires_at=expires_at)
         submitted = self._drive(self._flows.submit(name, args or {}, key=idempotency_key, timeout=timeout,
-                                                   timing=timing))
+                                                   timing=timing, callback_url=callback_url))
         return AsyncTask(self, submitted)
 
     def submit_many(self, name: str, items: Iterable[Mapping[str, Any]], *, idempotency_key: str | None = None,

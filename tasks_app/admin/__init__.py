@@ -104,5 +104,5 @@ class BulkActionAdmin(ReadOnlyAdmin):
     list_filter = ["action", "status"]
 
 
-from tasks_app.admin import schedules as _schedules  # noqa: E402, F401  (registers ScheduleAdmin)
 from tasks_app.admin import alerts  # noqa: E402, F401  (alert rules, webhook targets and deliveries)
+from tasks_app.admin import schedules as _schedules  # noqa: E402, F401  (registers ScheduleAdmin)
