@@ -15,6 +15,7 @@ It prints figures; it never passes or fails on time.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -105,10 +106,15 @@ def run(args: argparse.Namespace, vendor: str) -> None:
         AlertRule(name="oldest waiting async", kind=AlertKind.OLDEST_WAITING, pool="async", threshold=60),
         AlertRule(name="no worker async", kind=AlertKind.NO_WORKER, pool="async"),
     ]
+    def no_workers(pool: str) -> int:
+        return 0
+
+    def evaluate(rule: AlertRule) -> Any:
+        return alert_measure(rule=rule, now=timezone.now(), live_workers=no_workers)
+
     for rule in rules:
-        value = alert_measure(rule=rule, now=now, live_workers=lambda pool: 0)
-        measure(f"{rule.name} -> {value.value if value.value is None else round(value.value, 1)}",
-                lambda rule=rule: alert_measure(rule=rule, now=timezone.now(), live_workers=lambda pool: 0),
+        value = evaluate(rule).value
+        measure(f"{rule.name} -> {value if value is None else round(value, 1)}", functools.partial(evaluate, rule),
                 show_plans=not args.no_plans)
     measure("callback scan (finished, with a callback)",
             lambda: list(Task.objects.filter(callback_url__isnull=False, status__in=["completed", "failed"])
