@@ -38,7 +38,9 @@ def dead_letter_groups(*, now: datetime, range_key: str = DEFAULT_RANGE) -> list
 
     Sync tasks are left out: their caller got the error in the response. The range is on created_at,
     which the (status, created_at) index serves; first and last seen are when those tasks ended."""
-    since = now - DEAD_RANGES.get(range_key, DEAD_RANGES[DEFAULT_RANGE])[1]
+    # From a whole minute: the task list's `after` filter, which a group's links and bulk retry use, has
+    # minutes, so both count the same tasks.
+    since = (now - DEAD_RANGES.get(range_key, DEAD_RANGES[DEFAULT_RANGE])[1]).replace(second=0, microsecond=0)
     dead = Task.objects.filter(status__in=DEAD_STATUSES, created_at__gte=since).exclude(execution_mode="sync")
     rows = list(
         dead.values("function_name", "error_type", "status")
