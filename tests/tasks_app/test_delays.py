@@ -298,7 +298,7 @@ def test_the_openapi_document_shows_the_timing_fields_and_statuses(client) -> No
     queued = schema["paths"]["/api/wk_noop"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"run_at", "delay_s", "expires_at", "expires_s"} <= set(queued["properties"])
     sync = schema["paths"]["/api/add"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert set(sync["properties"]) == {"args"}
+    assert set(sync["properties"]) == {"args", "callback_url"}  # no timing: a sync task answers at once
     batch = schema["paths"]["/api/wk_noop/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "run_at" in batch["properties"]
     assert "/tasks/{task_id}/run-now" in schema["paths"]
