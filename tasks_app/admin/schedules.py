@@ -14,6 +14,7 @@ from tasks_app.core.ports import ports_of
 from tasks_app.dashboard.schedule_form import ScheduleForm
 from tasks_app.models import Schedule, ScheduleFire
 from tasks_app.services import schedules as services
+from tasks_app.services.audit import actor_of_request
 
 
 class ScheduleFireInline(admin.TabularInline):
@@ -51,25 +52,28 @@ class ScheduleAdmin(admin.ModelAdmin):
         """Through the services, as the dashboard and the API: next_run_at follows the new timing."""
         by = f"user:{request.user.get_username()}"
         if change:
-            saved = services.schedule_update(name=obj.name, changes=form.checked, by=by)
+            saved = services.schedule_update(name=obj.name, changes=form.checked, by=by,
+                                             actor=actor_of_request(request))
         else:
-            saved = services.schedule_create(name=form.cleaned_data["name"], fields=form.checked, created_by=by)
+            saved = services.schedule_create(name=form.cleaned_data["name"], fields=form.checked, created_by=by,
+                                             actor=actor_of_request(request))
         obj.pk = saved.pk
         obj.refresh_from_db()
 
     def delete_model(self, request: HttpRequest, obj: Schedule) -> None:
-        services.schedule_delete(name=obj.name)
+        services.schedule_delete(name=obj.name, actor=actor_of_request(request))
 
     @admin.action(description="Pause the selected schedules", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         for schedule in queryset:
-            services.schedule_pause(name=schedule.name, by=f"user:{request.user.get_username()}")
+            services.schedule_pause(name=schedule.name, by=f"user:{request.user.get_username()}",
+                                    actor=actor_of_request(request))
         self.message_user(request, f"paused {queryset.count()} schedule(s)", messages.SUCCESS)
 
     @admin.action(description="Resume the selected schedules (from their next slot)", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         for schedule in queryset:
-            services.schedule_resume(name=schedule.name)
+            services.schedule_resume(name=schedule.name, actor=actor_of_request(request))
         self.message_user(request, f"resumed {queryset.count()} schedule(s)", messages.SUCCESS)
 
     @admin.action(description="Run the selected schedules' tasks now", permissions=["run"])
@@ -77,7 +81,8 @@ class ScheduleAdmin(admin.ModelAdmin):
         for schedule in queryset:
             try:
                 fire = services.schedule_run_now(ports=ports_of(request), name=schedule.name,
-                                                 by=f"user:{request.user.get_username()}")
+                                                 by=f"user:{request.user.get_username()}",
+                                                 actor=actor_of_request(request))
             except NeutrinoError as exc:
                 self.message_user(request, f"{schedule.name}: {exc.message}", messages.ERROR)
             else:

@@ -381,5 +381,6 @@ def run_task_now(request: HttpRequest, task_id: str) -> Any:
     task that is not scheduled (any more)."""
     caller = request_caller(request)
     task = delays.task_run_now(ports=ports_of(request), task_id=parse_task_id(task_id), owner=caller.owner,
-                               allowed_tasks=caller.allowed_tasks, who=caller.creator.label)
+                               allowed_tasks=caller.allowed_tasks, who=caller.creator.label,
+                               actor=actor_of_request(request, label=caller.creator.label))
     return selectors.task_as_dict(task)

@@ -24,6 +24,7 @@ from tasks_app.core.ports import ports_of
 from tasks_app.models import Schedule
 from tasks_app.selectors import schedules as selectors
 from tasks_app.services import schedules as services
+from tasks_app.services.audit import Actor, actor_of_request
 
 schedules_router = Router(tags=["schedules"], auth=api_auth)
 
@@ -42,6 +43,11 @@ def manager(request: HttpRequest) -> Caller:
             f"{caller.creator.label} may not manage schedules: a schedule fires tasks on behalf of nobody in "
             "particular, so it takes an admin token (`neutrino token create NAME --admin`)")
     return caller
+
+
+def _actor(request: HttpRequest, caller: Caller) -> Actor:
+    """Who the audit trail names for a change made through the API: the caller's token (or anonymous)."""
+    return actor_of_request(request, label=caller.creator.label)
 
 
 def _fields(body: dict[str, Any], *, allowed: dict[str, str]) -> dict[str, Any]:
@@ -83,7 +89,7 @@ def create_schedule(request: HttpRequest) -> HttpResponse:
     body = read_json_body(request)
     name = body.pop("name", None)
     schedule = services.schedule_create(name=services.check_name(name), fields=_fields(body, allowed=BODY_FIELDS),
-                                        created_by=caller.creator.label)
+                                        created_by=caller.creator.label, actor=_actor(request, caller))
     return json_response(_detail(schedule), status=201)
 
 
@@ -98,7 +104,7 @@ def update_schedule(request: HttpRequest, name: str) -> HttpResponse:
     """Any of the create fields but `name`. A new expression, interval or zone starts from the next slot."""
     caller = manager(request)
     changes = _fields(read_json_body(request), allowed=BODY_FIELDS)
-    services.schedule_update(name=name, changes=changes, by=caller.creator.label)
+    services.schedule_update(name=name, changes=changes, by=caller.creator.label, actor=_actor(request, caller))
     return _one(name)
 
 
@@ -106,23 +112,23 @@ def update_schedule(request: HttpRequest, name: str) -> HttpResponse:
 def delete_schedule(request: HttpRequest, name: str) -> HttpResponse:
     """The tasks it fired stay. A schedule declared in code comes back at the next scheduler start unless its
     decorator is gone: pause it to stop it for good."""
-    manager(request)
-    services.schedule_delete(name=name)
+    caller = manager(request)
+    services.schedule_delete(name=name, actor=_actor(request, caller))
     return json_response({"name": name, "deleted": True}, status=200)
 
 
 @schedules_router.post("/{name}/pause", response={200: dict, **ONE}, summary="Pause a schedule")
 def pause_schedule(request: HttpRequest, name: str) -> HttpResponse:
     caller = manager(request)
-    services.schedule_pause(name=name, by=caller.creator.label)
+    services.schedule_pause(name=name, by=caller.creator.label, actor=_actor(request, caller))
     return _one(name)
 
 
 @schedules_router.post("/{name}/resume", response={200: dict, **ONE}, summary="Resume a schedule")
 def resume_schedule(request: HttpRequest, name: str) -> HttpResponse:
     """It fires again from its next slot; the slots of the pause are not made up."""
-    manager(request)
-    services.schedule_resume(name=name)
+    caller = manager(request)
+    services.schedule_resume(name=name, actor=_actor(request, caller))
     return _one(name)
 
 
@@ -130,7 +136,8 @@ def resume_schedule(request: HttpRequest, name: str) -> HttpResponse:
 def run_schedule(request: HttpRequest, name: str) -> HttpResponse:
     """One task now, paused or not (its fire's reason is "manual"); the schedule's slots do not move."""
     caller = manager(request)
-    fire = services.schedule_run_now(ports=ports_of(request), name=name, by=caller.creator.label)
+    fire = services.schedule_run_now(ports=ports_of(request), name=name, by=caller.creator.label,
+                                     actor=_actor(request, caller))
     return json_response({**selectors.fire_as_dict(fire), "poll_url": f"/tasks/{fire.task_id}"}, status=202)
 
 

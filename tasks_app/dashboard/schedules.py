@@ -30,6 +30,7 @@ from tasks_app.dashboard.views import require_permission, wants_partial
 from tasks_app.models import Schedule
 from tasks_app.selectors import schedules as selectors
 from tasks_app.services import schedules as services
+from tasks_app.services.audit import actor_of_request
 
 FIRES_PAGE = 50
 PREVIEW_RUNS = 5
@@ -90,7 +91,7 @@ def schedule_new_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             schedule = services.schedule_create(name=form.cleaned_data["name"], fields=form.checked,
-                                                created_by=_by(request))
+                                                created_by=_by(request), actor=actor_of_request(request))
         except NeutrinoError as exc:
             form.add_error("name" if exc.status == 409 else None, exc.message)
         else:
@@ -109,7 +110,8 @@ def schedule_edit_view(request: HttpRequest, name: str) -> HttpResponse:
     form = ScheduleForm(request.POST or None, instance=schedule)
     if request.method == "POST" and form.is_valid():
         try:
-            services.schedule_update(name=name, changes=form.checked, by=_by(request))
+            services.schedule_update(name=name, changes=form.checked, by=_by(request),
+                                     actor=actor_of_request(request))
         except NeutrinoError as exc:
             form.add_error(None, exc.message)
         else:
@@ -134,17 +136,18 @@ def schedule_action_view(request: HttpRequest, name: str, action: str) -> HttpRe
         raise Http404(f"no schedule named {name}")
     try:
         if action == "pause":
-            services.schedule_pause(name=name, by=_by(request))
+            services.schedule_pause(name=name, by=_by(request), actor=actor_of_request(request))
             messages.success(request, f"Schedule {name} is paused: it fires nothing until resumed.")
         elif action == "resume":
-            schedule = services.schedule_resume(name=name)
+            schedule = services.schedule_resume(name=name, actor=actor_of_request(request))
             messages.success(request, f"Schedule {name} resumed; next run "
                                       f"{_local(schedule.next_run_at, schedule.timezone)}.")
         elif action == "run":
-            fire = services.schedule_run_now(ports=ports_of(request), name=name, by=_by(request))
+            fire = services.schedule_run_now(ports=ports_of(request), name=name, by=_by(request),
+                                             actor=actor_of_request(request))
             messages.success(request, f"Schedule {name} ran now as task {fire.task_id}.")
         else:
-            services.schedule_delete(name=name)
+            services.schedule_delete(name=name, actor=actor_of_request(request))
             messages.success(request, f"Schedule {name} deleted (the tasks it fired stay).")
             return HttpResponseRedirect(reverse("schedules"))
     except NeutrinoError as exc:

@@ -137,7 +137,7 @@ def task_retry_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
 def task_run_now_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     require_permission(request, "tasks_app.retry_task", to="run scheduled tasks now")
     try:
-        task = task_run_now(ports=ports_of(request), task_id=task_id)
+        task = task_run_now(ports=ports_of(request), task_id=task_id, actor=actor_of_request(request))
     except TaskNotFound:
         raise Http404(f"no task with id {task_id}")
     except NeutrinoError as exc:

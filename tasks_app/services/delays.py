@@ -33,6 +33,7 @@ from tasks_app.core.errors import BrokerUnavailable, Conflict
 from tasks_app.core.ports import Ports
 from tasks_app.models import WAITING_STATUSES, Task, TaskCreator, TaskStatus
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
+from tasks_app.services.audit import Actor, audit_record_if
 from tasks_app.services.submit import queue_released
 from tasks_app.services.tasks import expired_fields
 from tasks_app.services.tokens import token_check_task
@@ -73,7 +74,7 @@ def tasks_release_due(*, ports: Ports, now: datetime | None = None, chunk: int =
 
 
 def task_run_now(*, ports: Ports, task_id: uuid.UUID, owner: TaskCreator | None = None,
-                 allowed_tasks: tuple[str, ...] = (), who: str = "") -> Task:
+                 allowed_tasks: tuple[str, ...] = (), who: str = "", actor: Actor | None = None) -> Task:
     """Release a scheduled task at once, through the same path as the scheduler (its run_at becomes now).
 
     Only a task of `owner`'s (when given: others' are not found) whose function is in `allowed_tasks` (when
@@ -93,6 +94,8 @@ def task_run_now(*, ports: Ports, task_id: uuid.UUID, owner: TaskCreator | None 
     except BrokerDown as exc:
         raise BrokerUnavailable(f"NATS is unavailable ({exc}); task {task_id} stays scheduled, due now, and is "
                                 "queued as soon as NATS is back", task_id=str(task_id))
+    audit_record_if(actor, action="task.run_now", object_type="task", object_id=task_id,
+                    before={"status": TaskStatus.SCHEDULED, "run_at": task.run_at}, after={"status": "queued"})
     return task_get(task_id=task_id)
 
 

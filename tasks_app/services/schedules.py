@@ -46,6 +46,7 @@ from tasks_app.core.ports import Ports
 from tasks_app.core.registry import registered_tasks, task_spec
 from tasks_app.models import Schedule, ScheduleFire, Task, TaskCreator
 from tasks_app.selectors.schedules import schedule_anchor, schedule_timing
+from tasks_app.services.audit import Actor, audit_record_if, snapshot
 from tasks_app.services.submit import task_insert_pending, task_queue_inserted
 from tasks_app.services.tasks import task_validate_args
 
@@ -141,8 +142,9 @@ def schedule_get(*, name: str) -> Schedule:
 
 def schedule_create(*, name: str, fields: Mapping[str, Any], created_by: str,
                     source: str = Schedule.Source.USER, now: datetime | None = None,
-                    spec: TaskSpec | None = None) -> Schedule:
-    """A new schedule (Conflict 409 when the name is taken). Its first slot is the next one after now."""
+                    spec: TaskSpec | None = None, actor: Actor | None = None) -> Schedule:
+    """A new schedule (Conflict 409 when the name is taken). Its first slot is the next one after now.
+    With an `actor` (a person's change), an audit record says who made it."""
     now = now or timezone.now()
     checked = schedule_check(fields, spec=spec)
     schedule = Schedule(name=check_name(name), **checked, source=source, created_by=created_by,
@@ -155,11 +157,13 @@ def schedule_create(*, name: str, fields: Mapping[str, Any], created_by: str,
     except IntegrityError:
         raise Conflict(f"a schedule named {name!r} exists already; pick another name or change that one",
                        name=name)
+    audit_record_if(actor, action="schedule.create", object_type="schedule", object_id=schedule.name,
+                    after=snapshot(schedule))
     return schedule
 
 
 def schedule_update(*, name: str, changes: Mapping[str, Any], by: str, now: datetime | None = None,
-                    spec: TaskSpec | None = None) -> Schedule:
+                    spec: TaskSpec | None = None, actor: Actor | None = None) -> Schedule:
     """Change some of a schedule's fields (EDITABLE). A new expression, interval or zone (or enabling it)
     starts from the next slot after now; other changes keep next_run_at, so no slot is skipped."""
     now = now or timezone.now()
@@ -168,6 +172,7 @@ def schedule_update(*, name: str, changes: Mapping[str, Any], by: str, now: date
         raise _invalid(f"unknown or read-only field(s) {', '.join(unknown)}; editable: {', '.join(EDITABLE)}",
                        unknown[0])
     schedule = schedule_get(name=name)
+    before = snapshot(schedule)
     current = {field: getattr(schedule, field) for field in EDITABLE}
     merged = {**current, **changes}
     if "cron" in changes and changes["cron"] and "interval_s" not in changes:
@@ -186,32 +191,41 @@ def schedule_update(*, name: str, changes: Mapping[str, Any], by: str, now: date
         schedule.paused_by = ""
     schedule.updated_at = now
     schedule.save()
+    audit_record_if(actor, action="schedule.update", object_type="schedule", object_id=schedule.name,
+                    before=before, after=snapshot(schedule))
     return schedule
 
 
-def schedule_pause(*, name: str, by: str) -> Schedule:
+def schedule_pause(*, name: str, by: str, actor: Actor | None = None) -> Schedule:
     """Stop firing until resumed (slots meanwhile are not fired later). Pausing a paused schedule is fine."""
     schedule = schedule_get(name=name)
+    audit_record_if(actor, action="schedule.pause", object_type="schedule", object_id=name,
+                    before={"enabled": schedule.enabled}, after={"enabled": False})
     Schedule.objects.filter(id=schedule.id, enabled=True).update(enabled=False, next_run_at=None, paused_by=by,
                                                                  updated_at=timezone.now())
     schedule.refresh_from_db()
     return schedule
 
 
-def schedule_resume(*, name: str, now: datetime | None = None) -> Schedule:
+def schedule_resume(*, name: str, now: datetime | None = None, actor: Actor | None = None) -> Schedule:
     """Fire again from the next slot after now (the slots of the pause are not made up)."""
     now = now or timezone.now()
     schedule = schedule_get(name=name)
+    audit_record_if(actor, action="schedule.resume", object_type="schedule", object_id=name,
+                    before={"enabled": schedule.enabled}, after={"enabled": True})
     Schedule.objects.filter(id=schedule.id, enabled=False).update(
         enabled=True, next_run_at=next_slot(schedule, after=now), paused_by="", updated_at=now)
     schedule.refresh_from_db()
     return schedule
 
 
-def schedule_delete(*, name: str) -> None:
+def schedule_delete(*, name: str, actor: Actor | None = None) -> None:
     """Delete it and its fire history (the tasks it made stay). A code schedule comes back at the next
     scheduler start while its decorator is there: remove the decorator, or pause it instead."""
-    schedule_get(name=name).delete()
+    schedule = schedule_get(name=name)
+    audit_record_if(actor, action="schedule.delete", object_type="schedule", object_id=name,
+                    before=snapshot(schedule))
+    schedule.delete()
 
 
 # --- firing --------------------------------------------------------------------------------------
@@ -221,7 +235,7 @@ def schedule_creator(schedule: Schedule) -> TaskCreator:
     return TaskCreator(label=f"schedule:{schedule.name}")
 
 
-def schedule_run_now(*, ports: Ports, name: str, by: str) -> ScheduleFire:
+def schedule_run_now(*, ports: Ports, name: str, by: str, actor: Actor | None = None) -> ScheduleFire:
     """Fire the schedule's task once, now, paused or not (reason "manual"); next_run_at does not move."""
     schedule = schedule_get(name=name)
     spec = schedule_spec(schedule.function_name)
@@ -232,6 +246,8 @@ def schedule_run_now(*, ports: Ports, name: str, by: str) -> ScheduleFire:
                                            reason="manual")
         Schedule.objects.filter(id=schedule.id).update(last_fired_at=now)
     logger.info("schedule %s run now by %s: task %s", name, by, task.id)
+    audit_record_if(actor, action="schedule.run_now", object_type="schedule", object_id=name,
+                    after={"task_id": str(task.id)})
     task_queue_inserted(ports=ports, spec=spec, tasks=[task])
     return fire
 

@@ -124,3 +124,26 @@ def test_the_schedules_api_is_documented(client) -> None:
     schema = client.get("/api/openapi.json").json()
     assert {"/schedules", "/schedules/{name}", "/schedules/{name}/pause", "/schedules/{name}/resume",
             "/schedules/{name}/run", "/schedules/{name}/fires"} <= set(schema["paths"])
+
+
+def test_every_schedule_change_and_a_task_run_now_are_in_the_audit_trail(client, private_nats, default_pools,
+                                                                         ledger_flush) -> None:
+    from tasks_app.operator_models import AuditRecord
+
+    expect(send(client, "POST", "/schedules", BODY), 201)
+    expect(send(client, "PATCH", "/schedules/nightly-adds", {"missed": "all"}), 200)
+    expect(send(client, "POST", "/schedules/nightly-adds/pause"), 200)
+    expect(send(client, "POST", "/schedules/nightly-adds/resume"), 200)
+    run = expect(send(client, "POST", "/schedules/nightly-adds/run"), 202)
+    expect(send(client, "DELETE", "/schedules/nightly-adds"), 200)
+    delayed = expect(send(client, "POST", "/api/wk_add", {"args": {"a": 1, "b": 1}, "delay_s": 3600}), 202)
+    expect(send(client, "POST", f"/tasks/{delayed['task_id']}/run-now"), 200)
+    records = list(AuditRecord.objects.order_by("id"))
+    assert [r.action for r in records] == ["schedule.create", "schedule.update", "schedule.pause",
+                                           "schedule.resume", "schedule.run_now", "schedule.delete", "task.run_now"]
+    assert all(r.actor == "anonymous" for r in records)
+    update = records[1]
+    assert (update.before["missed"], update.after["missed"]) == ("once", "all")
+    assert records[4].after == {"task_id": run["task_id"]}
+    assert records[5].before["function_name"] == "wk_add"
+    assert (records[6].object_id, records[6].before["status"]) == (delayed["task_id"], "scheduled")
