@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler.add_argument("--once", action="store_true", help="run each job once, then exit")
     scheduler.add_argument("--nats-url", default=None, help="NATS server (default: $NEUTRINO_NATS_URL)")
 
+    prune = commands.add_parser(
+        "prune", help="delete the finished tasks older than the retention policy keeps (NEUTRINO_RETENTION_DAYS)")
+    prune.add_argument("--dry-run", action="store_true", help="count what it would delete; delete nothing")
+    prune.add_argument("--json", action="store_true", help="print what it did as one JSON object")
+
     autoscale = commands.add_parser(
         "autoscale", help="scale the NATS pools' Deployments from their queue depth (runs in the cluster)")
     autoscale.add_argument("--namespace", default="",

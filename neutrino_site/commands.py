@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 
 from django.conf import settings
 from django.core.management import execute_from_command_line
 from django.db import DatabaseError
+from django.utils import timezone
 
 from neutrino_site.server import serve_http
 from pools_app.autoscaler.kube import AutoscaleOptions, autoscale_command
@@ -18,7 +20,9 @@ from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import Conflict, NeutrinoError
 from tasks_app.core.registry import registered_tasks
 from tasks_app.models import ApiToken
+from tasks_app.selectors.retention import retention_policy, tasks_past_retention
 from tasks_app.services.audit import cli_actor
+from tasks_app.services.retention import PruneLimits, tasks_prune
 from tasks_app.services.tasks import admin_create
 from tasks_app.services.tokens import token_create, token_list, token_revoke
 from workers.dev.supervisor import run_dev
@@ -206,6 +210,30 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     return run_scheduler(once=args.once)
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    """The scheduler's retention job, once, until nothing past the policy is left (no cap per round)."""
+    policy = retention_policy()
+    now = timezone.now()
+    if args.dry_run:
+        counts = tasks_past_retention(policy=policy, now=now)
+        if args.json:
+            print(json.dumps({"policy": policy.describe(), "would_delete": counts}))
+        else:
+            print(f"history kept {policy.describe()}; would delete {sum(counts.values())} finished tasks"
+                  + "".join(f"\n  {status}: {count}" for status, count in counts.items()))
+        return 0
+    report = tasks_prune(policy=policy, now=now, limits=PruneLimits(max_rows=None))
+    if args.json:
+        print(json.dumps({"policy": policy.describe(), "deleted": report.deleted, "batches": report.batches,
+                          "elapsed_s": report.elapsed_s, "longest_batch_s": report.longest_batch_s,
+                          "longest_delete_s": report.longest_delete_s}))
+    else:
+        print(f"history kept {policy.describe()}; deleted {report.total} finished tasks in {report.batches} "
+              f"batches ({report.elapsed_s:.1f} s)"
+              + "".join(f"\n  {status}: {count}" for status, count in report.deleted.items()))
+    return 0
+
+
 def cmd_autoscale(args: argparse.Namespace) -> int:
     problems = unsafe_settings(serves_http=False)
     if problems:
@@ -218,7 +246,7 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve, "dev": cmd_dev, "createadmin": cmd_createadmin, "k8s": cmd_k8s, "up": cmd_up,
     "autoscale": cmd_autoscale,
-    "scheduler": cmd_scheduler,
+    "scheduler": cmd_scheduler, "prune": cmd_prune,
 }
 TOKEN_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "create": cmd_token_create, "list": cmd_token_list, "revoke": cmd_token_revoke,

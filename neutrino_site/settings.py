@@ -303,6 +303,18 @@ NEUTRINO_WEBHOOK_TIMEOUT_S = float(os.environ.get("NEUTRINO_WEBHOOK_TIMEOUT_S", 
 NEUTRINO_ALERTS_EVERY_S = float(os.environ.get("NEUTRINO_ALERTS_EVERY_S", "10") or 10)
 NEUTRINO_WEBHOOKS_EVERY_S = float(os.environ.get("NEUTRINO_WEBHOOKS_EVERY_S", "1") or 1)
 
+# Retention of history (tasks_app.services.retention, run by `neutrino scheduler`): finished tasks
+# (completed, failed, cancelled, expired) older than NEUTRINO_RETENTION_DAYS days, by created_at, are
+# deleted (0: kept forever); NEUTRINO_RETENTION_DAYS_<STATUS> overrides it for one status, e.g.
+# NEUTRINO_RETENTION_DAYS_FAILED=90. The scheduler prunes every NEUTRINO_RETENTION_EVERY_S seconds.
+NEUTRINO_RETENTION_DAYS = int(os.environ.get("NEUTRINO_RETENTION_DAYS", "").strip() or "30")
+NEUTRINO_RETENTION_DAYS_BY_STATUS = {
+    status: int(days)
+    for status in ("completed", "failed", "cancelled", "expired")
+    if (days := os.environ.get(f"NEUTRINO_RETENTION_DAYS_{status.upper()}", "").strip())
+}
+NEUTRINO_RETENTION_EVERY_S = float(os.environ.get("NEUTRINO_RETENTION_EVERY_S", "").strip() or "60")
+
 # The gateway refuses bodies over the payload limit itself (413, before parsing); Django's own
 # limit sits just above it so it never answers first with a less helpful error.
 DATA_UPLOAD_MAX_MEMORY_SIZE = NEUTRINO_MAX_PAYLOAD_BYTES + 64 * 1024

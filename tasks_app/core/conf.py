@@ -57,6 +57,10 @@ class NeutrinoSettings:
     webhook_timeout_s: float = 10.0
     alerts_every_s: float = 10.0
     webhooks_every_s: float = 1.0
+    retention_days: int = 30  # finished tasks older than this are deleted; 0: kept forever
+    # (status, days) pairs overriding retention_days for one finished status (a tuple keeps this hashable).
+    retention_days_by_status: tuple[tuple[str, int], ...] = ()
+    retention_every_s: float = 60.0
 
 
 @functools.cache
@@ -102,6 +106,10 @@ def neutrino_settings() -> NeutrinoSettings:
         webhook_timeout_s=float(settings.NEUTRINO_WEBHOOK_TIMEOUT_S),
         alerts_every_s=float(settings.NEUTRINO_ALERTS_EVERY_S),
         webhooks_every_s=float(settings.NEUTRINO_WEBHOOKS_EVERY_S),
+        retention_days=int(settings.NEUTRINO_RETENTION_DAYS),
+        retention_days_by_status=tuple(sorted(
+            (str(status), int(days)) for status, days in settings.NEUTRINO_RETENTION_DAYS_BY_STATUS.items())),
+        retention_every_s=float(settings.NEUTRINO_RETENTION_EVERY_S),
     )
     _validate(conf)
     return conf
@@ -165,10 +173,27 @@ def _validate(conf: NeutrinoSettings) -> None:
     for name in ("webhook_backoff_s", "webhook_timeout_s", "alerts_every_s", "webhooks_every_s"):
         if getattr(conf, name) <= 0:
             raise ImproperlyConfigured(f"NEUTRINO_{name.upper()} must be positive")
+    _validate_retention(conf)
     if conf.asgi_fallback and ":" not in conf.asgi_fallback:
         raise ImproperlyConfigured(
             f"NEUTRINO_ASGI_FALLBACK must look like 'module:app', not {conf.asgi_fallback!r}"
         )
+
+
+def _validate_retention(conf: NeutrinoSettings) -> None:
+    from tasks_app.models import FINISHED_STATUSES  # here: the models load after the settings
+
+    if conf.retention_days < 0:
+        raise ImproperlyConfigured("NEUTRINO_RETENTION_DAYS must be 0 (keep forever) or more")
+    for status, days in conf.retention_days_by_status:
+        if status not in FINISHED_STATUSES:
+            raise ImproperlyConfigured(
+                f"NEUTRINO_RETENTION_DAYS_BY_STATUS names {status!r}: only finished statuses are deleted "
+                f"({', '.join(FINISHED_STATUSES)})")
+        if days < 0:
+            raise ImproperlyConfigured(f"NEUTRINO_RETENTION_DAYS_{status.upper()} must be 0 (keep forever) or more")
+    if conf.retention_every_s <= 0:
+        raise ImproperlyConfigured("NEUTRINO_RETENTION_EVERY_S must be positive")
 
 
 @receiver(setting_changed)

@@ -9,10 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.utils import timezone
+
 from tasks_app.core.conf import NeutrinoSettings
 from tasks_app.core.ports import Ports
+from tasks_app.selectors.retention import retention_policy
 from tasks_app.services.bulk import bulk_work
 from tasks_app.services.delays import tasks_expire_due, tasks_release_due
+from tasks_app.services.retention import tasks_prune
 from tasks_app.services.schedules import schedules_fire_due
 from workers.scheduler.alert_jobs import Alerting
 
@@ -39,7 +43,7 @@ class Job:
 def scheduler_jobs(conf: NeutrinoSettings) -> list[Job]:
     """The jobs of a scheduler process, in the order one tick runs them."""
     alerting = Alerting(conf)
-    return [
+    jobs = [
         Job("schedules", SCHEDULES_EVERY_S, lambda ports: schedules_fire_due(ports=ports)),
         Job("release_delayed", RELEASE_EVERY_S, lambda ports: tasks_release_due(ports=ports)),
         Job("expire_tasks", EXPIRE_EVERY_S, lambda ports: tasks_expire_due(ports=ports)),
@@ -47,3 +51,11 @@ def scheduler_jobs(conf: NeutrinoSettings) -> list[Job]:
         Job("alerts", conf.alerts_every_s, alerting.evaluate),  # alert rules: ok <-> firing, notifications queued
         Job("webhooks", conf.webhooks_every_s, alerting.send),  # task callbacks queued; due webhooks sent
     ]
+    if retention_policy(conf).prunes:
+        jobs.append(Job("retention", conf.retention_every_s, prune_history))
+    return jobs
+
+
+def prune_history(ports: Ports) -> int:
+    """Delete the finished tasks past the retention policy (one capped round); how many went."""
+    return tasks_prune(policy=retention_policy(), now=timezone.now()).total

@@ -1,0 +1,126 @@
+"""Deletes the finished tasks the retention policy no longer keeps (`tasks_app.selectors.retention`).
+
+Each batch is one short transaction: it picks up to `batch_size` ids of one status older than that
+status's cutoff (oldest first, along the (status, created_at) index), deletes their TaskAttempt rows,
+unlinks the ScheduleFire rows and the retries that point at them (those keep existing: their foreign keys
+are SET_NULL), then deletes the tasks, still only where they are finished. A pause after each batch lets
+the other writers (the ledger, the workers) in; on SQLite a batch holds the one write lock for its length.
+A round stops after `max_rows`, so the scheduler's other jobs, which run one after the other, wait at most
+one round; what is left goes in the next round.
+
+Several pruners may run at once (two scheduler processes, `neutrino prune` beside one): on PostgreSQL a
+batch locks the rows it picked (FOR UPDATE SKIP LOCKED) and another pruner skips them; on SQLite write
+transactions run one at a time, so the second finds the rows gone and deletes nothing, which is fine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import connection, transaction
+
+from tasks_app.models import FINISHED_STATUSES, ScheduleFire, Task, TaskAttempt
+from tasks_app.selectors.retention import RetentionPolicy
+
+logger = logging.getLogger("neutrino.retention")
+
+
+@dataclass(frozen=True)
+class PruneLimits:
+    batch_size: int = 1000  # ids per DELETE (fewer where the driver takes fewer parameters per statement)
+    pause_s: float = 0.05  # between batches, with no transaction open
+    max_rows: int | None = 10_000  # per round; None: until nothing is left (`neutrino prune`)
+
+
+@dataclass
+class PruneReport:
+    deleted: dict[str, int] = field(default_factory=dict)  # per status
+    batches: int = 0
+    longest_batch_s: float = 0.0  # one batch's transaction: how long it held its locks
+    longest_delete_s: float = 0.0  # the DELETE of the task rows alone
+    elapsed_s: float = 0.0
+    complete: bool = True  # False: the round stopped at max_rows with rows left
+
+    @property
+    def total(self) -> int:
+        return sum(self.deleted.values())
+
+
+def tasks_prune(*, policy: RetentionPolicy, now: datetime, limits: PruneLimits = PruneLimits(),
+                sleep: Callable[[float], None] = time.sleep) -> PruneReport:
+    """One round: delete the finished tasks older than the policy keeps them, batch by batch, the statuses
+    taking turns so that a large backlog of one does not hold up the others."""
+    cutoffs = policy.cutoffs(now=now)
+    report = PruneReport(deleted=dict.fromkeys(cutoffs, 0))
+    size = _batch_size(limits.batch_size)
+    started = time.monotonic()
+    left = list(cutoffs)  # statuses whose last batch came back full
+    pause = False  # a batch deleted rows: let the other writers in before the next
+    while left:
+        for status in list(left):
+            room = size if limits.max_rows is None else min(size, limits.max_rows - report.total)
+            if room <= 0:
+                report.complete = False
+                left = []
+                break
+            if pause:
+                sleep(limits.pause_s)
+            picked, deleted = _prune_batch(status=status, cutoff=cutoffs[status], size=room, report=report)
+            report.deleted[status] += deleted
+            pause = picked > 0
+            if picked < room:
+                left.remove(status)
+    report.elapsed_s = time.monotonic() - started
+    if report.total:
+        logger.info("retention: deleted %d finished tasks (%s) in %d batches, %.1f s, longest batch %.0f ms%s",
+                    report.total, ", ".join(f"{s} {n}" for s, n in report.deleted.items() if n), report.batches,
+                    report.elapsed_s, report.longest_batch_s * 1000,
+                    "" if report.complete else "; more are left for the next round")
+    return report
+
+
+def _batch_size(wanted: int) -> int:
+    """`wanted`, or fewer where the database takes fewer parameters in one statement (Django's SQLite
+    backend assumes the old 999) less the statement's own few."""
+    limit = connection.features.max_query_params
+    return max(1, min(wanted, limit - 4)) if limit else max(1, wanted)
+
+
+def _prune_batch(*, status: str, cutoff: datetime, size: int, report: PruneReport) -> tuple[int, int]:
+    """Delete up to `size` tasks of `status` created before `cutoff`; returns (picked, deleted)."""
+    began = time.monotonic()
+    with transaction.atomic():
+        ids = list(Task.objects.select_for_update(skip_locked=True)  # no-op where FOR UPDATE is unknown
+                   .filter(status=status, created_at__lt=cutoff)
+                   .order_by("created_at").values_list("id", flat=True)[:size])
+        if not ids:
+            return 0, 0
+        TaskAttempt.objects.filter(task_id__in=ids).delete()  # no relations of its own: one DELETE
+        ScheduleFire.objects.filter(task_id__in=ids).update(task=None)
+        Task.objects.filter(retry_of_id__in=ids).update(retry_of=None)
+        delete_began = time.monotonic()
+        deleted = _delete_finished(ids)
+        report.longest_delete_s = max(report.longest_delete_s, time.monotonic() - delete_began)
+    report.batches += 1
+    report.longest_batch_s = max(report.longest_batch_s, time.monotonic() - began)
+    return len(ids), deleted
+
+
+def _delete_finished(ids: list[uuid.UUID]) -> int:
+    """DELETE the rows by id, still only if finished. One statement, not `QuerySet.delete()`, which
+    would read every row (its JSON columns too) to collect what points at it: done above instead."""
+    pk = Task._meta.pk
+    quote = connection.ops.quote_name
+    id_marks = ", ".join(["%s"] * len(ids))
+    status_marks = ", ".join(["%s"] * len(FINISHED_STATUSES))
+    sql = (f"DELETE FROM {quote(Task._meta.db_table)} WHERE {quote(str(pk.column))} IN ({id_marks}) "
+           f"AND {quote('status')} IN ({status_marks})")
+    params = [*(pk.get_db_prep_value(i, connection) for i in ids), *(status.value for status in FINISHED_STATUSES)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
