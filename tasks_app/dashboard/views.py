@@ -29,6 +29,7 @@ from tasks_app.dashboard.pages import (
 from tasks_app.models import Task, TaskCreator
 from tasks_app.selectors.dashboard import list_query_from_params, pool_depths, task_overview
 from tasks_app.selectors.logs import render_log
+from tasks_app.selectors.retention import retention_overview
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
 from tasks_app.services import tasks as services
 from tasks_app.services.audit import actor_of_request
@@ -159,6 +160,7 @@ def overview_view(request: HttpRequest) -> HttpResponse:
         "depths": [(pool, None if depths is None else depths.get(pool)) for pool in pools],
         "depth_known": depths is not None,
         "refresh_s": OVERVIEW_REFRESH_S,
+        "retention": retention_overview(),
     }
     template = "tasks_app/_overview.html" if wants_partial(request, "overview") else "tasks_app/overview.html"
     return _vary_on_htmx(render(request, template, context))
