@@ -8,10 +8,11 @@ DATABASE_URL names, created here and dropped at the end) with --rows finished ta
 default policy (31-120 days old; 1 % with an attempt row, so the cascade has work) and --keep recent ones.
 It starts `neutrino serve --mode http` as bench/sync_latency.py does and times no-op sync calls one after
 the other: first with nothing else running, then while `neutrino prune` deletes the old rows (the
-scheduler's retention service, run until nothing is left: batches of up to 1,000 ids, 50 ms apart; the
-scheduler runs the same batches, at most 10,000 rows a round). It prints the calls' p50/p95/p99/max, the
-deletion rate, the number of batches, the longest batch (its transaction, which holds SQLite's write lock)
-and the longest DELETE of task rows. It prints figures; it never passes or fails on them.
+scheduler's retention service, run until nothing is left: batches of up to 500 ids, each followed by a
+pause as long as it took, 50 ms at least; the scheduler runs the same batches, at most 10,000 rows a
+round). It prints the calls' p50/p95/p99/max, the deletion rate, the number of batches, the longest batch
+(its transaction, which holds SQLite's write lock) and the longest DELETE of task rows.
+It prints figures; it never passes or fails on them.
 """
 
 from __future__ import annotations
@@ -89,11 +90,11 @@ def fill(*, old_rows: int, keep: int) -> None:
     base = [field.get_db_prep_save(getattr(template, field.attname), connection) for field in fields]
     at = {field.attname: index for index, field in enumerate(fields)}
     quote = connection.ops.quote_name
-    insert = (f"INSERT INTO {quote(Task._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+    insert = (f"INSERT INTO {quote(Task._meta.db_table)} ({', '.join(quote(str(f.column)) for f in fields)}) "
               f"VALUES ({', '.join(['%s'] * len(fields))})")
     attempt_fields = [f for f in TaskAttempt._meta.concrete_fields if not f.primary_key]
     insert_attempt = (f"INSERT INTO {quote(TaskAttempt._meta.db_table)} "
-                      f"({', '.join(quote(f.column) for f in attempt_fields)}) "
+                      f"({', '.join(quote(str(f.column)) for f in attempt_fields)}) "
                       f"VALUES ({', '.join(['%s'] * len(attempt_fields))})")
     rng = random.Random(7)
     id_field = Task._meta.pk

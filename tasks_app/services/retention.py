@@ -3,8 +3,9 @@
 Each batch is one short transaction: it picks up to `batch_size` ids of one status older than that
 status's cutoff (oldest first, along the (status, created_at) index), deletes their TaskAttempt rows,
 unlinks the ScheduleFire rows and the retries that point at them (those keep existing: their foreign keys
-are SET_NULL), then deletes the tasks, still only where they are finished. A pause after each batch lets
-the other writers (the ledger, the workers) in; on SQLite a batch holds the one write lock for its length.
+are SET_NULL), then deletes the tasks, still only where they are finished. A pause after each batch (at least
+as long as the batch) lets the other writers (the ledger, the workers) in; on SQLite a batch holds the one
+write lock for its length.
 A round stops after `max_rows`, so the scheduler's other jobs, which run one after the other, wait at most
 one round; what is left goes in the next round.
 
@@ -32,8 +33,13 @@ logger = logging.getLogger("neutrino.retention")
 
 @dataclass(frozen=True)
 class PruneLimits:
-    batch_size: int = 1000  # ids per DELETE (fewer where the driver takes fewer parameters per statement)
-    pause_s: float = 0.05  # between batches, with no transaction open
+    # Ids per batch. On SQLite a batch of 1,000 held the write lock 250-650 ms on a busy 2-core machine
+    # (the primary key is a random UUID: each row is a page of its index), 300 about 150 ms, for the
+    # same rows/s (bench/retention.py).
+    batch_size: int = 500
+    # Between batches, with no transaction open: this, or as long as the last batch took if longer, so
+    # the pruner holds the database at most half the time however slow it runs.
+    pause_s: float = 0.05
     max_rows: int | None = 10_000  # per round; None: until nothing is left (`neutrino prune`)
 
 
@@ -60,7 +66,7 @@ def tasks_prune(*, policy: RetentionPolicy, now: datetime, limits: PruneLimits =
     size = _batch_size(limits.batch_size)
     started = time.monotonic()
     left = list(cutoffs)  # statuses whose last batch came back full
-    pause = False  # a batch deleted rows: let the other writers in before the next
+    pause_s = 0.0  # after a batch that deleted rows: let the other writers in before the next
     while left:
         for status in list(left):
             room = size if limits.max_rows is None else min(size, limits.max_rows - report.total)
@@ -68,11 +74,12 @@ def tasks_prune(*, policy: RetentionPolicy, now: datetime, limits: PruneLimits =
                 report.complete = False
                 left = []
                 break
-            if pause:
-                sleep(limits.pause_s)
+            if pause_s:
+                sleep(pause_s)
+            began = time.monotonic()
             picked, deleted = _prune_batch(status=status, cutoff=cutoffs[status], size=room, report=report)
             report.deleted[status] += deleted
-            pause = picked > 0
+            pause_s = max(limits.pause_s, time.monotonic() - began) if picked else 0.0
             if picked < room:
                 left.remove(status)
     report.elapsed_s = time.monotonic() - started
