@@ -9,7 +9,7 @@ default policy (31-120 days old; 1 % with an attempt row, so the cascade has wor
 It starts `neutrino serve --mode http` as bench/sync_latency.py does and times no-op sync calls one after
 the other: first with nothing else running, then while `neutrino prune` deletes the old rows (the
 scheduler's retention service, run until nothing is left: batches of up to 500 ids, each followed by a
-pause as long as it took, 50 ms at least; the scheduler runs the same batches, at most 10,000 rows a
+pause as long as it took, 50 ms at least; the scheduler runs the same batches, at most 10,000 rows or 2 s a
 round). It prints the calls' p50/p95/p99/max, the deletion rate, the number of batches, the longest batch
 (its transaction, which holds SQLite's write lock) and the longest DELETE of task rows.
 It prints figures; it never passes or fails on them.

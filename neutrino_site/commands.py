@@ -222,7 +222,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             print(f"history kept {policy.describe()}; would delete {sum(counts.values())} finished tasks"
                   + "".join(f"\n  {status}: {count}" for status, count in counts.items()))
         return 0
-    report = tasks_prune(policy=policy, now=now, limits=PruneLimits(max_rows=None))
+    report = tasks_prune(policy=policy, now=now, limits=PruneLimits(max_rows=None, max_seconds=None))
     if args.json:
         print(json.dumps({"policy": policy.describe(), "deleted": report.deleted, "batches": report.batches,
                           "elapsed_s": report.elapsed_s, "longest_batch_s": report.longest_batch_s,

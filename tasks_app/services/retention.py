@@ -6,8 +6,8 @@ unlinks the ScheduleFire rows and the retries that point at them (those keep exi
 are SET_NULL), then deletes the tasks, still only where they are finished. A pause after each batch (at least
 as long as the batch) lets the other writers (the ledger, the workers) in; on SQLite a batch holds the one
 write lock for its length.
-A round stops after `max_rows`, so the scheduler's other jobs, which run one after the other, wait at most
-one round; what is left goes in the next round.
+A round stops after `max_rows` or `max_seconds`, so the scheduler's other jobs, which run one after the
+other, wait at most one short round; what is left goes in the next round.
 
 Several pruners may run at once (two scheduler processes, `neutrino prune` beside one): on PostgreSQL a
 batch locks the rows it picked (FOR UPDATE SKIP LOCKED) and another pruner skips them; on SQLite write
@@ -41,6 +41,9 @@ class PruneLimits:
     # the pruner holds the database at most half the time however slow it runs.
     pause_s: float = 0.05
     max_rows: int | None = 10_000  # per round; None: until nothing is left (`neutrino prune`)
+    # A round starts no batch after this many seconds (None: no limit), so that a slow database does not
+    # hold the scheduler's other jobs (delayed tasks, schedules) for long.
+    max_seconds: float | None = 2.0
 
 
 @dataclass
@@ -70,7 +73,8 @@ def tasks_prune(*, policy: RetentionPolicy, now: datetime, limits: PruneLimits =
     while left:
         for status in list(left):
             room = size if limits.max_rows is None else min(size, limits.max_rows - report.total)
-            if room <= 0:
+            spent = time.monotonic() - started
+            if room <= 0 or (report.batches and limits.max_seconds is not None and spent >= limits.max_seconds):
                 report.complete = False
                 left = []
                 break

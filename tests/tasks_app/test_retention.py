@@ -97,7 +97,7 @@ def test_the_environment_variables_reach_the_settings(tmp_path) -> None:
 
 db = pytest.mark.django_db
 POLICY = RetentionPolicy(days=30, days_by_status={"failed": 90, "expired": 0})
-NO_PAUSE = PruneLimits(pause_s=0.0)
+NO_PAUSE = PruneLimits(pause_s=0.0, max_seconds=None)
 
 
 @db
@@ -147,7 +147,7 @@ def test_a_round_deletes_in_batches_up_to_its_cap_and_the_next_round_goes_on() -
     old = rows("completed", 40, 25, now=now)
     kept = rows("completed", 2, 5, now=now)
     pauses: list[float] = []
-    limits = PruneLimits(batch_size=10, pause_s=0.25, max_rows=20)
+    limits = PruneLimits(batch_size=10, pause_s=0.25, max_rows=20, max_seconds=None)
 
     first = tasks_prune(policy=POLICY, now=now, limits=limits, sleep=pauses.append)
     assert (first.total, first.batches, first.complete) == (20, 2, False)
@@ -161,11 +161,21 @@ def test_a_round_deletes_in_batches_up_to_its_cap_and_the_next_round_goes_on() -
 
 
 @db
+def test_a_round_out_of_time_starts_no_other_batch() -> None:
+    now = timezone.now()
+    rows("completed", 40, 25, now=now)
+    limits = PruneLimits(batch_size=10, pause_s=0.0, max_rows=None, max_seconds=0.0)
+    report = tasks_prune(policy=POLICY, now=now, limits=limits)
+    assert (report.total, report.batches, report.complete) == (10, 1, False), "one batch always runs"
+
+
+@db
 def test_statuses_take_turns_so_a_backlog_of_one_does_not_starve_another() -> None:
     now = timezone.now()
     rows("completed", 40, 30, now=now)
     rows("cancelled", 40, 3, now=now)
-    report = tasks_prune(policy=POLICY, now=now, limits=PruneLimits(batch_size=10, pause_s=0, max_rows=20))
+    report = tasks_prune(policy=POLICY, now=now, limits=PruneLimits(batch_size=10, pause_s=0, max_rows=20,
+                                                                          max_seconds=None))
     # completed 10, failed none, cancelled 3, then completed again with the 7 rows of the cap left.
     assert report.deleted == {"completed": 17, "failed": 0, "cancelled": 3}
 
@@ -182,7 +192,8 @@ def test_two_pruners_at_once_neither_fails_and_every_row_goes_once() -> None:
     def prune() -> None:
         try:
             reports.append(tasks_prune(policy=POLICY, now=now,
-                                       limits=PruneLimits(batch_size=100, pause_s=0.0, max_rows=None)))
+                                       limits=PruneLimits(batch_size=100, pause_s=0.0, max_rows=None,
+                                                          max_seconds=None)))
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
         finally:
