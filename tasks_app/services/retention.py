@@ -1,11 +1,11 @@
 """Deletes the finished tasks the retention policy no longer keeps (`tasks_app.selectors.retention`).
 
 Each batch is one short transaction: it picks up to `batch_size` ids of one status older than that
-status's cutoff (oldest first, along the (status, created_at) index), deletes their TaskAttempt rows,
-unlinks the ScheduleFire rows and the retries that point at them (those keep existing: their foreign keys
-are SET_NULL), then deletes the tasks, still only where they are finished. A pause after each batch (at least
-as long as the batch) lets the other writers (the ledger, the workers) in; on SQLite a batch holds the one
-write lock for its length.
+status's cutoff (oldest first, along the (status, created_at) index), deletes their TaskAttempt and
+TaskLogChunk rows, unlinks the ScheduleFire rows and the retries that point at them (those keep existing:
+their foreign keys are SET_NULL), then deletes the tasks, still only where they are finished. A pause after
+each batch (at least as long as the batch) lets the other writers (the ledger, the workers) in; on SQLite a
+batch holds the one write lock for its length.
 A round stops after `max_rows` or `max_seconds`, so the scheduler's other jobs, which run one after the
 other, wait at most one short round; what is left goes in the next round.
 
@@ -25,7 +25,7 @@ from datetime import datetime
 
 from django.db import connection, transaction
 
-from tasks_app.models import FINISHED_STATUSES, ScheduleFire, Task, TaskAttempt
+from tasks_app.models import FINISHED_STATUSES, ScheduleFire, Task, TaskAttempt, TaskLogChunk
 from tasks_app.selectors.retention import RetentionPolicy
 
 logger = logging.getLogger("neutrino.retention")
@@ -111,7 +111,9 @@ def _prune_batch(*, status: str, cutoff: datetime, size: int, report: PruneRepor
                    .order_by("created_at").values_list("id", flat=True)[:size])
         if not ids:
             return 0, 0
-        TaskAttempt.objects.filter(task_id__in=ids).delete()  # no relations of its own: one DELETE
+        # Their attempts and logs go with them (neither has relations of its own: one DELETE each).
+        TaskAttempt.objects.filter(task_id__in=ids).delete()
+        TaskLogChunk.objects.filter(task_id__in=ids).delete()
         # IS NOT NULL besides the ids: SQLite's ANALYZE counts a column's NULLs as one value, so on a
         # mostly-NULL column its planner would scan the table rather than look each id up in the index.
         ScheduleFire.objects.filter(task_id__in=ids, task__isnull=False).update(task=None)

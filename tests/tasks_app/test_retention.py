@@ -17,7 +17,7 @@ from django.db import connection
 from django.utils import timezone
 
 from tasks_app.core.conf import neutrino_settings
-from tasks_app.models import Schedule, ScheduleFire, Task, TaskAttempt, TaskStatus
+from tasks_app.models import Schedule, ScheduleFire, Task, TaskAttempt, TaskLogChunk, TaskStatus
 from tasks_app.selectors.retention import RetentionPolicy, retention_policy, tasks_past_retention
 from tasks_app.services.retention import PruneLimits, tasks_prune
 from workers.scheduler.jobs import scheduler_jobs
@@ -53,8 +53,8 @@ def test_the_policy_reads_the_default_and_the_overrides_per_status(settings) -> 
     now = timezone.now()
     assert policy.cutoffs(now=now) == {"completed": now - timedelta(days=30), "failed": now - timedelta(days=90),
                                        "cancelled": now - timedelta(days=30)}
-    [job] = scheduler_jobs(neutrino_settings())
-    assert (job.name, job.every_s) == ("retention", 60.0)
+    [job] = [job for job in scheduler_jobs(neutrino_settings()) if job.name == "retention"]
+    assert job.every_s == 60.0
 
 
 def test_keep_forever_adds_no_scheduler_job(settings) -> None:
@@ -62,10 +62,10 @@ def test_keep_forever_adds_no_scheduler_job(settings) -> None:
     settings.NEUTRINO_RETENTION_DAYS_BY_STATUS = {}
     assert retention_policy().describe() == "forever"
     assert not retention_policy().prunes
-    assert scheduler_jobs(neutrino_settings()) == []
+    assert "retention" not in [job.name for job in scheduler_jobs(neutrino_settings())]
     settings.NEUTRINO_RETENTION_DAYS_BY_STATUS = {"completed": 7}
     assert retention_policy().describe() == "forever (completed: 7 days)"
-    assert [job.name for job in scheduler_jobs(neutrino_settings())] == ["retention"]
+    assert "retention" in [job.name for job in scheduler_jobs(neutrino_settings())]
 
 
 @pytest.mark.parametrize(("name", "value", "says"), [
@@ -120,13 +120,15 @@ def test_old_finished_rows_go_new_ones_and_active_ones_stay_whatever_their_age()
 
 
 @db
-def test_attempts_go_with_their_task_and_schedule_fires_and_retries_stay_unlinked() -> None:
+def test_attempts_and_logs_go_with_their_task_and_schedule_fires_and_retries_stay_unlinked() -> None:
     now = timezone.now()
     [old] = rows("failed", 100, now=now, attempt=3)
     [young] = rows("failed", 1, now=now, attempt=2)
     [retry] = rows("completed", 1, now=now, retry_of=old)
     for task in (old, old, young):
         TaskAttempt.objects.create(task=task, attempt=1, ended_at=now, outcome=TaskAttempt.Outcome.RETRIED)
+    for task, seq in ((old, 0), (old, 1), (young, 0)):
+        TaskLogChunk.objects.create(task=task, attempt=1, seq=seq, written_at=now, text="a line\n")
     schedule = Schedule.objects.create(name="nightly", function_name="echo", cron="0 3 * * *",
                                        created_at=now, updated_at=now)
     fire = ScheduleFire.objects.create(schedule=schedule, slot_at=now - timedelta(days=100), fired_at=now, task=old)
@@ -135,6 +137,7 @@ def test_attempts_go_with_their_task_and_schedule_fires_and_retries_stay_unlinke
 
     assert remaining() == {young.id, retry.id}
     assert list(TaskAttempt.objects.values_list("task_id", flat=True)) == [young.id]
+    assert list(TaskLogChunk.objects.values_list("task_id", flat=True)) == [young.id]
     fire.refresh_from_db()
     assert fire.task_id is None, "the fire is kept: the schedule's history says the slot fired"
     retry.refresh_from_db()
