@@ -310,7 +310,7 @@ NEUTRINO_WEBHOOKS_EVERY_S = float(os.environ.get("NEUTRINO_WEBHOOKS_EVERY_S", "1
 NEUTRINO_RETENTION_DAYS = int(os.environ.get("NEUTRINO_RETENTION_DAYS", "").strip() or "30")
 NEUTRINO_RETENTION_DAYS_BY_STATUS = {
     status: int(days)
-    for status in ("completed", "failed", "cancelled", "expired")
+    for status in ("completed", "failed", "cancelled", "expired")  # tasks_app.core.conf.RETAINED_STATUSES
     if (days := os.environ.get(f"NEUTRINO_RETENTION_DAYS_{status.upper()}", "").strip())
 }
 NEUTRINO_RETENTION_EVERY_S = float(os.environ.get("NEUTRINO_RETENTION_EVERY_S", "").strip() or "60")

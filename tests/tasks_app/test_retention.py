@@ -210,3 +210,10 @@ def test_two_pruners_at_once_neither_fails_and_every_row_goes_once() -> None:
     assert not errors
     assert sum(report.total for report in reports) == 2000, "each row deleted by exactly one of them"
     assert remaining() == ids(kept)
+
+
+def test_the_retained_statuses_are_the_finished_ones() -> None:
+    from tasks_app.core.conf import RETAINED_STATUSES
+    from tasks_app.models import FINISHED_STATUSES
+
+    assert set(RETAINED_STATUSES) == {str(status) for status in FINISHED_STATUSES}
