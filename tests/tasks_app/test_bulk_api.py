@@ -68,6 +68,9 @@ def test_bulk_api_on_a_live_server_worked_by_scheduler_processes(cli_env: CliEnv
         assert status == 202, batch
         assert call("POST", "/api/echo", {"args": {"value": 1}})[0] == 200
         cancel = {"filter": {"function": "wk_noop", "status": "queued"}, "action": "cancel"}
+        # The rows turn queued with the gateway's next ledger batch (tens of ms; longer on a loaded machine).
+        wait_for(lambda: len(call("GET", "/tasks?function=wk_noop&status=queued&limit=100")[1]["items"]) == 30,
+                 timeout_s=30, what="the 30 rows to be queued")
 
         # Who may: admin tokens only.
         for who in (ci, None):

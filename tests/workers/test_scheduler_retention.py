@@ -68,7 +68,7 @@ def test_two_schedulers_prune_old_history_together_and_keep_the_rest(nats_server
                                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
     try:
         # Both run their rounds before the rows come, so that they prune them at the same time.
-        wait_for(lambda: all("jobs: retention every 0.2 s" in log.read_text() for log in logs), timeout_s=60,
+        wait_for(lambda: all("retention every 0.2 s" in log.read_text() for log in logs), timeout_s=60,
                  what="both schedulers to start")
         gone, kept = history()
         wait_for(lambda: not Task.objects.filter(id__in=list(gone)).exists(), timeout_s=90,
