@@ -523,6 +523,21 @@ def test_worker_refuses_unknown_or_http_pool(pools, live_nats, start_worker):
         assert why in worker.log()
 
 
+def test_worker_whose_children_cannot_start_exits_at_once_even_without_nats(pools, live_nats, start_worker,
+                                                                            tmp_path):
+    """The children start while NATS connects; a start-up hook that fails still ends the worker (code 2),
+    and does not wait for a NATS server that is not there."""
+    never = NatsServer(store_dir=tmp_path / "never-started")
+    # The project settings (tests.settings names the test task modules for every process it configures).
+    modules = {"DJANGO_SETTINGS_MODULE": "neutrino_site.settings",
+               "NEUTRINO_TASK_MODULES": "tests.fixtures.bad_hook_tasks"}
+    for url in (live_nats.url, never.url):
+        worker = start_worker("gpu", concurrency=1, env=modules, nats_url=url, ready=False)
+        assert worker.wait(60) == 2
+        assert "cannot start the worker processes" in worker.log()
+        assert "no CUDA device visible" in worker.log()
+
+
 def test_unknown_function_fails_the_task(pools, live_nats, start_worker):
     start_worker("async")
     task_id = str(uuid.uuid4())

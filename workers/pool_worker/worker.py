@@ -170,9 +170,14 @@ class PoolWorker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
         self._banner()
+        # The children start while NATS connects (each takes a few tenths of a second); a child that
+        # cannot start still ends the worker at once, even while NATS is unreachable.
+        starting = asyncio.create_task(asyncio.to_thread(self.executor.start))
+        connecting = asyncio.create_task(self._connect())
         try:
-            await asyncio.to_thread(self.executor.start)
+            await starting
         except (TaskDefinitionError, ex.ExecutorError) as exc:
+            connecting.cancel()
             logger.error("cannot start the worker processes: %s", exc)
             await asyncio.to_thread(self.executor.shutdown, wait=True, timeout_s=2.0)
             return 2
@@ -180,7 +185,7 @@ class PoolWorker:
         self.background.append(asyncio.create_task(self.transitions.run(), name="transitions"))
         self.background.append(asyncio.create_task(self.heartbeat.run(), name="heartbeat"))
         code = 0
-        psub = await self._connect()
+        psub = await connecting
         if psub is not None:
             self.background.append(asyncio.create_task(
                 sweep_loop(ports=self.ports, pool=self.pool, conf=self.conf, stop=self.stop), name="sweeper"))
