@@ -36,7 +36,7 @@ def test_two_gateways_share_one_rate_and_answer_429_past_it(cli_env: CliEnv) -> 
     statuses = [status for status, _, _ in answers]
     assert statuses == [200, 200, 200, 429, 429, 429], answers  # 3 a minute, for both gateways together
     assert [body["result"] for status, body, _ in answers if status == 200] == [0, 2, 4]
-    for status, body, retry_after in answers[3:]:
+    for _, body, retry_after in answers[3:]:
         assert body["error"] == "overloaded"
         assert body["reason"] == "rate_limit" and body["task"] == "lim_reject" and body["rate_limit"] == "3/m"
         assert "rate limit of lim_reject reached (3/m)" in body["message"]
