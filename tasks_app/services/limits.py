@@ -30,6 +30,7 @@ import hashlib
 import math
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,27 +84,33 @@ def task_mark_running_limited(*, events: TaskEvents, task_id: str, pool: str, at
 def _take_slot(claimed: ClaimedTask, limits: Limits) -> None:
     """Raise _Refused unless the claimed task fits its key's concurrency and its rate."""
     key = limits.key_of(claimed.args)
-    if key:
-        Task.objects.filter(id=claimed.task_id).update(concurrency_key=key)
-    if limits.max_concurrency is not None:
-        _lock_key(f"{claimed.function}\x00{key}")
-        others = (Task.objects.filter(status=TaskStatus.RUNNING, function_name=claimed.function,
-                                      concurrency_key=key).exclude(id=claimed.task_id).count())
-        if others >= limits.max_concurrency:
-            raise _Refused(LimitWait(reason="concurrency", retry_in_s=CONCURRENCY_RETRY_S))
+    table = connection.ops.quote_name(Task._meta.db_table)
+    task_pk = Task._meta.pk.get_db_prep_value(uuid.UUID(claimed.task_id), connection)
+    with connection.cursor() as cursor:
+        if key:
+            cursor.execute(f"UPDATE {table} SET concurrency_key = %s WHERE id = %s", [key, task_pk])
+        if limits.max_concurrency is not None:
+            _lock_key(cursor, f"{claimed.function}\x00{key}")
+            # The status is written into the statement, not bound: only then may SQLite (and a generic
+            # PostgreSQL plan) read the partial index of running rows; bound, it scanned the function's rows.
+            cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE status = '{TaskStatus.RUNNING.value}' "
+                           "AND function_name = %s AND concurrency_key = %s AND id <> %s",
+                           [claimed.function, key, task_pk])
+            (others,) = cursor.fetchone() or (0,)
+            if others >= limits.max_concurrency:
+                raise _Refused(LimitWait(reason="concurrency", retry_in_s=CONCURRENCY_RETRY_S))
     if limits.rate is not None and limits.rate_at_claim:
         wait_s = rate_take(function=claimed.function, key=limits.rate_key(claimed.args), rate=limits.rate)
         if wait_s > 0:
             raise _Refused(LimitWait(reason="rate", retry_in_s=min(wait_s, MAX_WAIT_S)))
 
 
-def _lock_key(name: str) -> None:
+def _lock_key(cursor: Any, name: str) -> None:
     """PostgreSQL: hold a lock on `name` until the transaction ends (SQLite: its write lock does that)."""
     if connection.vendor != "postgresql":
         return
     number = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [number])
+    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [number])
 
 
 # --- rates ----------------------------------------------------------------------------------------
