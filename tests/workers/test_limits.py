@@ -98,3 +98,23 @@ def test_rate_limit_holds_for_the_cluster_and_tasks_over_it_wait(client, default
     early = [(k, round(at - started[0], 3)) for k, at in enumerate(started) if at - started[0] < (k - 4) * 0.2 - 0.03]
     assert not early, f"starts sooner than 5/s allows: {early}"
     assert RateBucket.objects.filter(function_name="lim_rated", key="").count() == 1
+
+
+def test_the_slots_of_a_killed_worker_come_back(client, default_pools, live_nats, start_worker, tmp_path):
+    ensure_topology(live_nats.url)
+    doomed = start_worker("async", concurrency=2)
+    log = tmp_path / "runs.log"
+    held = submit_batch(client, "lim_per_customer", [
+        {"customer_id": "k", "log_path": str(log), "label": f"k/held{n}", "seconds": 3.0} for n in range(2)])
+    wait_for(lambda: Task.objects.filter(id__in=held, status="running").count() == 2, what="both slots taken")
+    doomed.kill()  # its rows stay running: they hold the key's two slots until their messages come back
+    survivor = start_worker("async", concurrency=2)
+    later = submit_batch(client, "lim_per_customer", [
+        {"customer_id": "k", "log_path": str(log), "label": f"k/later{n}", "seconds": 0.05} for n in range(2)])
+
+    wait_for(lambda: all_finished(held + later), timeout_s=120, what="the held and the later tasks to end")
+    rows = {str(row.id): row for row in Task.objects.filter(id__in=held + later)}
+    assert {rows[i].status for i in held + later} == {"completed"}
+    # The killed worker's deliveries came back after ack_wait and took their own rows (and slots) over.
+    assert {(rows[i].attempt, rows[i].worker_id) for i in held} == {(2, survivor.worker_id)}
+    assert {rows[i].attempt for i in later} == {1}
