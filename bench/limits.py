@@ -3,12 +3,18 @@ task waiting for its key makes each time it is offered again (refused, rolled ba
 
     python bench/limits.py                      # a fresh SQLite file
     DATABASE_URL=postgres://postgres@127.0.0.1/test python bench/limits.py
+    python bench/limits.py --end-to-end 4000    # tasks/s through a real stack (bench/stack.py)
 
 Each round claims ROWS queued rows with the service the workers call (`task_mark_running`, or
 `task_mark_running_limited` with a concurrency limit, a rate, or both); every claimed row is completed
 at once, untimed, so a key holds one running row as on a busy worker. Rounds of the variants alternate;
 the figures are medians of the rounds, per claim, in this one process. It prints figures; it never
 passes or fails on time.
+
+`--end-to-end N` starts nats-server, an HTTP server and one worker (concurrency 4) and times N tasks
+submitted in batches until all are completed: `async_noop` (no limits), `async_limited_noop` (4 per key,
+over 8 keys: limits checked, never full) and `async_tight_noop` (one key, 2 at once: half the worker's
+slots, the others wait and are offered again).
 """
 
 from __future__ import annotations
@@ -91,8 +97,42 @@ def _claims(variant: str, limits: Any, ids: list[str]) -> tuple[float, int]:
     return spent / len(ids) * 1e6, claimed
 
 
+def _end_to_end(tasks: int) -> None:
+    import http.client
+    import json
+
+    sys.path.insert(0, str(ROOT))
+    from bench.stack import completed_count, neutrino_stack
+
+    variants = [("async_noop", lambda n: {}), ("async_limited_noop", lambda n: {"customer": f"c{n % 8}"}),
+                ("async_tight_noop", lambda n: {"customer": "one"})]
+    with neutrino_stack(http_workers=2, concurrency=4) as stack:
+        print(f"end to end: 1 worker (concurrency 4), {stack.database()}, {os.cpu_count()} CPUs, {tasks} tasks each")
+        for function, args_of in variants:
+            started = time.perf_counter()
+            for first in range(0, tasks, 500):
+                items = [{"args": args_of(n)} for n in range(first, min(first + 500, tasks))]
+                conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=60)
+                conn.request("POST", f"/api/{function}/batch", body=json.dumps({"items": items}),
+                             headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                assert response.status == 202, response.status
+            deadline = time.monotonic() + 600
+            while completed_count(stack.data, function) < tasks and time.monotonic() < deadline:
+                time.sleep(0.2)
+            elapsed = time.perf_counter() - started
+            done = completed_count(stack.data, function)
+            print(f"  {function:<20} {done} completed in {elapsed:6.2f} s: {done / elapsed:6.0f} tasks/s", flush=True)
+
+
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--end-to-end", type=int, default=0, metavar="N", help="N tasks through a real stack")
+    options = parser.parse_args()
+    if options.end_to_end:
+        _end_to_end(options.end_to_end)
+        return
     database = _setup()
     from neutrino.limits import Limits, Rate
     from tasks_app.services.limits import task_mark_running_limited
