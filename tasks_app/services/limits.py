@@ -61,8 +61,10 @@ class LimitWait:
 
 
 class _Refused(Exception):
-    def __init__(self, wait: LimitWait) -> None:
+    def __init__(self, wait: LimitWait, *, task_id: str, key: str) -> None:
         self.wait = wait
+        self.task_id = task_id
+        self.key = key
 
 
 def task_mark_running_limited(*, events: TaskEvents, task_id: str, pool: str, attempt: int, worker_id: str,
@@ -76,7 +78,11 @@ def task_mark_running_limited(*, events: TaskEvents, task_id: str, pool: str, at
             if claimed is not None:
                 _take_slot(claimed, limits)
     except _Refused as refused:
-        return refused.wait  # rolled back: the row is as it was, and the running event was never sent
+        # Rolled back: the row is as it was, and the running event was never sent. Its key is written
+        # on its own, so that the task's page says what it waits for.
+        if refused.key:
+            _write_key(refused.task_id, refused.key, only_if_unset=True)
+        return refused.wait
     held.send()
     return claimed
 
@@ -84,25 +90,39 @@ def task_mark_running_limited(*, events: TaskEvents, task_id: str, pool: str, at
 def _take_slot(claimed: ClaimedTask, limits: Limits) -> None:
     """Raise _Refused unless the claimed task fits its key's concurrency and its rate."""
     key = limits.key_of(claimed.args)
-    table = connection.ops.quote_name(Task._meta.db_table)
-    task_pk = Task._meta.pk.get_db_prep_value(uuid.UUID(claimed.task_id), connection)
-    with connection.cursor() as cursor:
-        if key:
-            cursor.execute(f"UPDATE {table} SET concurrency_key = %s WHERE id = %s", [key, task_pk])
-        if limits.max_concurrency is not None:
+    if key:
+        _write_key(claimed.task_id, key)
+    if limits.max_concurrency is not None:
+        with connection.cursor() as cursor:
             _lock_key(cursor, f"{claimed.function}\x00{key}")
             # The status is written into the statement, not bound: only then may SQLite (and a generic
             # PostgreSQL plan) read the partial index of running rows; bound, it scanned the function's rows.
-            cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE status = '{TaskStatus.RUNNING.value}' "
+            cursor.execute(f"SELECT COUNT(*) FROM {_table()} WHERE status = '{TaskStatus.RUNNING.value}' "
                            "AND function_name = %s AND concurrency_key = %s AND id <> %s",
-                           [claimed.function, key, task_pk])
+                           [claimed.function, key, _pk(claimed.task_id)])
             (others,) = cursor.fetchone() or (0,)
-            if others >= limits.max_concurrency:
-                raise _Refused(LimitWait(reason="concurrency", retry_in_s=CONCURRENCY_RETRY_S))
+        if others >= limits.max_concurrency:
+            raise _Refused(LimitWait(reason="concurrency", retry_in_s=CONCURRENCY_RETRY_S),
+                           task_id=claimed.task_id, key=key)
     if limits.rate is not None and limits.rate_at_claim:
         wait_s = rate_take(function=claimed.function, key=limits.rate_key(claimed.args), rate=limits.rate)
         if wait_s > 0:
-            raise _Refused(LimitWait(reason="rate", retry_in_s=min(wait_s, MAX_WAIT_S)))
+            raise _Refused(LimitWait(reason="rate", retry_in_s=min(wait_s, MAX_WAIT_S)),
+                           task_id=claimed.task_id, key=key)
+
+
+def _write_key(task_id: str, key: str, *, only_if_unset: bool = False) -> None:
+    sql = f"UPDATE {_table()} SET concurrency_key = %s WHERE id = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(sql + (" AND concurrency_key = ''" if only_if_unset else ""), [key, _pk(task_id)])
+
+
+def _table() -> str:
+    return connection.ops.quote_name(Task._meta.db_table)
+
+
+def _pk(task_id: str) -> Any:
+    return Task._meta.pk.get_db_prep_value(uuid.UUID(task_id), connection)
 
 
 def _lock_key(cursor: Any, name: str) -> None:

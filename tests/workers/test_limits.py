@@ -118,3 +118,26 @@ def test_the_slots_of_a_killed_worker_come_back(client, default_pools, live_nats
     # The killed worker's deliveries came back after ack_wait and took their own rows (and slots) over.
     assert {(rows[i].attempt, rows[i].worker_id) for i in held} == {(2, survivor.worker_id)}
     assert {rows[i].attempt for i in later} == {1}
+
+
+def test_a_task_waiting_for_its_key_is_queued_and_can_be_cancelled(client, default_pools, live_nats, start_worker,
+                                                                     tmp_path):
+    ensure_topology(live_nats.url)
+    start_worker("async", concurrency=3)
+    log = tmp_path / "runs.log"
+    held = submit_batch(client, "lim_per_customer", [
+        {"customer_id": "k", "log_path": str(log), "label": f"k/held{n}", "seconds": 4.0} for n in range(2)])
+    wait_for(lambda: Task.objects.filter(id__in=held, status="running").count() == 2, what="both slots taken")
+    [waiting] = submit_batch(client, "lim_per_customer", [
+        {"customer_id": "k", "log_path": str(log), "label": "k/waiting", "seconds": 0.05}])
+
+    # Offered to the worker and refused several times (a free slot of the worker, none of the key):
+    # the caller sees it queued, not failed, with its key.
+    wait_for(lambda: Task.objects.get(id=waiting).concurrency_key == "k", what="the worker to try it")
+    shown = client.get(f"/tasks/{waiting}").json()
+    assert (shown["status"], shown["attempt"], shown["concurrency_key"]) == ("queued", 0, "k")
+    assert client.delete(f"/tasks/{waiting}").status_code == 200
+
+    wait_for(lambda: all_finished(held), timeout_s=60, what="the held tasks to end")
+    assert Task.objects.get(id=waiting).status == "cancelled"
+    assert [label for what, label, _ in starts_and_ends(log) if what == "start"].count("k/waiting") == 0
