@@ -22,3 +22,15 @@ def print_lines(count: int) -> int:
     for i in range(count):
         print(i, line)
     return count
+
+
+@app.task(execution_mode="async", timeout_secs=60, concurrency_key="customer", max_concurrency=4)
+def async_limited_noop(customer: str) -> None:
+    """async_noop with a concurrency limit per customer (bench/limits.py --end-to-end)."""
+    return None
+
+
+@app.task(execution_mode="async", timeout_secs=60, concurrency_key="customer", max_concurrency=2)
+def async_tight_noop(customer: str) -> None:
+    """async_noop whose one customer may run 2 at once on a worker of 4 (bench/limits.py --end-to-end)."""
+    return None

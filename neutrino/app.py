@@ -24,6 +24,7 @@ from typing import Any, Generic, Literal, ParamSpec, TypeVar, get_args, overload
 
 import pydantic
 
+from neutrino.limits import LimitError, Limits, limits_of
 from neutrino.schedules import Schedule, ScheduleError, schedule_of
 
 P = ParamSpec("P")
@@ -56,6 +57,8 @@ class TaskSpec:
     schedule: Schedule | None = None
     # Not started this long after its submit: the task ends `expired` without running (queued tasks only).
     expires_s: float | None = None
+    # [limits] concurrency per key and rate, across all workers and gateways (neutrino.limits).
+    limits: Limits | None = None
 
     @property
     def is_coroutine(self) -> bool:
@@ -202,6 +205,11 @@ class Neutrino:
         max_retries: int = 0,
         schedule: str | dict[str, Any] | Schedule | None = None,
         expires_s: float | None = None,
+        concurrency_key: str | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        rate_limit_per_key: bool = False,
+        on_rate_limit: Literal["wait", "reject"] = "wait",
     ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
     def task(  # type: ignore[misc]  # the overloads carry the precise types
@@ -217,6 +225,11 @@ class Neutrino:
         max_retries: int = 0,
         schedule: str | dict[str, Any] | Schedule | None = None,
         expires_s: float | None = None,
+        concurrency_key: str | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        rate_limit_per_key: bool = False,
+        on_rate_limit: Literal["wait", "reject"] = "wait",
     ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
         """Register a function as a task; works bare (`@app.task`) and with options.
 
@@ -233,6 +246,12 @@ class Neutrino:
         expires_s: a queued task not started this many seconds after its submit ends `expired`
             without running (whether it waited in the queue, behind a retry's backoff or behind a
             delay); a submit's own `expires_s` / `expires_at` replaces it. Not for sync tasks.
+        concurrency_key / max_concurrency: at most `max_concurrency` tasks with the same value of the
+            argument `concurrency_key` (or of the function, without it) run at once across every worker;
+            the others wait, without spending an attempt. Queued tasks only.
+        rate_limit: "100/s", "30/m" or "1000/h" task starts for the whole cluster (per key with
+            `rate_limit_per_key`); a task over it waits (`on_rate_limit="wait"`), or its submit is
+            answered 429 with Retry-After (`on_rate_limit="reject"`, the only mode for sync tasks).
         """
 
         def register(func: Callable[P, R]) -> TaskFunction[P, R]:
@@ -248,6 +267,15 @@ class Neutrino:
             )
             if schedule is not None:
                 spec = dataclasses.replace(spec, schedule=_task_schedule(spec, schedule))
+            try:
+                limits = limits_of(task=spec.name, parameters=set(spec.args_model.model_fields),
+                                   execution_mode=spec.execution_mode, concurrency_key=concurrency_key,
+                                   max_concurrency=max_concurrency, rate_limit=rate_limit,
+                                   rate_limit_per_key=rate_limit_per_key, on_rate_limit=on_rate_limit)
+            except LimitError as exc:
+                raise TaskDefinitionError(str(exc)) from None
+            if limits is not None:
+                spec = dataclasses.replace(spec, limits=limits)
             if spec.name in self.tasks:
                 raise TaskDefinitionError(
                     f"task {spec.name!r} is defined twice "

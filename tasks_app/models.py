@@ -95,6 +95,9 @@ class Task(models.Model):
     # Where to POST the task's final state (tasks_app.services.callbacks). Set at submit; set back to NULL
     # when the scheduler hands the callback to a WebhookDelivery row, which keeps the URL from then on.
     callback_url = models.CharField(max_length=2000, null=True, blank=True)
+    # [limits] The task's concurrency key (the value of its `concurrency_key` argument), written when a
+    # worker first tries to start it; "" for tasks without limits (tasks_app.services.limits).
+    concurrency_key = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -127,6 +130,9 @@ class Task(models.Model):
             # submitted with a callback_url, until the scheduler takes each one over.
             models.Index(fields=["status"], condition=models.Q(callback_url__isnull=False),
                          name="idx_callback_due"),
+            # [limits] The running tasks of one function and key, counted by every limited claim.
+            models.Index(fields=["function_name", "concurrency_key"], condition=models.Q(status="running"),
+                         name="idx_running_key"),
         ]
 
     def __str__(self) -> str:
@@ -303,4 +309,5 @@ class TaskLogChunk(models.Model):
 # Bulk actions and the audit trail (their own module; imported here so that Django registers them).
 # The alert rules, webhook targets and webhook deliveries live in their own module (tasks_app.alert_models).
 from tasks_app.alert_models import AlertRule, WebhookDelivery, WebhookTarget  # noqa: E402, F401
+from tasks_app.limit_models import RateBucket  # noqa: E402, F401
 from tasks_app.operator_models import AuditRecord, BulkAction  # noqa: E402, F401

@@ -76,6 +76,7 @@ class TaskOut(Schema):
     retry_changes: dict[str, Any] | None = None
     cancel_requested: bool
     created_by: str | None = None
+    concurrency_key: str | None = None  # [limits] the key of a task with a concurrency limit
 
 
 class TaskPageOut(Schema):

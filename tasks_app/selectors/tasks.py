@@ -202,6 +202,7 @@ _SHOWN: dict[str, Callable[[Task], Any]] = {
     "retry_changes": lambda t: t.retry_changes,
     "cancel_requested": lambda t: t.cancel_requested,
     "created_by": lambda t: t.created_by or None,
+    "concurrency_key": lambda t: t.concurrency_key or None,  # [limits] a limited task's key, once it was tried
 }
 
 

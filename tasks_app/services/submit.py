@@ -48,6 +48,7 @@ from tasks_app.core.errors import (
 from tasks_app.core.ports import Ports
 from tasks_app.models import FINISHED_STATUSES, Task, TaskCreator, TaskStatus
 from tasks_app.selectors import tasks as selectors
+from tasks_app.services.limits import rate_check_submit
 from tasks_app.services.tasks import SyncOutcome, task_run_sync, task_validate_args
 from tasks_app.services.timing import Timing, submit_timing
 from tasks_app.services.webhooks import webhook_url_check
@@ -133,6 +134,13 @@ def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None, creat
     """
     args = task_validate_args(spec=spec, args=args)
     callback = None if callback_url is None else webhook_url_check(url=callback_url, field="callback_url")
+    try:
+        rate_check_submit(spec=spec, args_list=[args])  # [limits] reject mode: 429 once the rate is spent
+    except Overloaded:
+        existing = task_by_key(key=key) if key is not None else None  # a repeat is answered all the same
+        if existing is None:
+            raise
+        return _replay_checked(ports, spec, args, existing)
     for _ in range(2):
         try:
             if spec.runs_on_nats:
@@ -309,6 +317,7 @@ def task_submit_many(*, ports: Ports, spec: TaskSpec, items: list[Any], key: str
             return replay
     _check_route(ports, spec)
     pool_check_backlog(ports=ports, spec=spec, adding=len(items))
+    rate_check_submit(spec=spec, args_list=all_args)  # [limits] reject mode: all the batch's starts, or 429
     template = _template(spec, creator, timing)
     rows = [_Row(id=uuid.uuid4(), args=args, key=keys[index] if keys is not None else None)
             for index, args in enumerate(all_args)]

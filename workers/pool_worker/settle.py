@@ -23,6 +23,7 @@ from tasks_app.services.tasks import LogPieces
 from workers.engine import executor as ex
 from workers.engine.topology import BadMessage, TaskMessage, decode_task_message
 from workers.pool_worker.db import TransitionBatcher, db, db_call
+from workers.pool_worker.limits import LimitWait, LimitWaits, claim_for, delivery_attempt
 from workers.pool_worker.state import Run, RunningTasks, SlotTicket, StopFlags
 
 logger = logging.getLogger("neutrino.worker")
@@ -50,6 +51,8 @@ class Settler:
         self.runs = runs
         self.transitions = transitions
         self.stop = stop
+        self.limit_waits = LimitWaits(stop=stop, ack_wait_s=conf.ack_wait_s,
+                                      max_waiting=4 * executor.settings.processes)
 
     async def handle(self, msg: Msg, ticket: SlotTicket) -> None:
         try:
@@ -64,7 +67,7 @@ class Settler:
             logger.error("poison message on %s terminated: %s", msg.subject, exc)
             await settle(msg, "term")
             return
-        attempt = int(msg.metadata.num_delivered)
+        attempt = delivery_attempt(msg)  # [limits] a limit's wait spends no attempt
         existing = self.runs.get(task.task_id)
         if existing is not None:
             # The broker redelivered a task this worker still runs or holds (it lost the in-progress
@@ -89,12 +92,16 @@ class Settler:
         task = run.task
         try:
             claimed = await self.transitions.call(
-                services.task_mark_running, events=self.events, task_id=task.task_id, pool=self.pool,
-                attempt=run.attempt, worker_id=self.worker_id,
+                claim_for(self.tasks.get(task.function)), events=self.events, task_id=task.task_id,
+                pool=self.pool, attempt=run.attempt, worker_id=self.worker_id,
             )
         except DatabaseError as exc:
             logger.error("cannot mark task %s running (%s); it comes back in a moment", task.task_id, exc)
             await settle_all(run, "nak", delay=self._backoff(1))
+            return
+        if isinstance(claimed, LimitWait):  # [limits] its key or rate is full: it waits, holding no slot
+            ticket.release()
+            await self.limit_waits.wait(run, claimed)
             return
         if claimed is None:
             logger.info("skip %s (delivery %d): finished, cancelled, claimed by a newer attempt or not of pool %s",
