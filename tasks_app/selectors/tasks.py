@@ -202,6 +202,8 @@ _SHOWN: dict[str, Callable[[Task], Any]] = {
     "retry_changes": lambda t: t.retry_changes,
     "cancel_requested": lambda t: t.cancel_requested,
     "created_by": lambda t: t.created_by or None,
+    "parent_id": lambda t: str(t.parent_id) if t.parent_id else None,
+    "group_id": lambda t: str(t.group_id) if t.group_id else None,
 }
 
 

@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 
 from neutrino.app import TaskSpec
 from tasks_app.core.conf import NeutrinoSettings
-from tasks_app.core.ports import TaskEvents
+from tasks_app.core.ports import Ports, TaskEvents
 from tasks_app.models import FINISHED_STATUSES, Task
 from tasks_app.services import logs as log_services
 from tasks_app.services import tasks as services
@@ -40,9 +40,10 @@ class Settler:
 
     def __init__(self, *, pool: str, worker_id: str, conf: NeutrinoSettings, tasks: dict[str, TaskSpec],
                  executor: ex.Executor, runs: RunningTasks, transitions: TransitionBatcher,
-                 stop: StopFlags, events: TaskEvents) -> None:
+                 stop: StopFlags, events: TaskEvents, ports: Ports | None = None) -> None:
         self.pool = pool
         self.events = events
+        self.ports = ports  # final writes hand it on: a group callback they fire is published at once
         self.worker_id = worker_id
         self.conf = conf
         self.tasks = tasks
@@ -121,7 +122,8 @@ class Settler:
             await self._fail(run, f"bad task: {exc}", "BadTask", "")
             return
         done = await self._write(services.task_mark_completed, run, task_id=task.task_id, attempt=run.attempt,
-                                 result=result.value, duration_ms=result.duration_ms, worker_id=self.worker_id)
+                                 result=result.value, duration_ms=result.duration_ms, worker_id=self.worker_id,
+                                 ports=self.ports)
         if done is None:
             return
         if done:
@@ -174,7 +176,8 @@ class Settler:
         task = run.task
         logger.info("end %s %s attempt %d: failed: %s", task.function, task.task_id, run.attempt, error)
         ok = await self._write(services.task_mark_failed, run, task_id=task.task_id, attempt=run.attempt,
-                               error=error, error_type=error_type, traceback=traceback, duration_ms=duration_ms)
+                               error=error, error_type=error_type, traceback=traceback, duration_ms=duration_ms,
+                               ports=self.ports)
         if ok:
             await settle_all(run, "term")
         elif ok is not None:
