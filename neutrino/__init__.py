@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from neutrino.app import Neutrino, Task, TaskDefinitionError, TaskFunction, TaskSpec
+from neutrino.fanout import chain, current_task_id, group, submit
 from neutrino.progress import progress
 from neutrino.schedules import Schedule
 from neutrino.tasklog import log
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
         AwaitableTask,
         Conflict,
         GatewayUnavailable,
+        GroupInfo,
         NeutrinoClient,
         NeutrinoClientError,
         Overloaded,
@@ -42,6 +44,7 @@ __all__ = [
     "AwaitableTask",
     "Conflict",
     "GatewayUnavailable",
+    "GroupInfo",
     "Neutrino",
     "NeutrinoClient",
     "NeutrinoClientError",
@@ -60,11 +63,16 @@ __all__ = [
     "TaskTimeout",
     "Unauthorized",
     "ValidationError",
+    "chain",
+    "current_task_id",
+    "group",
     "log",
     "progress",
+    "submit",
 ]
 _CLIENT_NAMES = frozenset(__all__) - {
     "Neutrino", "Schedule", "Task", "TaskDefinitionError", "TaskFunction", "TaskSpec", "log", "progress",
+    "chain", "current_task_id", "group", "submit",
 }
 __version__ = "0.1.0"
 

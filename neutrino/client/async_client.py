@@ -15,6 +15,7 @@ from neutrino.client.flows import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_WAIT_S,
     MAX_PAGE,
+    SLEEP,
     Done,
     Flow,
     Reply,
@@ -201,6 +202,9 @@ class AsyncNeutrinoClient(ClientBase):
         return step.value
 
     async def _send(self, request: Request) -> Reply:
+        if request.method == SLEEP:  # a flow's pause between polls: no request
+            await asyncio.sleep(request.timeout_s or 0.0)
+            return Reply(200, None)
         timeout_s, kwargs = http_kwargs(request, self.timeout)
         resends = 0
         while True:
