@@ -8,7 +8,8 @@ the copy of the original environment the kernel keeps on its stack, which `/proc
 shows. The fork server scrubs itself the same way before it preloads the task modules, so module
 code run there never sees the secrets either.
 
-What passes: the names in `ALLOWED` (NEUTRINO_URL and NEUTRINO_TOKEN among them: they exist for tasks) and those starting with `ALLOWED_PREFIXES` (locale, paths, CUDA),
+What passes: the names in `ALLOWED` (NEUTRINO_URL and NEUTRINO_TOKEN among them: they exist for tasks)
+and those starting with `ALLOWED_PREFIXES` (locale, paths, CUDA),
 plus the names an operator lists in `NEUTRINO_CHILD_ENV` (comma-separated, e.g. an API key a task
 needs). `DENIED` never passes, even when listed.
 
