@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from neutrino.app import Neutrino, Task, TaskDefinitionError, TaskFunction, TaskSpec
-from neutrino.fanout import chain, current_task_id, group, submit
+from neutrino.fanout import chain, group, submit
 from neutrino.progress import progress
 from neutrino.schedules import Schedule
 from neutrino.tasklog import log
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         TaskTimeout,
         Unauthorized,
         ValidationError,
+        current_task_id,
     )
 
 __all__ = [
@@ -72,7 +73,7 @@ __all__ = [
 ]
 _CLIENT_NAMES = frozenset(__all__) - {
     "Neutrino", "Schedule", "Task", "TaskDefinitionError", "TaskFunction", "TaskSpec", "log", "progress",
-    "chain", "current_task_id", "group", "submit",
+    "chain", "group", "submit",
 }
 __version__ = "0.1.0"
 

@@ -30,20 +30,6 @@ if TYPE_CHECKING:
 URL_ENV = "NEUTRINO_URL"
 TOKEN_ENV = "NEUTRINO_TOKEN"
 
-_current_task_id: str | None = None
-
-
-def current_task_id() -> str | None:
-    """The id of the task this process is running now (None outside a worker's task)."""
-    return _current_task_id
-
-
-def set_current_task(task_id: str | None) -> None:
-    """Called by the worker child around each task it runs."""
-    global _current_task_id
-    _current_task_id = task_id
-
-
 def client_from_env() -> NeutrinoClient:
     """A client of the gateway named by NEUTRINO_URL (and NEUTRINO_TOKEN), as a task's process gets them."""
     from neutrino.client import NeutrinoClient

@@ -44,6 +44,7 @@ HTTP), `base` (what both clients share), `sync_client` and `async_client` (the t
 from __future__ import annotations
 
 from neutrino.client.async_client import AsyncNeutrinoClient, AwaitableTask
+from neutrino.client.context import current_task_id
 from neutrino.client.errors import (
     Conflict,
     GatewayUnavailable,
@@ -85,4 +86,5 @@ __all__ = [
     "TaskTimeout",
     "Unauthorized",
     "ValidationError",
+    "current_task_id",
 ]

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
+from neutrino.client.context import current_task_id
 from neutrino.client.errors import (
     GatewayUnavailable,
     NeutrinoClientError,
@@ -25,7 +26,6 @@ from neutrino.client.errors import (
     TaskTimeout,
 )
 from neutrino.client.models import BulkInfo, GroupInfo, LogLine, TaskInfo, TaskLog, TaskPage
-from neutrino.fanout import current_task_id
 
 DEFAULT_WAIT_S = 300.0
 MAX_POLL_S = 60.0  # the server's longest long-poll

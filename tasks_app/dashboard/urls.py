@@ -13,6 +13,7 @@ urlpatterns = [
     path("ui/tasks/<uuid:task_id>/retry/edit", replay.retry_edit_view, name="task_retry_edit"),
     path("ui/tasks/<uuid:task_id>/retry/check", replay.retry_check_view, name="task_retry_check"),
     path("ui/tasks/<uuid:task_id>/run-now", views.task_run_now_view, name="task_run_now"),
+    path("ui/groups/<uuid:group_id>/cancel", views.group_cancel_view, name="group_cancel"),
     path("ui/overview", views.overview_view, name="overview"),
     path("ui/dead-letters", dead_letters.dead_letters_view, name="dead_letters"),
     # Schedules: tasks_app.dashboard.schedules ("new" and "preview" are not schedule names).

@@ -48,7 +48,7 @@ from typing import Any
 import pydantic
 
 from neutrino.app import TaskSpec, load_tasks, worker_start_hooks
-from neutrino.fanout import set_current_task
+from neutrino.client.context import set_current_task
 from neutrino.progress import set_reporter
 from workers.engine.child_env import scrub as scrub_environment
 from workers.engine.logs.capture import Capture
