@@ -22,3 +22,14 @@ def print_lines(count: int) -> int:
     for i in range(count):
         print(i, line)
     return count
+
+
+@app.task(execution_mode="async", timeout_secs=60)
+def async_square(x: int) -> int:
+    return x * x
+
+
+@app.task(execution_mode="async", timeout_secs=60)
+def async_total(results: list[int | None]) -> int:
+    """A group's callback (bench/groups.py): the sum of its members' results."""
+    return sum(r for r in results if r is not None)

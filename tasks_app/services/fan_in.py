@@ -100,9 +100,15 @@ def groups_fire_due(*, ports: Ports, limit: int = SWEEP_LIMIT) -> int:
     return fired
 
 
+# Running first: while a group is far from done, a member's own batch-mates are running, so the first seek
+# answers; only the last finishers look at every status.
+_UNFINISHED_ORDER = (TaskStatus.RUNNING, TaskStatus.QUEUED, TaskStatus.PENDING, TaskStatus.SCHEDULED)
+assert set(_UNFINISHED_ORDER) == set(ACTIVE_STATUSES)
+
+
 def _any_unfinished(group_id: uuid.UUID) -> bool:
     # One seek per status on (group_id, status, group_index): the cost does not grow with the group.
-    return any(Task.objects.filter(group_id=group_id, status=status).exists() for status in ACTIVE_STATUSES)
+    return any(Task.objects.filter(group_id=group_id, status=status).exists() for status in _UNFINISHED_ORDER)
 
 
 def _fire(group: TaskGroup) -> Task | None:
@@ -119,9 +125,8 @@ def _fire(group: TaskGroup) -> Task | None:
                    .values_list("id", "group_index", "status", "result", "error_type", "error"))
     results = [result if status == TaskStatus.COMPLETED else None for _, _, status, result, _, _ in members]
     failures: list[dict[str, Any]] = [
-                {"index": index, "task_id": str(task_id), "status": status, "error_type": error_type,
-                 "error": error[:500]}
-                for task_id, index, status, _, error_type, error in members if status != TaskStatus.COMPLETED]
+        {"index": index, "task_id": str(task_id), "status": status, "error_type": error_type, "error": error[:500]}
+        for task_id, index, status, _, error_type, error in members if status != TaskStatus.COMPLETED]
     if group.chain_id is not None:
         args = {**step.args, "result": results[0] if results else None}
     else:
