@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from tasks_app.core.ports import Ports
@@ -79,11 +79,12 @@ def members_finished(*, ports: Ports | None, task_ids: Sequence[str],
 
 def group_fire_if_done(*, ports: Ports | None, group_id: Any) -> str | None:
     """Fire the group if none of its members is unfinished; the callback's id when this call fired it."""
-    with transaction.atomic():
-        group = TaskGroup.objects.select_for_update().filter(id=group_id, fired_at__isnull=True).first()
-        if group is None or _any_unfinished(group.id):
+    # No savepoint: inside a worker's batch of transitions this joins the batch's transaction, so the lock
+    # is held until the member's own status commits with it.
+    with transaction.atomic(savepoint=False):
+        if not _lock_open(group_id) or _any_unfinished(group_id):
             return None
-        made = _fire(group)
+        made = _fire(TaskGroup.objects.get(id=group_id))
     if made is not None and made.status == TaskStatus.PENDING and ports is not None:
         transaction.on_commit(functools.partial(_publish, ports, made))
     return str(made.id) if made is not None else None
@@ -100,15 +101,28 @@ def groups_fire_due(*, ports: Ports, limit: int = SWEEP_LIMIT) -> int:
     return fired
 
 
-# Running first: while a group is far from done, a member's own batch-mates are running, so the first seek
-# answers; only the last finishers look at every status.
-_UNFINISHED_ORDER = (TaskStatus.RUNNING, TaskStatus.QUEUED, TaskStatus.PENDING, TaskStatus.SCHEDULED)
-assert set(_UNFINISHED_ORDER) == set(ACTIVE_STATUSES)
+def _lock_open(group_id: Any) -> bool:
+    """Lock the group's row if it has not fired (SQLite: its IMMEDIATE transaction holds the database)."""
+    table = connection.ops.quote_name(TaskGroup._meta.db_table)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {table} WHERE id = %s AND fired_at IS NULL{lock}", [_group_pk(group_id)])
+        return cursor.fetchone() is not None
 
 
-def _any_unfinished(group_id: uuid.UUID) -> bool:
-    # One seek per status on (group_id, status, group_index): the cost does not grow with the group.
-    return any(Task.objects.filter(group_id=group_id, status=status).exists() for status in _UNFINISHED_ORDER)
+def _any_unfinished(group_id: Any) -> bool:
+    """A statement of its own, after the lock: on PostgreSQL it reads what committed while this one waited.
+    A range of (group_id, status, group_index) per status: the cost does not grow with the group."""
+    table = connection.ops.quote_name(Task._meta.db_table)
+    statuses = [str(status) for status in ACTIVE_STATUSES]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {table} WHERE group_id = %s AND status IN "
+                       f"({', '.join(['%s'] * len(statuses))}) LIMIT 1", [_group_pk(group_id), *statuses])
+        return cursor.fetchone() is not None
+
+
+def _group_pk(group_id: Any) -> Any:
+    return TaskGroup._meta.pk.get_db_prep_value(uuid.UUID(str(group_id)), connection)
 
 
 def _fire(group: TaskGroup) -> Task | None:
