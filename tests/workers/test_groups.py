@@ -211,3 +211,61 @@ def test_bad_groups_are_refused_with_the_field(client, pools, live_nats):
     assert "result" in chain_without_result["message"]
     assert Task.objects.count() == 0 and TaskGroup.objects.count() == 0
     assert client.get("/groups/not-a-uuid").status_code == 404
+
+
+def test_the_scheduler_fires_a_group_whose_last_member_ended_by_a_path_without_the_hook(
+        client, pools, live_nats, start_scheduler):
+    ensure_topology(live_nats.url)  # no worker: the members stay queued until the test ends them
+    body = post(client, "/api/gr_square/group", {"items": [{"args": {"x": x}} for x in range(4)],
+                                                 "then": "gr_sum"})
+    # As the Django admin would: a plain UPDATE, no fan-in.
+    for index, task_id in enumerate(body["task_ids"]):
+        Task.objects.filter(id=task_id).update(status="completed", result=index * index)
+    assert not TaskGroup.objects.get(id=body["group_id"]).fired_at
+    start_scheduler()
+
+    group = fired_group(client, body["group_id"])
+    callback = Task.objects.get(id=group["callback_task_id"])
+    assert callback.args == {"results": [0, 1, 4, 9]} and callback.status in ("pending", "queued")
+    assert Task.objects.filter(function_name="gr_sum").count() == 1
+
+
+def test_the_client_runs_a_chain_and_cancels_a_group(live_server, pools, live_nats, start_worker, tmp_path):
+    from neutrino import NeutrinoClient
+
+    start_worker("async", concurrency=2)
+    with NeutrinoClient(live_server.url) as api:
+        chain = api.chain([("gr_square", {"x": 4}), "gr_add_one", "gr_double"])
+        assert api.wait_group(chain.id, timeout=60) == (16 + 1) * 2
+        assert api.get_group(chain.id).result_task_id is not None
+
+        started = tmp_path / "started"
+        started.mkdir()
+        items = [{"x": x, "gate": str(tmp_path / "never"), "started_dir": str(started)} for x in range(3)]
+        group = api.group("gr_gated", items, then="gr_sum")
+        assert len(group.task_ids) == 3
+        cancelled = api.cancel_group(group.id)
+        assert cancelled.fired and cancelled.counts == {"cancelled": 3}
+        with pytest.raises(neutrino_errors().TaskCancelled):
+            api.wait_group(group.id, timeout=30)
+
+
+def test_the_asyncio_client_runs_a_group(live_server, pools, live_nats, start_worker):
+    import asyncio
+
+    from neutrino import AsyncNeutrinoClient
+
+    start_worker("async", concurrency=2)
+
+    async def main() -> Any:
+        async with AsyncNeutrinoClient(live_server.url) as api:
+            group = await api.group("gr_square", [{"x": x} for x in range(10)], then="gr_sum")
+            return await api.wait_group(group.id, timeout=60)
+
+    assert asyncio.run(main()) == sum(x * x for x in range(10))
+
+
+def neutrino_errors() -> Any:
+    from neutrino.client import errors
+
+    return errors
