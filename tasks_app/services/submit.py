@@ -149,7 +149,7 @@ def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None, creat
                                                    creator=creator, timing=timing, callback_url=callback,
                                                    parent_id=parent_id))
             return CallResult(outcome=task_run_sync(ports=ports, spec=spec, args=args, idempotency_key=key,
-                                                    creator=creator, callback_url=callback))
+                                                    creator=creator, callback_url=callback, parent_id=parent_id))
         except IntegrityError:
             if key is None:
                 raise

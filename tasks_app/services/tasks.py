@@ -74,7 +74,7 @@ def task_validate_args(*, spec: TaskSpec, args: Any) -> dict[str, Any]:
 def task_run_sync(
     *, ports: Ports, spec: TaskSpec, args: dict[str, Any], creator: TaskCreator, retry_of: str | None = None,
     idempotency_key: str | None = None, retry_changes: dict[str, Any] | None = None,
-    callback_url: str | None = None,
+    callback_url: str | None = None, parent_id: uuid.UUID | None = None,
 ) -> SyncOutcome:
     """Run a sync task on this process's pool and record it in the ledger (off the request path).
 
@@ -107,6 +107,8 @@ def task_run_sync(
         row["retry_changes"] = retry_changes
     if callback_url is not None:
         row["callback_url"] = callback_url
+    if parent_id is not None:
+        row["parent_id"] = parent_id
     if idempotency_key is None:
         ledger.record_start(task_id, **row)
         record_finish = functools.partial(ledger.record_finish, task_id)

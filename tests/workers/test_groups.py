@@ -195,6 +195,11 @@ def test_cancelling_a_parent_cancels_its_unfinished_children_and_its_groups(clie
     assert fired["fired"] and fired["cancel_requested"]
     assert Task.objects.get(id=fired["callback_task_id"]).status == "cancelled"
     assert Task.objects.filter(function_name="gr_sum").count() == 1
+    sync_child = client.post("/api/add", {"args": {"a": 1, "b": 2}, "parent_id": parent},
+                             content_type="application/json")
+    assert sync_child.status_code == 200, sync_child.content
+    wait_for(lambda: Task.objects.filter(id=sync_child.json()["task_id"], parent_id=parent).exists(),
+             what="the sync child's row, linked (the ledger writes it a batch later)")
     unknown = post(client, "/api/gr_square", {"args": {"x": 1}, "parent_id": "6d1c0bd1-0000-0000-0000-000000000000"},
                    422)
     assert unknown["fields"][0]["field"] == "parent_id"
