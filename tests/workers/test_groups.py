@@ -274,3 +274,17 @@ def neutrino_errors() -> Any:
     from neutrino.client import errors
 
     return errors
+
+
+def test_cancelling_a_chain_ends_its_current_and_later_steps_cancelled(client, pools, live_nats):
+    ensure_topology(live_nats.url)  # no worker: the first step stays queued
+    body = post(client, "/chains", {"steps": [{"function": "gr_square", "args": {"x": 2}},
+                                              {"function": "gr_add_one"}, {"function": "gr_double"}]})
+    response = client.delete(f"/groups/{body['chain_id']}")
+    assert response.status_code == 200, response.content
+
+    chain = client.get(f"/groups/{body['chain_id']}").json()["chain"]
+    assert chain["steps"] == 3 and chain["result_task_id"] is not None
+    statuses = dict(Task.objects.values_list("function_name", "status"))
+    assert statuses == {"gr_square": "cancelled", "gr_add_one": "cancelled", "gr_double": "cancelled"}
+    assert not Task.objects.exclude(started_at=None).exists()  # nothing ran
