@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from neutrino.app import Neutrino, Task, TaskDefinitionError, TaskFunction, TaskSpec
-from neutrino.fanout import chain, group, submit
 from neutrino.progress import progress
 from neutrino.schedules import Schedule
 from neutrino.tasklog import log
@@ -38,6 +37,7 @@ if TYPE_CHECKING:
         ValidationError,
         current_task_id,
     )
+    from neutrino.fanout import chain, group, submit
 
 __all__ = [
     "AsyncNeutrinoClient",
@@ -73,14 +73,14 @@ __all__ = [
 ]
 _CLIENT_NAMES = frozenset(__all__) - {
     "Neutrino", "Schedule", "Task", "TaskDefinitionError", "TaskFunction", "TaskSpec", "log", "progress",
-    "chain", "group", "submit",
 }
+_FANOUT_NAMES = frozenset({"chain", "group", "submit"})
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
     if name in _CLIENT_NAMES:
-        from neutrino import client
+        from neutrino import client, fanout  # the client's names, and submitting from inside a task
 
-        return getattr(client, name)
+        return getattr(fanout if name in _FANOUT_NAMES else client, name)
     raise AttributeError(f"module 'neutrino' has no attribute {name!r}")

@@ -22,18 +22,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from neutrino.client import AsyncTask, GroupInfo, NeutrinoClient
+from neutrino.client import AsyncTask, GroupInfo, NeutrinoClient
 
 URL_ENV = "NEUTRINO_URL"
 TOKEN_ENV = "NEUTRINO_TOKEN"
 
 def client_from_env() -> NeutrinoClient:
     """A client of the gateway named by NEUTRINO_URL (and NEUTRINO_TOKEN), as a task's process gets them."""
-    from neutrino.client import NeutrinoClient
-
     url = os.environ.get(URL_ENV)
     if not url:
         raise RuntimeError(f"{URL_ENV} is not set: a task submits through the gateway's HTTP API; set "

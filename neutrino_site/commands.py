@@ -12,9 +12,6 @@ from django.core.management import execute_from_command_line
 from django.db import DatabaseError
 from django.utils import timezone
 
-from neutrino_site.server import serve_http
-from pools_app.autoscaler.kube import AutoscaleOptions, autoscale_command
-from pools_app.k8s.up import RenderOptions, render_command, up_command
 from pools_app.startup import check_tasks
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import Conflict, NeutrinoError
@@ -25,9 +22,10 @@ from tasks_app.services.audit import cli_actor
 from tasks_app.services.retention import PruneLimits, tasks_prune
 from tasks_app.services.tasks import admin_create
 from tasks_app.services.tokens import token_create, token_list, token_revoke
-from workers.dev.supervisor import run_dev
-from workers.pool_worker.worker import run_worker
-from workers.scheduler.process import run_scheduler
+
+# Each process command imports its process where it starts it: a worker has no use for the HTTP server,
+# the scheduler or the Kubernetes client, and importing them all cost every process 0.3 s of start-up
+# (a draining pool pays it before its first task).
 
 RET_UNSAFE = 78  # EX_CONFIG (sysexits.h): the configuration makes the server unsafe to start
 NEW_KEY_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
@@ -82,17 +80,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"neutrino serve --mode http serves the fast pool, not {args.pool!r}", file=sys.stderr)
             return 2
         check_tasks()
+        from neutrino_site.server import serve_http
+
         asgi = args.asgi or bool(neutrino_settings().asgi_fallback)
         serve_http(host=args.host, port=args.port, workers=args.workers, threads=args.threads, asgi=asgi)
         return 0
     if not args.pool:
         print("neutrino serve --mode nats needs --pool NAME", file=sys.stderr)
         return 2
+    from workers.pool_worker.worker import run_worker
 
     return run_worker(pool=args.pool, concurrency=args.concurrency)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    from workers.dev.supervisor import run_dev
+
     ws_port = args.ws_port if args.ws_port is not None else args.port + 1
     # Anonymous API calls unless told otherwise; the API takes them from loopback callers only
     # (tasks_app.api.auth), whatever --host binds, so other machines need a token.
@@ -192,11 +195,15 @@ def cmd_manage(argv: list[str]) -> int:
 
 
 def cmd_k8s(args: argparse.Namespace) -> int:
+    from pools_app.k8s.up import RenderOptions, render_command
+
     options = RenderOptions(overlay=args.overlay, namespace=args.namespace, image=args.image, host=args.host)
     return render_command(options, out=sys.stdout, err=sys.stderr)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from pools_app.k8s.up import RenderOptions, up_command
+
     options = RenderOptions(overlay=args.overlay, namespace=args.namespace, image=args.image, host=args.host)
     return up_command(options, context=args.context, kube_url=args.kube_url, dry_run=args.dry_run,
                       timeout_s=args.timeout, out=sys.stdout, err=sys.stderr)
@@ -207,6 +214,8 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     if problems:
         return _refuse("neutrino scheduler", problems)
     check_tasks()
+    from workers.scheduler.process import run_scheduler
+
     return run_scheduler(once=args.once)
 
 
@@ -238,6 +247,8 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
     problems = unsafe_settings(serves_http=False)
     if problems:
         return _refuse("neutrino autoscale", problems)
+    from pools_app.autoscaler.kube import AutoscaleOptions, autoscale_command
+
     options = AutoscaleOptions(namespace=args.namespace, interval_s=args.interval_s, once=args.once,
                                context=args.context, kube_url=args.kube_url)
     return autoscale_command(options, out=sys.stdout, err=sys.stderr)

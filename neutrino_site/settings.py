@@ -80,7 +80,10 @@ if NEUTRINO_TLS:
         SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # No autodiscover at start-up: workers, the scheduler and the CLI never serve the admin, and importing
+    # every admin module (with the dashboard forms and httpx behind them) cost each of them 0.2 s.
+    # neutrino_site.urls runs admin.autodiscover() where the admin is served.
+    "django.contrib.admin.apps.SimpleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -7,6 +7,9 @@ from neutrino_site.auth import ThrottledLoginView
 from neutrino_site.health import healthz, readyz
 from neutrino_site.metrics import metrics_view
 
+# The admin's modules load here, where the admin is served, not in every process (settings.INSTALLED_APPS).
+admin.autodiscover()
+
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),

@@ -647,3 +647,21 @@ def test_nul_in_a_queued_tasks_result_error_or_progress_is_stored_escaped(client
     assert "bad\\u0000byte" in row.error and "\x00" not in row.traceback and "bad\\u0000byte" in row.traceback
     (past,) = TaskAttempt.objects.filter(task_id=failed)
     assert "bad\\u0000byte" in past.error
+
+
+def test_a_busy_worker_of_long_tasks_holds_no_message_another_worker_could_start(
+        client, pools, live_nats, start_worker, tmp_path):
+    """Prefetch is for short tasks only: a worker whose only slot runs a long task leaves the next one
+    in the stream, so a second worker starts it at once instead of after the first run."""
+    first = start_worker("async", concurrency=1)
+    log = tmp_path / "runs"
+    long_one = submit(client, "wk_log_start_and_end", log_path=str(log), tag="first", seconds=8)
+    assert wait_status(long_one, "running").worker_id == first.worker_id
+    second_task = submit(client, "wk_log_start_and_end", log_path=str(log), tag="second", seconds=0.5)
+    time.sleep(0.5)  # the first worker has had time to fetch it, were it going to
+    second = start_worker("async", concurrency=1)
+
+    row = wait_status(second_task, "completed", timeout_s=20)
+    assert row.worker_id == second.worker_id
+    assert task_row(long_one).status == "running", "the second task waited for the first to end"
+    assert wait_status(long_one, "completed", timeout_s=20).worker_id == first.worker_id

@@ -48,6 +48,9 @@ class TransitionBatcher:
     async def run(self) -> None:
         while True:
             batch = [await self.queue.get()]
+            # One turn of the loop first: a handler whose child just came free writes its outcome in the
+            # same turn as the next message claims that child, and both should share this transaction.
+            await asyncio.sleep(0)
             while len(batch) < self.MAX_BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             try:

@@ -1,4 +1,5 @@
-"""The fetch loop: pulls only as many messages as there are free slots and hands each to its own task."""
+"""The fetch loop: pulls as many messages as the worker has room for (`Slots.room`) and hands each to its own
+task, with the `SlotTicket` that task claims its row under."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from nats.js import JetStreamContext
 
 from workers.engine.topology import consumer_name
 from workers.pool_worker.settle import settle
-from workers.pool_worker.state import StopFlags
+from workers.pool_worker.state import Slots, SlotTicket, StopFlags
 
 logger = logging.getLogger("neutrino.worker")
 
@@ -22,18 +23,21 @@ FETCH_TIMEOUT_S = 1.0  # one pull request waits this long for messages
 
 
 class Fetcher:
-    """Feeds `handle` one message per free slot until the worker stops.
+    """Feeds `handle` the messages the worker has room for until the worker stops.
 
     `handlers` are the message tasks still running; the worker waits for them when it stops. A fetch
     that fails because the stream or consumer is gone re-creates them (`ensure_topology`); other
     failures (reconnecting, closed connection) are retried with a growing pause.
     """
 
-    def __init__(self, *, pool: str, concurrency: int, stop: StopFlags,
-                 handle: Callable[[Msg], Coroutine[Any, Any, None]],
+    def __init__(self, *, pool: str, slots: Slots, stop: StopFlags,
+                 handle: Callable[[Msg, SlotTicket], Coroutine[Any, Any, None]],
                  ensure_topology: Callable[[], Awaitable[None]]) -> None:
         self.pool = pool
-        self.concurrency = concurrency
+        self.slots = slots
+        # Handlers that gave their slot back but still write their outcome: a database that is slow to
+        # answer must not let them pile up without end.
+        self.max_handlers = 4 * slots.concurrency
         self.stop = stop
         self.handle = handle
         self.ensure_topology = ensure_topology
@@ -47,7 +51,7 @@ class Fetcher:
     async def run(self, psub: JetStreamContext.PullSubscription) -> None:
         failures = 0
         while not self.stop.requested.is_set():
-            free = self.concurrency - len(self.handlers)
+            free = min(self.slots.room(), self.max_handlers - len(self.handlers))
             if free <= 0:
                 self.slot_freed.clear()
                 await self.slot_freed.wait()
@@ -81,7 +85,7 @@ class Fetcher:
                 if self.stop.requested.is_set():
                     await settle(msg, "nak")  # fetched as the worker stopped: another worker takes it
                     continue
-                handler = asyncio.create_task(self.handle(msg))
+                handler = asyncio.create_task(self.handle(msg, SlotTicket(self.slots, self.slot_freed.set)))
                 self.handlers.add(handler)
                 handler.add_done_callback(self._handler_done)
 

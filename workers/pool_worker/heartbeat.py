@@ -55,7 +55,7 @@ class Heartbeat:
         now = timezone.now()
         fields: dict[str, Any] = {
             "pool": self.pool, "host": self.host, "pid": self.pid, "concurrency": self.concurrency,
-            "running": len(self.runs), "gpus": self.gpus, "last_heartbeat": now,
+            "running": self.runs.claimed(), "gpus": self.gpus, "last_heartbeat": now,
             "stopped_at": now if stopped else None,
         }
         if Worker.objects.filter(worker_id=self.worker_id).update(**fields):

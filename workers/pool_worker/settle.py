@@ -23,7 +23,7 @@ from tasks_app.services.tasks import LogPieces
 from workers.engine import executor as ex
 from workers.engine.topology import BadMessage, TaskMessage, decode_task_message
 from workers.pool_worker.db import TransitionBatcher, db, db_call
-from workers.pool_worker.state import Run, RunningTasks, StopFlags
+from workers.pool_worker.state import Run, RunningTasks, SlotTicket, StopFlags
 
 logger = logging.getLogger("neutrino.worker")
 
@@ -52,7 +52,13 @@ class Settler:
         self.transitions = transitions
         self.stop = stop
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Msg, ticket: SlotTicket) -> None:
+        try:
+            await self._handle(msg, ticket)
+        finally:
+            ticket.release()
+
+    async def _handle(self, msg: Msg, ticket: SlotTicket) -> None:
         try:
             task = decode_task_message(msg.data)
         except BadMessage as exc:
@@ -62,8 +68,8 @@ class Settler:
         attempt = int(msg.metadata.num_delivered)
         existing = self.runs.get(task.task_id)
         if existing is not None:
-            # The broker redelivered a task this worker still runs (it lost the in-progress state,
-            # e.g. across a restart): keep the new delivery alive too and settle both at the end.
+            # The broker redelivered a task this worker still runs or holds (it lost the in-progress
+            # state, e.g. across a restart): keep the new delivery alive too and settle both at the end.
             existing.msgs.append(msg)
             logger.info("task %s redelivered (delivery %d) while it runs here; continuing the run",
                         task.task_id, attempt)
@@ -72,12 +78,15 @@ class Settler:
         self.runs.add(run)
         keeper = InProgressKeeper(run, ack_wait_s=self.conf.ack_wait_s)
         try:
-            await self._claim_and_run(run)
+            if await ticket.take():
+                await self._claim_and_run(run, ticket)
+            else:  # held for a slot while the worker began to stop: another worker takes it
+                await settle_all(run, "nak")
         finally:
             keeper.stop()
             self.runs.discard(task.task_id)
 
-    async def _claim_and_run(self, run: Run) -> None:
+    async def _claim_and_run(self, run: Run, ticket: SlotTicket) -> None:
         task = run.task
         try:
             claimed = await self.transitions.call(
@@ -104,6 +113,8 @@ class Settler:
             await settle_all(run, "term")
             return
         logger.info("start %s %s attempt %d", task.function, task.task_id, run.attempt)
+        run.claimed = True
+        started = time.monotonic()
         try:
             result = await asyncio.to_thread(
                 self.executor.run,
@@ -116,11 +127,16 @@ class Settler:
                 on_log=LogPieces(lambda seq, data, dropped: _on_log(self.events, run, seq, data, dropped)),
             )
         except ex.ExecutorError as exc:
+            ticket.release()
             await self._failed(run, exc)
             return
         except ValueError as exc:  # a row whose timeout is not a positive integer
+            ticket.release()
             await self._fail(run, f"bad task: {exc}", "BadTask", "")
             return
+        # The child is free: the next message claims it while this outcome is written.
+        ticket.slots.ran(time.monotonic() - started)
+        ticket.release()
         done = await self._write(services.task_mark_completed, run, task_id=task.task_id, attempt=run.attempt,
                                  result=result.value, duration_ms=result.duration_ms, worker_id=self.worker_id,
                                  ports=self.ports)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
@@ -29,6 +29,7 @@ class Run:
     cancel_requested: bool = False  # a user cancelled it
     stop_requested: bool = False  # the worker is stopping and killed it: hand it back, it did not fail
     last_progress: float = 0.0
+    claimed: bool = False  # it holds a slot and its row says running here (not a message waiting for a slot)
 
 
 class RunningTasks:
@@ -45,6 +46,10 @@ class RunningTasks:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+    def claimed(self) -> int:
+        """How many run here now (held messages that wait for a slot not counted)."""
+        return sum(1 for run in self._by_id.values() if run.claimed)
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._by_id
@@ -104,3 +109,77 @@ class StopFlags:
         except TimeoutError:
             return False
         return True
+
+
+class Slots:
+    """The worker's child slots, and how many messages it may hold beyond them.
+
+    A message claims its row only once it holds a slot, and gives the slot back as soon as its child is
+    free, before its outcome is written: the next message's claim then goes into the same transaction as
+    that write (`TransitionBatcher`), and the next fetch is not on the way of either.
+
+    While recent tasks were short (their mean run under `PREFETCH_BELOW_S`), the worker also holds up to
+    `concurrency` more messages, unclaimed and kept in progress, so a slot that frees finds its next task
+    here instead of a fetch away. A pool of long tasks prefetches nothing: a held message would wait a
+    whole run here while another worker could start it. Until a run has ended the worker does not know,
+    so it starts without.
+    """
+
+    PREFETCH_BELOW_S = 0.25
+    WEIGHT = 0.2  # of the latest run in the moving mean of run times
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.free = asyncio.Semaphore(concurrency)
+        self.held = 0  # messages handed to a handler that have not given their slot back (or never took one)
+        self.mean_run_s: float | None = None
+        self.stopping = False
+
+    def room(self) -> int:
+        """How many more messages to fetch now."""
+        short = self.mean_run_s is not None and self.mean_run_s < self.PREFETCH_BELOW_S
+        return self.concurrency * (2 if short else 1) - self.held
+
+    def ran(self, seconds: float) -> None:
+        self.mean_run_s = seconds if self.mean_run_s is None else (
+            self.WEIGHT * seconds + (1 - self.WEIGHT) * self.mean_run_s)
+
+    def release_waiters(self) -> None:
+        """The worker stops: wake every message waiting for a slot, so it is handed back unclaimed."""
+        self.stopping = True
+        for _ in range(self.concurrency * 2):
+            self.free.release()
+
+
+class SlotTicket:
+    """One message's place: counted in `Slots.held` from its fetch until `release`, holding a slot between
+    `take` and `release`. `release` may be called more than once."""
+
+    __slots__ = ("on_release", "released", "slots", "taken")
+
+    def __init__(self, slots: Slots, on_release: Callable[[], None]) -> None:
+        self.slots = slots
+        self.taken = False
+        self.released = False
+        self.on_release = on_release
+        slots.held += 1
+
+    async def take(self) -> bool:
+        """Wait for a free slot. False: the worker is stopping (the message goes back unclaimed)."""
+        if self.slots.stopping:
+            return False
+        await self.slots.free.acquire()
+        if self.slots.stopping:
+            self.slots.free.release()
+            return False
+        self.taken = True
+        return True
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        if self.taken:
+            self.slots.free.release()
+        self.slots.held -= 1
+        self.on_release()

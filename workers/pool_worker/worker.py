@@ -2,7 +2,7 @@
 
 One asyncio loop (uvloop when installed) in a Django process:
 
-    fetch (only as many messages as there are free slots)
+    fetch (as many messages as there are free slots; twice that while tasks are short)
       -> task_mark_running (conditional UPDATE; False: finished, cancelled or claimed by a newer attempt)
       -> Executor.run in a thread, with msg.in_progress() every ack_wait/3 and throttled progress rows
       -> task_mark_completed, then ack              (at-least-once: ack only after the row is written)
@@ -62,7 +62,7 @@ from workers.pool_worker.fetch import Fetcher
 from workers.pool_worker.heartbeat import Heartbeat, detect_gpus
 from workers.pool_worker.ports import worker_ports
 from workers.pool_worker.settle import Settler
-from workers.pool_worker.state import RunningTasks, StopFlags
+from workers.pool_worker.state import RunningTasks, Slots, StopFlags
 from workers.pool_worker.sweeper import sweep_loop
 
 logger = logging.getLogger("neutrino.worker")
@@ -157,7 +157,8 @@ class PoolWorker:
         self.settler = Settler(pool=self.pool, worker_id=self.worker_id, conf=conf, tasks=tasks,
                                executor=self.executor, runs=self.runs, transitions=self.transitions,
                                stop=self.stop, events=self.ports.events, ports=self.ports)
-        self.fetcher = Fetcher(pool=self.pool, concurrency=concurrency, stop=self.stop,
+        self.slots = Slots(concurrency)
+        self.fetcher = Fetcher(pool=self.pool, slots=self.slots, stop=self.stop,
                                handle=self.settler.handle, ensure_topology=self.nats.ensure_topology)
 
     async def main(self) -> int:
@@ -207,6 +208,7 @@ class PoolWorker:
             return
         logger.info("%s: stopping; no new tasks", signal.Signals(sig).name)
         self.stop.requested.set()
+        self.slots.release_waiters()
         self.fetcher.wake()
 
     async def _connect(self) -> JetStreamContext.PullSubscription | None:
