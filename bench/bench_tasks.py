@@ -34,3 +34,14 @@ def async_limited_noop(customer: str) -> None:
 def async_tight_noop(customer: str) -> None:
     """async_noop whose one customer may run 2 at once on a worker of 4 (bench/limits.py --end-to-end)."""
     return None
+
+
+@app.task(execution_mode="async", timeout_secs=60)
+def async_square(x: int) -> int:
+    return x * x
+
+
+@app.task(execution_mode="async", timeout_secs=60)
+def async_total(results: list[int | None]) -> int:
+    """A group's callback (bench/groups.py): the sum of its members' results."""
+    return sum(r for r in results if r is not None)

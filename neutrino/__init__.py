@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         AwaitableTask,
         Conflict,
         GatewayUnavailable,
+        GroupInfo,
         NeutrinoClient,
         NeutrinoClientError,
         Overloaded,
@@ -34,7 +35,9 @@ if TYPE_CHECKING:
         TaskTimeout,
         Unauthorized,
         ValidationError,
+        current_task_id,
     )
+    from neutrino.fanout import chain, group, submit
 
 __all__ = [
     "AsyncNeutrinoClient",
@@ -42,6 +45,7 @@ __all__ = [
     "AwaitableTask",
     "Conflict",
     "GatewayUnavailable",
+    "GroupInfo",
     "Neutrino",
     "NeutrinoClient",
     "NeutrinoClientError",
@@ -60,18 +64,23 @@ __all__ = [
     "TaskTimeout",
     "Unauthorized",
     "ValidationError",
+    "chain",
+    "current_task_id",
+    "group",
     "log",
     "progress",
+    "submit",
 ]
 _CLIENT_NAMES = frozenset(__all__) - {
     "Neutrino", "Schedule", "Task", "TaskDefinitionError", "TaskFunction", "TaskSpec", "log", "progress",
 }
+_FANOUT_NAMES = frozenset({"chain", "group", "submit"})
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
     if name in _CLIENT_NAMES:
-        from neutrino import client
+        from neutrino import client, fanout  # the client's names, and submitting from inside a task
 
-        return getattr(client, name)
+        return getattr(fanout if name in _FANOUT_NAMES else client, name)
     raise AttributeError(f"module 'neutrino' has no attribute {name!r}")

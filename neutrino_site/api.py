@@ -13,6 +13,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from ninja.openapi.schema import OpenAPISchema
 
 from tasks_app.api.bulk import bulk_router
+from tasks_app.api.groups import chains_router, group_submit_router, groups_router
 from tasks_app.api.logs import logs_router
 from tasks_app.api.openapi import task_paths
 from tasks_app.api.routes import gateway_router, tasks_router
@@ -39,6 +40,9 @@ api = NeutrinoAPI(
     docs_url="/api/docs",
 )
 api.add_router("/api", gateway_router)
+api.add_router("/api", group_submit_router)
+api.add_router("/groups", groups_router)
+api.add_router("/chains", chains_router)
 # Before /tasks: its /tasks/{task_id} would take /tasks/bulk.
 api.add_router("/tasks/bulk", bulk_router)
 api.add_router("/tasks", tasks_router)

@@ -30,8 +30,8 @@ from django.http.request import split_domain_port, validate_host
 from django.shortcuts import render
 from django_htmx.http import HttpResponseClientRedirect
 
-OPEN_PREFIXES = ("/api/", "/tasks/", "/schedules/", "/static/", "/admin/")
-OPEN_PATHS = frozenset({"/api", "/tasks", "/schedules"})
+OPEN_PREFIXES = ("/api/", "/tasks/", "/schedules/", "/groups/", "/chains/", "/static/", "/admin/")
+OPEN_PATHS = frozenset({"/api", "/tasks", "/schedules", "/chains"})
 
 
 def is_open_path(path: str) -> bool:

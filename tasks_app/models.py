@@ -99,6 +99,12 @@ class Task(models.Model):
     # worker first tries to start it; "" for tasks without limits (tasks_app.services.limits).
     concurrency_key = models.CharField(max_length=200, blank=True, default="")
 
+    # Fan-out and fan-in (tasks_app.services.groups). Plain UUID columns, not foreign keys: retention
+    # deletes old rows in any order, and a child outlives its parent's row without a cascade.
+    parent_id = models.UUIDField(null=True, blank=True)  # the task that submitted this one
+    group_id = models.UUIDField(null=True, blank=True)  # the TaskGroup this task is a member of
+    group_index = models.PositiveIntegerField(null=True, blank=True)  # its place in the group's items
+
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [
@@ -133,10 +139,59 @@ class Task(models.Model):
             # [limits] The running tasks of one function and key, counted by every limited claim.
             models.Index(fields=["function_name", "concurrency_key"], condition=models.Q(status="running"),
                          name="idx_running_key"),
+            # A task's children, newest first (partial: most tasks have no parent).
+            models.Index(fields=["parent_id", "-created_at"], condition=models.Q(parent_id__isnull=False),
+                         name="idx_parent"),
+            # A group's members by status: the fan-in's "is any still unfinished" is a seek per status,
+            # the detail page's counts one range scan, the results one scan in item order.
+            models.Index(fields=["group_id", "status", "group_index"], condition=models.Q(group_id__isnull=False),
+                         name="idx_group_status"),
         ]
 
     def __str__(self) -> str:
         return f"{self.function_name} {self.id} ({self.status})"
+
+
+class GroupPolicy(models.TextChoices):
+    ALL = "all"  # the callback runs only when every member completed; otherwise it ends failed, unrun
+    COLLECT = "collect"  # the callback always runs, with the results and the failures
+
+
+class TaskGroup(models.Model):
+    """Many tasks that, once all have finished, fire one callback task (tasks_app.services.groups).
+
+    A chain is groups of one member each: the callback of step n is the only member of the group of
+    step n + 1 (`chain_id` names the chain's first group, `chain_rest` the steps still to make).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    function_name = models.CharField(max_length=200)  # the members' function
+    size = models.PositiveIntegerField()
+    then_function = models.CharField(max_length=200, blank=True, default="")  # the callback; empty: none
+    # The callback as a row to make (tasks_app.services.fan_in.Step): function, args, pool, timeout, retries.
+    then_step = models.JSONField(null=True, blank=True)
+    policy = models.CharField(max_length=8, choices=GroupPolicy.choices, default=GroupPolicy.ALL)
+    chain_id = models.UUIDField(null=True, blank=True, db_index=True)
+    chain_step = models.PositiveIntegerField(default=0)
+    chain_rest = models.JSONField(default=list, blank=True)  # [{"function": ..., "args": {...}}, ...]
+    parent_id = models.UUIDField(null=True, blank=True)  # the task that made the group, if a task did
+    created_at = models.DateTimeField()
+    created_by = models.CharField(max_length=120, blank=True, default="")
+    created_by_token_id = models.IntegerField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)  # cancelled: its callback ends cancelled, unrun
+    # Set once, by the one conditional UPDATE that wins the fan-in (`WHERE fired_at IS NULL`).
+    fired_at = models.DateTimeField(null=True, blank=True)
+    callback_task_id = models.UUIDField(null=True, blank=True, unique=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # The sweeper's groups still waiting to fire (partial: fired groups leave it).
+            models.Index(fields=["created_at"], condition=models.Q(fired_at__isnull=True), name="idx_group_open"),
+        ]
+
+    def __str__(self) -> str:
+        return f"group of {self.size} {self.function_name} {self.id}"
 
 
 class ApiToken(models.Model):

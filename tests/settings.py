@@ -15,7 +15,7 @@ os.environ.setdefault("NEUTRINO_DATA_DIR", str(_TMP))
 os.environ.setdefault("NEUTRINO_TEST_SQLITE_PATH", str(_TMP / "test.db"))
 os.environ["NEUTRINO_TASK_MODULES"] = (
     "tests.fixtures.api_tasks,tests.fixtures.worker_tasks,tests.fixtures.dashboard_tasks,examples.tasks,"
-    "tests.fixtures.pool_tasks,tests.fixtures.log_tasks,tests.fixtures.limit_tasks"
+    "tests.fixtures.pool_tasks,tests.fixtures.log_tasks,tests.fixtures.limit_tasks,tests.fixtures.group_tasks"
 )
 os.environ.setdefault("NEUTRINO_SYNC_PROCESSES", "2")
 # The API tests call anonymously; tests of tokens turn this off with the `settings` fixture.

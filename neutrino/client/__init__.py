@@ -16,6 +16,10 @@
     bulk = client.bulk({"status": "failed", "function": "add"}, "retry")   # admin token; in the background
     client.bulk_status(bulk.id).done; client.bulk_stop(bulk.id)
 
+    group = client.group("square", [{"x": x} for x in range(100)], then="total")  # fan-out, fan-in
+    client.wait_group(group.id)                                   # -> total(results=[0, 1, 4, ...])
+    chain = client.chain([("fetch", {"url": u}), "parse", "store"])   # each result passed on as `result`
+
 `AsyncNeutrinoClient` is the same for asyncio (`await client.call_sync(...)`; its handles are
 `AwaitableTask`s). Both are context managers; `close()` frees the connection pool.
 
@@ -40,6 +44,7 @@ HTTP), `base` (what both clients share), `sync_client` and `async_client` (the t
 from __future__ import annotations
 
 from neutrino.client.async_client import AsyncNeutrinoClient, AwaitableTask
+from neutrino.client.context import current_task_id
 from neutrino.client.errors import (
     Conflict,
     GatewayUnavailable,
@@ -53,7 +58,7 @@ from neutrino.client.errors import (
     Unauthorized,
     ValidationError,
 )
-from neutrino.client.models import BulkInfo, LogLine, TaskInfo, TaskLog, TaskPage
+from neutrino.client.models import BulkInfo, GroupInfo, LogLine, TaskInfo, TaskLog, TaskPage
 from neutrino.client.schedules import ScheduleFire, ScheduleInfo
 from neutrino.client.sync_client import AsyncTask, NeutrinoClient
 
@@ -64,6 +69,7 @@ __all__ = [
     "BulkInfo",
     "Conflict",
     "GatewayUnavailable",
+    "GroupInfo",
     "LogLine",
     "NeutrinoClient",
     "NeutrinoClientError",
@@ -80,4 +86,5 @@ __all__ = [
     "TaskTimeout",
     "Unauthorized",
     "ValidationError",
+    "current_task_id",
 ]

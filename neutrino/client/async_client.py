@@ -15,6 +15,7 @@ from neutrino.client.flows import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_WAIT_S,
     MAX_PAGE,
+    SLEEP,
     Done,
     Flow,
     Reply,
@@ -23,7 +24,7 @@ from neutrino.client.flows import (
     advance,
     timing_fields,
 )
-from neutrino.client.models import BulkInfo, TaskInfo, TaskLog, TaskPage
+from neutrino.client.models import BulkInfo, GroupInfo, TaskInfo, TaskLog, TaskPage
 from neutrino.client.schedules import ScheduleFire, ScheduleInfo, schedule_fields
 from neutrino.client.wire import default_headers, http_kwargs, pause_after_s, to_reply
 
@@ -179,6 +180,27 @@ class AsyncNeutrinoClient(ClientBase):
         """Its fires, newest slot first, with their tasks' statuses (`before`: a slot time, for older ones)."""
         return await self._drive(self._schedules.fires(name, limit=limit, before=before))
 
+    async def group(self, name: str, items: Iterable[Mapping[str, Any]], *, then: str | None = None,
+                    then_args: Mapping[str, Any] | None = None, policy: str = "all") -> GroupInfo:
+        """See `NeutrinoClient.group`."""
+        return await self._drive(self._flows.group(name, [dict(i) for i in items], then=then, then_args=then_args,
+                                                   policy=policy))
+
+    async def chain(self, steps: Sequence[tuple[str, Mapping[str, Any]] | str]) -> GroupInfo:
+        """See `NeutrinoClient.chain`."""
+        return await self._drive(self._flows.chain([(s, {}) if isinstance(s, str) else (s[0], dict(s[1]))
+                                                    for s in steps]))
+
+    async def get_group(self, group_id: str) -> GroupInfo:
+        return await self._drive(self._flows.get_group(str(group_id)))
+
+    async def cancel_group(self, group_id: str) -> GroupInfo:
+        return await self._drive(self._flows.cancel_group(str(group_id)))
+
+    async def wait_group(self, group_id: str, timeout: float = DEFAULT_WAIT_S) -> Any:
+        """See `NeutrinoClient.wait_group`."""
+        return await self._drive(self._flows.wait_group(str(group_id), timeout=timeout))
+
     async def bulk(self, filter: Mapping[str, Any], action: str, *, expected_count: int | None = None) -> BulkInfo:
         """See `NeutrinoClient.bulk`."""
         return await self._drive(self._flows.bulk(filter, action, expected_count=expected_count))
@@ -201,6 +223,9 @@ class AsyncNeutrinoClient(ClientBase):
         return step.value
 
     async def _send(self, request: Request) -> Reply:
+        if request.method == SLEEP:  # a flow's pause between polls: no request
+            await asyncio.sleep(request.timeout_s or 0.0)
+            return Reply(200, None)
         timeout_s, kwargs = http_kwargs(request, self.timeout)
         resends = 0
         while True:

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
+from neutrino.client.context import current_task_id
 from neutrino.client.errors import (
     GatewayUnavailable,
     NeutrinoClientError,
@@ -24,7 +25,7 @@ from neutrino.client.errors import (
     TaskFailed,
     TaskTimeout,
 )
-from neutrino.client.models import BulkInfo, LogLine, TaskInfo, TaskLog, TaskPage
+from neutrino.client.models import BulkInfo, GroupInfo, LogLine, TaskInfo, TaskLog, TaskPage
 
 DEFAULT_WAIT_S = 300.0
 MAX_POLL_S = 60.0  # the server's longest long-poll
@@ -33,6 +34,7 @@ DEFAULT_CHUNK_SIZE = 1000  # the server's default NEUTRINO_BATCH_MAX
 MAX_PAGE = 100  # the most tasks the server puts in one page of GET /tasks
 
 T = TypeVar("T")
+SLEEP = "SLEEP"  # a Request with this method is a pause the client's loop takes, not an HTTP request
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ class Flows:
         body: dict[str, Any] = {"args": dict(args), **(timing or {})}
         if callback_url is not None:
             body["callback_url"] = callback_url
+        if current_task_id() is not None:  # submitted from inside a task: its child
+            body["parent_id"] = current_task_id()
         reply = yield Request("POST", f"/api/{name}", call, body=body,
                               key=key or str(uuid.uuid4()), timeout_s=timeout, resend_ok=True)
         return _submitted(reply, function_name=name)
@@ -201,6 +205,55 @@ class Flows:
                         next_cursor=body.get("next_cursor"))
 
 
+    def group(self, name: str, items: list[Mapping[str, Any]], *, then: str | None,
+              then_args: Mapping[str, Any] | None, policy: str) -> Flow[GroupInfo]:
+        body: dict[str, Any] = {"items": [{"args": dict(args)} for args in items], "policy": policy}
+        if then is not None:
+            body["then"] = then
+            body["then_args"] = dict(then_args or {})
+        if current_task_id() is not None:
+            body["parent_id"] = current_task_id()
+        # No Idempotency-Key on groups yet: not sent again once it may have reached the server.
+        reply = yield Request("POST", f"/api/{quote(name, safe='')}/group",
+                              f"group({name!r}, {len(items)} items, then={then!r})", body=body)
+        return GroupInfo.from_body(reply.body)
+
+    def chain(self, steps: list[tuple[str, Mapping[str, Any]]]) -> Flow[GroupInfo]:
+        body: dict[str, Any] = {"steps": [{"function": name, "args": dict(args)} for name, args in steps]}
+        if current_task_id() is not None:
+            body["parent_id"] = current_task_id()
+        reply = yield Request("POST", "/chains", f"chain({' -> '.join(name for name, _ in steps)})", body=body)
+        return GroupInfo.from_body({**reply.body, "group_id": reply.body["chain_id"]})
+
+    def get_group(self, group_id: str, *, call: str | None = None) -> Flow[GroupInfo]:
+        reply = yield Request("GET", group_path(group_id), call or f"get_group({group_id!r})", resend_ok=True)
+        return GroupInfo.from_body(reply.body)
+
+    def cancel_group(self, group_id: str) -> Flow[GroupInfo]:
+        reply = yield Request("DELETE", group_path(group_id), f"cancel_group({group_id!r})", resend_ok=True)
+        return GroupInfo.from_body(reply.body)
+
+    def wait_group(self, group_id: str, *, timeout: float) -> Flow[Any]:
+        """The callback's result once the group fired (a chain: its last step's result), polling the group
+        (its callback then with a long-poll). A group without a callback: its counts, once it fired."""
+        call = f"wait_group({group_id!r})"
+        deadline = time.monotonic() + timeout
+        pause = 0.05
+        while True:
+            info = yield from self.get_group(group_id, call=call)
+            chain_done = "chain" not in info.raw or info.result_task_id is not None
+            if info.fired and chain_done:
+                result_task = info.result_task_id or info.callback_task_id
+                if result_task is None:
+                    return dict(info.counts)
+                return (yield from self.wait(result_task, timeout=max(0.0, deadline - time.monotonic()), call=call))
+            if time.monotonic() >= deadline:
+                raise TaskTimeout(f"{call}: the group did not finish within {timeout:g} s "
+                                  f"({info.finished} of {info.size} finished)", call=call, status_code=200,
+                                  body=dict(info.raw))
+            yield Request(SLEEP, "", call, timeout_s=pause)
+            pause = min(1.0, pause * 2)
+
     def bulk(self, filter: Mapping[str, Any], action: str, *, expected_count: int | None) -> Flow[BulkInfo]:
         body: dict[str, Any] = {"filter": dict(filter), "action": action}
         if expected_count is not None:
@@ -216,6 +269,10 @@ class Flows:
     def bulk_stop(self, bulk_id: str) -> Flow[BulkInfo]:
         reply = yield Request("POST", f"{bulk_path(bulk_id)}/stop", f"bulk_stop({bulk_id!r})", resend_ok=True)
         return BulkInfo.from_body(reply.body)
+
+
+def group_path(group_id: str) -> str:
+    return f"/groups/{quote(str(group_id), safe='')}"
 
 
 def bulk_path(bulk_id: str) -> str:

@@ -119,3 +119,36 @@ class BulkInfo:
         known = {name for name in cls.__dataclass_fields__ if name not in ("id", "raw")}
         values = {name: body[name] for name in known if name in body and body[name] is not None}
         return cls(id=str(body["bulk_id"]), raw=dict(body), **values)
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """A group or chain as `GET /groups/<id>` shows it: `counts` of its members by status, `fired` once
+    the fan-in made its callback (`callback_task_id`); for a chain, `result_task_id` is the task whose
+    result is the chain's, once its last step exists."""
+
+    id: str
+    function_name: str = ""
+    size: int = 0
+    then: str | None = None
+    policy: str = "all"
+    counts: Mapping[str, int] = field(default_factory=dict)
+    finished: int = 0
+    fired: bool = False
+    callback_task_id: str | None = None
+    parent_id: str | None = None
+    task_ids: list[str] = field(default_factory=list)  # the members, when the submit answered them
+    first_task_id: str | None = None  # a chain's first step
+    result_task_id: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_chain(self) -> bool:
+        return "chain" in self.raw or self.first_task_id is not None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> GroupInfo:
+        known = {name for name in cls.__dataclass_fields__ if name not in ("id", "raw", "result_task_id")}
+        values = {name: body[name] for name in known if name in body and body[name] is not None}
+        chain = body.get("chain") or {}
+        return cls(id=str(body["group_id"]), raw=dict(body), result_task_id=chain.get("result_task_id"), **values)

@@ -15,6 +15,7 @@ from neutrino.client.flows import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_WAIT_S,
     MAX_PAGE,
+    SLEEP,
     Done,
     Flow,
     Reply,
@@ -23,7 +24,7 @@ from neutrino.client.flows import (
     advance,
     timing_fields,
 )
-from neutrino.client.models import BulkInfo, TaskInfo, TaskLog, TaskPage
+from neutrino.client.models import BulkInfo, GroupInfo, TaskInfo, TaskLog, TaskPage
 from neutrino.client.schedules import ScheduleFire, ScheduleInfo, schedule_fields
 from neutrino.client.wire import default_headers, http_kwargs, pause_after_s, to_reply
 
@@ -189,6 +190,34 @@ class NeutrinoClient(ClientBase):
         """Its fires, newest slot first, with their tasks' statuses (`before`: a slot time, for older ones)."""
         return self._drive(self._schedules.fires(name, limit=limit, before=before))
 
+    def group(self, name: str, items: Iterable[Mapping[str, Any]], *, then: str | None = None,
+              then_args: Mapping[str, Any] | None = None, policy: str = "all") -> GroupInfo:
+        """Queue one task `name` per args mapping; once all have finished, `then` runs with `results=[...]`
+        (item order, None where one did not complete) and its own `then_args`. Policy "all": the callback
+        runs only if every task completed (else it ends failed, unrun); "collect": it always runs, and gets
+        `failures=[{index, task_id, status, error_type, error}]` too. Inside a task, the group is its child.
+        Not sent again after a connection error (groups take no Idempotency-Key yet)."""
+        return self._drive(self._flows.group(name, [dict(i) for i in items], then=then, then_args=then_args,
+                                             policy=policy))
+
+    def chain(self, steps: Sequence[tuple[str, Mapping[str, Any]] | str]) -> GroupInfo:
+        """Run tasks one after another: `[("fetch", {"url": u}), "parse", ("store", {"table": "t"})]`. Each
+        step after the first gets the previous step's result as its argument `result`; `wait_group(info.id)`
+        returns the last step's result."""
+        return self._drive(self._flows.chain([(s, {}) if isinstance(s, str) else (s[0], dict(s[1]))
+                                              for s in steps]))
+
+    def get_group(self, group_id: str) -> GroupInfo:
+        return self._drive(self._flows.get_group(str(group_id)))
+
+    def cancel_group(self, group_id: str) -> GroupInfo:
+        """Cancel the group's (chain's) unfinished tasks; its callback (later steps) ends cancelled, unrun."""
+        return self._drive(self._flows.cancel_group(str(group_id)))
+
+    def wait_group(self, group_id: str, timeout: float = DEFAULT_WAIT_S) -> Any:
+        """The group's callback result (a chain's last result) once it has run; raises as `wait` does."""
+        return self._drive(self._flows.wait_group(str(group_id), timeout=timeout))
+
     def bulk(self, filter: Mapping[str, Any], action: str, *, expected_count: int | None = None) -> BulkInfo:
         """Cancel, retry or delete every task `filter` matches (keys: status, function, pool, mode, error_type,
         error_contains, id_prefix, created_after, created_before), in the background; needs an admin token.
@@ -217,6 +246,9 @@ class NeutrinoClient(ClientBase):
         return step.value
 
     def _send(self, request: Request) -> Reply:
+        if request.method == SLEEP:  # a flow's pause between polls: no request
+            time.sleep(request.timeout_s or 0.0)
+            return Reply(200, None)
         timeout_s, kwargs = http_kwargs(request, self.timeout)
         resends = 0
         while True:

@@ -29,7 +29,7 @@ from tasks_app.core.errors import BadRequest, InvalidArguments, PayloadTooLarge,
 from tasks_app.core.payloads import loads_strict
 from tasks_app.core.ports import ports_of
 from tasks_app.core.registry import task_spec
-from tasks_app.models import TaskStatus
+from tasks_app.models import TaskCreator, TaskStatus
 from tasks_app.selectors import tasks as selectors
 from tasks_app.services import delays
 from tasks_app.services import retry as retries
@@ -77,6 +77,8 @@ class TaskOut(Schema):
     cancel_requested: bool
     created_by: str | None = None
     concurrency_key: str | None = None  # [limits] the key of a task with a concurrency limit
+    parent_id: str | None = None  # the task that submitted this one
+    group_id: str | None = None  # the group (GET /groups/<id>) this task is a member of
 
 
 class TaskPageOut(Schema):
@@ -215,7 +217,7 @@ def call_task(request: HttpRequest, task_name: str) -> Any:
             spec = dataclasses.replace(spec, timeout_ms=timeout_ms)
     key = request_key(request)
     body = read_json_body(request)
-    unknown = set(body) - {"args", "callback_url", *TIMING_FIELDS}
+    unknown = set(body) - {"args", "callback_url", "parent_id", *TIMING_FIELDS}
     if unknown:
         raise InvalidArguments(
             f"unknown field(s) {', '.join(sorted(unknown))} in the body; send {{\"args\": {{...}}}} and optionally "
@@ -224,7 +226,20 @@ def call_task(request: HttpRequest, task_name: str) -> Any:
         )
     return call_answer(submissions.task_call(ports=ports_of(request), spec=spec, args=body.get("args", {}), key=key,
                                              creator=caller.creator, timing=read_timing(body, spec),
-                                             callback_url=body.get("callback_url")))
+                                             callback_url=body.get("callback_url"),
+                                             parent_id=read_parent(body, caller.owner)))
+
+
+def read_parent(body: dict[str, Any], owner: TaskCreator | None) -> uuid.UUID | None:
+    """The body's `parent_id`: a task the caller can see (422 naming the field otherwise), or None."""
+    raw = body.get("parent_id")
+    if raw is None:
+        return None
+    try:
+        return selectors.task_get(task_id=uuid.UUID(str(raw)), owner=owner).id
+    except (ValueError, TaskNotFound):
+        raise InvalidArguments(f"parent_id {raw!r} names no task of yours", field="parent_id",
+                               fields=[{"field": "parent_id", "message": "no such task"}])
 
 
 @gateway_router.post(

@@ -59,6 +59,11 @@ class ScheduleNotFound(NeutrinoError):
     code = "not_found"
 
 
+class GroupNotFound(NeutrinoError):
+    status = 404
+    code = "not_found"
+
+
 class Conflict(NeutrinoError):
     status = 409
     code = "conflict"

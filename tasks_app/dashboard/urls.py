@@ -12,6 +12,7 @@ pages = [
     path("tasks/<uuid:task_id>/retry/edit", replay.retry_edit_view, name="task_retry_edit"),
     path("tasks/<uuid:task_id>/retry/check", replay.retry_check_view, name="task_retry_check"),
     path("tasks/<uuid:task_id>/run-now", views.task_run_now_view, name="task_run_now"),
+    path("groups/<uuid:group_id>/cancel", views.group_cancel_view, name="group_cancel"),
     path("overview", views.overview_view, name="overview"),
     path("dead-letters", dead_letters.dead_letters_view, name="dead_letters"),
     # Schedules: tasks_app.dashboard.schedules ("new" and "preview" are not schedule names).

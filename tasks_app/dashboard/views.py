@@ -12,13 +12,15 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 
-from tasks_app.core.errors import NeutrinoError, TaskNotFound
+from tasks_app.core.errors import GroupNotFound, NeutrinoError, TaskNotFound
 from tasks_app.core.ports import ports_of
 from tasks_app.dashboard.charts import minute_chart
+from tasks_app.dashboard.family import task_family_context
 from tasks_app.dashboard.pages import (
     detail_url,
     live_url,
@@ -28,12 +30,14 @@ from tasks_app.dashboard.pages import (
 )
 from tasks_app.models import Task, TaskCreator
 from tasks_app.selectors.dashboard import list_query_from_params, pool_depths, task_overview
+from tasks_app.selectors.groups import group_get
 from tasks_app.selectors.logs import render_log
 from tasks_app.selectors.retention import retention_overview
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
 from tasks_app.services import tasks as services
 from tasks_app.services.audit import actor_of_request
 from tasks_app.services.delays import task_run_now
+from tasks_app.services.groups import group_cancel
 from tasks_app.services.retry import task_retry
 
 # Pages drawn from heartbeats and aggregates redraw themselves on a timer (the task pages follow events).
@@ -75,6 +79,7 @@ def task_detail_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     log = task_log_context(task=task, attempt=request.GET.get("attempt"))
     context = {
         **task_detail_context(task=task, user=request.user),
+        **task_family_context(task=task, children_page=request.GET.get("children_page"), user=request.user),
         **log,
         "ws_url": live_url(request, {"view": "task", "id": str(task_id), "log_attempt": str(log["log"].attempt),
                                      "log_seq": str(log["log"].last_seq)}),
@@ -113,6 +118,20 @@ def task_cancel_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     else:
         messages.success(request, f"Task {task.id} is {task.status}.")
     return HttpResponseRedirect(detail_url(task_id))
+
+
+@require_POST
+def group_cancel_view(request: HttpRequest, group_id: uuid.UUID) -> HttpResponse:
+    """Cancel a group's unfinished tasks (its callback ends cancelled, unrun); back to the page it was asked on."""
+    require_permission(request, "tasks_app.cancel_task", to="cancel tasks")
+    try:
+        group = group_get(group_id=group_id)
+    except GroupNotFound:
+        raise Http404(f"no group with id {group_id}")
+    cancelled = group_cancel(ports=ports_of(request), group=group)
+    messages.success(request, f"Group {group.id}: {cancelled} unfinished task(s) cancelled; its callback will not run.")
+    back = request.POST.get("next") or ""
+    return HttpResponseRedirect(back if back.startswith("/ui/") else reverse("task_list"))
 
 
 @require_POST

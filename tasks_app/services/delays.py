@@ -33,6 +33,7 @@ from tasks_app.core.errors import BrokerUnavailable, Conflict
 from tasks_app.core.ports import Ports
 from tasks_app.models import WAITING_STATUSES, Task, TaskCreator, TaskStatus
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
+from tasks_app.services import fan_in
 from tasks_app.services.audit import Actor, audit_record_if
 from tasks_app.services.submit import queue_released
 from tasks_app.services.tasks import expired_fields
@@ -155,6 +156,7 @@ def tasks_expire_due(*, ports: Ports, now: datetime | None = None, chunk: int = 
             ids = move_rows(due, chunk=chunk, statuses=[status], set_values=expired_fields(now))
             if ids:
                 ports.events.emit_many([str(task_id) for task_id in ids], TaskStatus.EXPIRED)
+                fan_in.members_finished(ports=ports, task_ids=[str(task_id) for task_id in ids])
                 expired += len(ids)
             if len(ids) < chunk:
                 break

@@ -39,23 +39,31 @@ def task_republish_pending(*, ports: Ports, pool: str, older_than_s: float, limi
     republished = 0
     for task in rows:
         try:
-            ports.publisher.publish_task(
-                task_subject(task.pool, task.function_name),
-                encode_task_message(task_id=str(task.id), function=task.function_name,
-                                    args=task.args if isinstance(task.args, dict) else {},
-                                    max_retries=task.max_retries, timeout_ms=task.timeout_ms),
-                msg_id=str(task.id),
-            )
+            task_publish_pending(ports=ports, task=task)
         except BrokerError as exc:
             logger.warning("sweeper could not republish task %s: %s", task.id, exc)
             break
-        updated = Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(
-            status=TaskStatus.QUEUED, queued_at=timezone.now(), error=""
-        )
-        if updated:
-            ports.events.emit(str(task.id), TaskStatus.QUEUED)
         republished += 1
     return republished
+
+
+def task_publish_pending(*, ports: Ports, task: Task) -> None:
+    """Publish one pending row from its own columns (msg id = task id) and mark it queued.
+
+    Raises BrokerError when the broker did not take it: the row stays pending for the sweeper.
+    """
+    ports.publisher.publish_task(
+        task_subject(task.pool, task.function_name),
+        encode_task_message(task_id=str(task.id), function=task.function_name,
+                            args=task.args if isinstance(task.args, dict) else {},
+                            max_retries=task.max_retries, timeout_ms=task.timeout_ms),
+        msg_id=str(task.id),
+    )
+    updated = Task.objects.filter(id=task.id, status=TaskStatus.PENDING).update(
+        status=TaskStatus.QUEUED, queued_at=timezone.now(), error=""
+    )
+    if updated:
+        ports.events.emit(str(task.id), TaskStatus.QUEUED)
 
 
 def task_republish_lost(*, publisher: Publisher, pool: str, older_than_s: float, limit: int = 500) -> int:

@@ -120,7 +120,8 @@ def _same_request(task: Task, *, spec: TaskSpec, args: dict[str, Any]) -> None:
 
 
 def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None, creator: TaskCreator,
-              timing: Timing | None = None, callback_url: object = None) -> CallResult:
+              timing: Timing | None = None, callback_url: object = None,
+              parent_id: uuid.UUID | None = None) -> CallResult:
     """Validate `args`, then run a sync task or queue a queued one (recording its `creator`), at most once per key.
 
     `timing` (`tasks_app.services.delays.submit_timing`) delays a queued task or gives it an expiry; None
@@ -153,9 +154,10 @@ def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None, creat
                         raise
                     return _replay_checked(ports, spec, args, existing)
                 return CallResult(task=task_submit(ports=ports, spec=spec, args=args, idempotency_key=key,
-                                                   creator=creator, timing=timing, callback_url=callback))
+                                                   creator=creator, timing=timing, callback_url=callback,
+                                                   parent_id=parent_id))
             return CallResult(outcome=task_run_sync(ports=ports, spec=spec, args=args, idempotency_key=key,
-                                                    creator=creator, callback_url=callback))
+                                                    creator=creator, callback_url=callback, parent_id=parent_id))
         except IntegrityError:
             if key is None:
                 raise
@@ -198,12 +200,13 @@ def _sync_outcome(spec: TaskSpec, task: Task) -> SyncOutcome:
 
 def task_submit(*, ports: Ports, spec: TaskSpec, args: dict[str, Any], creator: TaskCreator,
                 retry_of: str | None = None, idempotency_key: str | None = None, timing: Timing | None = None,
-                retry_changes: dict[str, Any] | None = None, callback_url: str | None = None) -> Task:
+                retry_changes: dict[str, Any] | None = None, callback_url: str | None = None,
+                parent_id: uuid.UUID | None = None) -> Task:
     """Queue one async or gpu task, or write it `scheduled` when `timing` delays it (no message until its
     run_at). Raises BrokerUnavailable (503) when its pool or NATS is missing."""
     _check_route(ports, spec)
     task = _template(spec, creator, timing, args=args, retry_of_id=retry_of, idempotency_key=idempotency_key,
-                     retry_changes=retry_changes, callback_url=callback_url)
+                     retry_changes=retry_changes, callback_url=callback_url, parent_id=parent_id)
     # The batch's INSERT, for one row: Model.save's machinery was 30% of a gateway's time per submit.
     _insert_rows(task, [_Row(id=task.id, args=args, key=idempotency_key)])
     task._state.adding = False
@@ -344,6 +347,7 @@ class _Row:
     args: dict[str, Any]
     key: str | None
     retry_of: uuid.UUID | None = None  # None: the template's
+    group_index: int | None = None  # None: the template's
 
 
 def _check_route(ports: Ports, spec: TaskSpec) -> None:
@@ -446,6 +450,37 @@ def _settle(ports: Ports, spec: QueueTarget, rows: list[_Row], results: list[int
     return statuses
 
 
+# --- rows of a group (tasks_app.services.groups) ------------------------------------------------
+
+
+def item_args(*, spec: TaskSpec, index: int, item: Any) -> dict[str, Any]:
+    """One batch or group item (`{"args": {...}}`), validated; InvalidArguments names its index."""
+    return _item_args(spec, index, item)
+
+
+def check_route(*, ports: Ports, spec: TaskSpec) -> None:
+    """Raise BrokerUnavailable (503) unless `spec`'s pool takes queued tasks and NATS is configured."""
+    _check_route(ports, spec)
+
+
+def tasks_insert_members(*, spec: TaskSpec, creator: TaskCreator, all_args: list[dict[str, Any]],
+                         group_id: uuid.UUID, parent_id: uuid.UUID | None, first_index: int = 0) -> list[uuid.UUID]:
+    """INSERT pending member rows of a group, `group_index` counting from `first_index`, in the caller's
+    transaction; queue them after its commit with `tasks_queue_members`."""
+    template = _template(spec, creator, None, group_id=group_id, parent_id=parent_id)
+    rows = [_Row(id=uuid.uuid4(), args=args, key=None, group_index=first_index + index)
+            for index, args in enumerate(all_args)]
+    _insert_rows(template, rows)
+    return [row.id for row in rows]
+
+
+def tasks_queue_members(*, ports: Ports, spec: TaskSpec, rows: list[tuple[uuid.UUID, dict[str, Any]]]) -> list[str]:
+    """Publish committed pending rows of `spec` through the one queueing path; NATS down or an unconfirmed
+    publish leaves them pending for the pool's sweeper (the group exists already: failing them would fire it)."""
+    return _queue(ports, spec, [_Row(id=task_id, args=args, key=None) for task_id, args in rows],
+                  when_down="leave pending")
+
+
 # --- rows the scheduler makes (tasks_app.services.schedules) -----------------------------------
 
 
@@ -503,6 +538,8 @@ def _insert_rows(template: Task, rows: list[_Row]) -> None:
                   "idempotency_key": key_field.get_db_prep_save(row.key, connection)}
         if row.retry_of is not None:
             values["retry_of_id"] = retry_field.get_db_prep_save(row.retry_of, connection)
+        if row.group_index is not None:
+            values["group_index"] = row.group_index
         params.append([values[f.attname] for f in fields])
     if len(params) == 1:
         with connection.cursor() as cursor:  # one statement is atomic without a transaction around it

@@ -30,6 +30,7 @@ from tasks_app.core.storable import storable_fields, storable_json, storable_tex
 from tasks_app.metrics import sync_task_finished
 from tasks_app.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskCreator, TaskStatus
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
+from tasks_app.services import fan_in
 from tasks_app.services.audit import Actor, audit_record_if
 from workers.engine import executor as ex
 from workers.engine.topology import CANCEL_SUBJECT
@@ -73,7 +74,7 @@ def task_validate_args(*, spec: TaskSpec, args: Any) -> dict[str, Any]:
 def task_run_sync(
     *, ports: Ports, spec: TaskSpec, args: dict[str, Any], creator: TaskCreator, retry_of: str | None = None,
     idempotency_key: str | None = None, retry_changes: dict[str, Any] | None = None,
-    callback_url: str | None = None,
+    callback_url: str | None = None, parent_id: uuid.UUID | None = None,
 ) -> SyncOutcome:
     """Run a sync task on this process's pool and record it in the ledger (off the request path).
 
@@ -106,6 +107,8 @@ def task_run_sync(
         row["retry_changes"] = retry_changes
     if callback_url is not None:
         row["callback_url"] = callback_url
+    if parent_id is not None:
+        row["parent_id"] = parent_id
     if idempotency_key is None:
         ledger.record_start(task_id, **row)
         record_finish = functools.partial(ledger.record_finish, task_id)
@@ -327,6 +330,7 @@ def _expire_refused(events: TaskEvents, task_id: str, pool: str, now: datetime) 
     if Task.objects.filter(id=task_id, pool=pool, cancel_requested=False, status__in=_CLAIMABLE,
                            expires_at__lte=now).update(**expired_fields(now)):
         events.emit(task_id, TaskStatus.EXPIRED)
+        fan_in.members_finished(ports=None, task_ids=[task_id])
 
 
 def expired_fields(now: datetime) -> dict[str, Any]:
@@ -336,16 +340,22 @@ def expired_fields(now: datetime) -> dict[str, Any]:
 
 
 def task_mark_completed(*, events: TaskEvents, task_id: str, attempt: int, result: Any, duration_ms: float,
-                        worker_id: str) -> bool:
-    updated = _update_task(
+                        worker_id: str, ports: Ports | None = None) -> bool:
+    """`ports`: to publish a group callback this completion fires (without: the sweeper publishes it)."""
+    # The group id comes back with the UPDATE (RETURNING): a task of no group pays no extra statement.
+    returning = ("group_id",) if connection.features.can_return_columns_from_insert else ()
+    updated, rows = _run_update(
         set_values={"status": TaskStatus.COMPLETED, "result": storable_json(result), "duration_ms": duration_ms,
                     "worker_id": worker_id, "completed_at": timezone.now(), "error": "", "error_type": "",
                     "traceback": ""},
         where_sql="id = %s AND status = %s AND attempt = %s",
         where_values=[_task_pk(task_id), str(TaskStatus.RUNNING), attempt],
+        returning=returning,
     )
     if updated:
         events.emit(task_id, TaskStatus.COMPLETED)
+        fan_in.members_finished(ports=ports, task_ids=[task_id],
+                                group_ids=[row["group_id"] for row in rows] if returning else None)
     return bool(updated)
 
 
@@ -366,7 +376,7 @@ def task_mark_retrying(*, events: TaskEvents, task_id: str, attempt: int, error:
 
 
 def task_mark_failed(*, events: TaskEvents, task_id: str, attempt: int | None, error: str, error_type: str,
-                     traceback: str = "", duration_ms: float | None = None) -> bool:
+                     traceback: str = "", duration_ms: float | None = None, ports: Ports | None = None) -> bool:
     """Final failure. With `attempt` it only fails that attempt; without, any task not yet finished."""
     rows = Task.objects.filter(id=task_id)
     rows = rows.filter(status=TaskStatus.RUNNING, attempt=attempt) if attempt is not None else rows.filter(
@@ -378,6 +388,7 @@ def task_mark_failed(*, events: TaskEvents, task_id: str, attempt: int | None, e
     )
     if updated:
         events.emit(task_id, TaskStatus.FAILED)
+        fan_in.members_finished(ports=ports, task_ids=[task_id])
     return bool(updated)
 
 
@@ -420,6 +431,7 @@ def task_cancel(*, ports: Ports, task_id: uuid.UUID, owner: TaskCreator | None =
     )
     if updated:
         _announce_cancelled(ports, [str(task_id)])
+        _cancel_fan_out(ports, [str(task_id)])
         audit_record_if(actor, action="task.cancel", object_type="task", object_id=task_id,
                         before={"status": before}, after={"status": TaskStatus.CANCELLED})
     task = task_get(task_id=task_id)
@@ -464,7 +476,20 @@ def tasks_cancel_many(*, ports: Ports, task_ids: Sequence[uuid.UUID]) -> list[st
             _update_task(set_values=set_values, where_sql=where_sql, where_values=where_values)
     if cancelled:
         _announce_cancelled(ports, cancelled)
+        _cancel_fan_out(ports, cancelled)
     return cancelled
+
+
+def _cancel_fan_out(ports: Ports, task_ids: list[str]) -> None:
+    """Cancelled tasks cancel their unfinished children (and theirs, each generation by the recursive call),
+    and fire the groups they were the last unfinished members of."""
+    children = fan_in.children_to_cancel(task_ids=task_ids)
+    for start in range(0, len(children), CANCEL_CHUNK):
+        tasks_cancel_many(ports=ports, task_ids=children[start:start + CANCEL_CHUNK])
+    fan_in.members_finished(ports=ports, task_ids=task_ids)
+
+
+CANCEL_CHUNK = 500  # ids in one conditional UPDATE
 
 
 def _announce_cancelled(ports: Ports, task_ids: list[str]) -> None:

@@ -48,6 +48,7 @@ from typing import Any
 import pydantic
 
 from neutrino.app import TaskSpec, load_tasks, worker_start_hooks
+from neutrino.client.context import set_current_task
 from neutrino.progress import set_reporter
 from workers.engine.child_env import scrub as scrub_environment
 from workers.engine.logs.capture import Capture
@@ -171,6 +172,7 @@ def _run_one(
             send_reply(conn, ("progress", task_id, fraction, message))
 
     set_reporter(report)
+    set_current_task(task_id)  # what a submit from inside the task sends as its parent_id
     started = time.perf_counter()
     try:
         if spec.is_coroutine:
@@ -184,6 +186,7 @@ def _run_one(
         return ("error", task_id, "raised", type(exc).__name__, _safe_str(exc), _format_tb(exc), duration_ms)
     finally:
         set_reporter(None)
+        set_current_task(None)
     duration_ms = (time.perf_counter() - started) * 1000
     try:
         result_json = encode_result(result, max_result_bytes)

@@ -8,7 +8,8 @@ the copy of the original environment the kernel keeps on its stack, which `/proc
 shows. The fork server scrubs itself the same way before it preloads the task modules, so module
 code run there never sees the secrets either.
 
-What passes: the names in `ALLOWED` and those starting with `ALLOWED_PREFIXES` (locale, paths, CUDA),
+What passes: the names in `ALLOWED` (NEUTRINO_URL and NEUTRINO_TOKEN among them: they exist for tasks)
+and those starting with `ALLOWED_PREFIXES` (locale, paths, CUDA),
 plus the names an operator lists in `NEUTRINO_CHILD_ENV` (comma-separated, e.g. an API key a task
 needs). `DENIED` never passes, even when listed.
 
@@ -33,6 +34,9 @@ ALLOWED = frozenset({
     "PYTHONPATH", "PYTHONHASHSEED", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONIOENCODING",
     "PYTHONUTF8", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "HF_HOME", "TORCH_HOME", "XDG_CACHE_HOME",
+    # The gateway a task submits its children through (`neutrino.fanout`), and the token meant for that:
+    # set it in a worker's environment only for task code (a token limited to the tasks children may call).
+    "NEUTRINO_URL", "NEUTRINO_TOKEN",
 })
 ALLOWED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "NCCL_")
 DENIED = frozenset({"DATABASE_URL", "DJANGO_SECRET_KEY", "NEUTRINO_NATS_URL"})

@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 
 from neutrino.app import TaskSpec
 from tasks_app.core.conf import NeutrinoSettings
-from tasks_app.core.ports import TaskEvents
+from tasks_app.core.ports import Ports, TaskEvents
 from tasks_app.models import FINISHED_STATUSES, Task
 from tasks_app.services import logs as log_services
 from tasks_app.services import tasks as services
@@ -41,9 +41,10 @@ class Settler:
 
     def __init__(self, *, pool: str, worker_id: str, conf: NeutrinoSettings, tasks: dict[str, TaskSpec],
                  executor: ex.Executor, runs: RunningTasks, transitions: TransitionBatcher,
-                 stop: StopFlags, events: TaskEvents) -> None:
+                 stop: StopFlags, events: TaskEvents, ports: Ports | None = None) -> None:
         self.pool = pool
         self.events = events
+        self.ports = ports  # final writes hand it on: a group callback they fire is published at once
         self.worker_id = worker_id
         self.conf = conf
         self.tasks = tasks
@@ -144,7 +145,8 @@ class Settler:
         ticket.slots.ran(time.monotonic() - started)
         ticket.release()
         done = await self._write(services.task_mark_completed, run, task_id=task.task_id, attempt=run.attempt,
-                                 result=result.value, duration_ms=result.duration_ms, worker_id=self.worker_id)
+                                 result=result.value, duration_ms=result.duration_ms, worker_id=self.worker_id,
+                                 ports=self.ports)
         if done is None:
             return
         if done:
@@ -197,7 +199,8 @@ class Settler:
         task = run.task
         logger.info("end %s %s attempt %d: failed: %s", task.function, task.task_id, run.attempt, error)
         ok = await self._write(services.task_mark_failed, run, task_id=task.task_id, attempt=run.attempt,
-                               error=error, error_type=error_type, traceback=traceback, duration_ms=duration_ms)
+                               error=error, error_type=error_type, traceback=traceback, duration_ms=duration_ms,
+                               ports=self.ports)
         if ok:
             await settle_all(run, "term")
         elif ok is not None:

@@ -156,7 +156,7 @@ class PoolWorker:
                                    every_s=conf.heartbeat_s)
         self.settler = Settler(pool=self.pool, worker_id=self.worker_id, conf=conf, tasks=tasks,
                                executor=self.executor, runs=self.runs, transitions=self.transitions,
-                               stop=self.stop, events=self.ports.events)
+                               stop=self.stop, events=self.ports.events, ports=self.ports)
         self.slots = Slots(concurrency)
         self.fetcher = Fetcher(pool=self.pool, slots=self.slots, stop=self.stop,
                                handle=self.settler.handle, ensure_topology=self.nats.ensure_topology)

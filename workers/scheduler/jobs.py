@@ -16,6 +16,7 @@ from tasks_app.core.ports import Ports
 from tasks_app.selectors.retention import retention_policy
 from tasks_app.services.bulk import bulk_work
 from tasks_app.services.delays import tasks_expire_due, tasks_release_due
+from tasks_app.services.fan_in import groups_fire_due
 from tasks_app.services.retention import tasks_prune
 from tasks_app.services.schedules import schedules_fire_due
 from workers.scheduler.alert_jobs import Alerting
@@ -30,6 +31,8 @@ RELEASE_EVERY_S = 0.2
 # A waiting task is ended `expired` within about this long after its expires_at (a worker's claim refuses
 # it at once anyway).
 EXPIRE_EVERY_S = 1.0
+# A group whose last member ended by a path without the fan-in hook (the Django admin) fires within this.
+GROUPS_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ def scheduler_jobs(conf: NeutrinoSettings) -> list[Job]:
         Job("release_delayed", RELEASE_EVERY_S, lambda ports: tasks_release_due(ports=ports)),
         Job("expire_tasks", EXPIRE_EVERY_S, lambda ports: tasks_expire_due(ports=ports)),
         Job("bulk_actions", BULK_EVERY_S, lambda ports: bulk_work(ports=ports)),
+        Job("groups", GROUPS_EVERY_S, lambda ports: groups_fire_due(ports=ports)),
         Job("alerts", conf.alerts_every_s, alerting.evaluate),  # alert rules: ok <-> firing, notifications queued
         Job("webhooks", conf.webhooks_every_s, alerting.send),  # task callbacks queued; due webhooks sent
     ]
