@@ -202,6 +202,7 @@ _SHOWN: dict[str, Callable[[Task], Any]] = {
     "retry_changes": lambda t: t.retry_changes,
     "cancel_requested": lambda t: t.cancel_requested,
     "created_by": lambda t: t.created_by or None,
+    "priority": lambda t: t.priority,
 }
 
 

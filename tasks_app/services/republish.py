@@ -40,7 +40,7 @@ def task_republish_pending(*, ports: Ports, pool: str, older_than_s: float, limi
     for task in rows:
         try:
             ports.publisher.publish_task(
-                task_subject(task.pool, task.function_name),
+                task_subject(task.pool, task.function_name, task.priority),
                 encode_task_message(task_id=str(task.id), function=task.function_name,
                                     args=task.args if isinstance(task.args, dict) else {},
                                     max_retries=task.max_retries, timeout_ms=task.timeout_ms),
@@ -82,7 +82,7 @@ def task_republish_lost(*, publisher: Publisher, pool: str, older_than_s: float,
         assert task.queued_at is not None  # filtered on it
         try:
             publisher.publish_task(
-                task_subject(task.pool, task.function_name),
+                task_subject(task.pool, task.function_name, task.priority),
                 encode_task_message(task_id=str(task.id), function=task.function_name,
                                     args=task.args if isinstance(task.args, dict) else {},
                                     max_retries=task.max_retries, timeout_ms=task.timeout_ms),

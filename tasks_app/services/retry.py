@@ -89,7 +89,7 @@ def _task_retry(*, ports: Ports, task_id: uuid.UUID, key: str | None, creator: T
         if spec.runs_on_nats:
             pool_check_backlog(ports=ports, spec=spec, adding=1)
             task = task_submit(ports=ports, spec=spec, args=args, retry_of=retry_of, idempotency_key=key,
-                               creator=creator, retry_changes=changed)
+                               creator=creator, retry_changes=changed, priority=original.priority)
             return RetryResult(task_id=str(task.id), status=task.status, retry_of=retry_of, changes=changed)
         try:
             outcome = task_run_sync(ports=ports, spec=spec, args=args, retry_of=retry_of, idempotency_key=key,
