@@ -71,6 +71,15 @@ class PriorityLevels:
             await nc.subscribe(pool_subject(self.pool, level), cb=self._announced(level))
         await self.poll(js)
 
+    async def stop_deliveries(self) -> None:
+        """No more deliveries of any level (as `NatsConnection.stop_deliveries` for normal): a pull
+        subscription left subscribed would hold the connection's drain until its timeout."""
+        for psub in self.psubs.values():
+            try:
+                await psub.unsubscribe()
+            except Exception as exc:
+                logger.debug("unsubscribe: %s", exc)
+
     def _announced(self, level: str) -> Callable[[Msg], Awaitable[None]]:
         async def on_publish(msg: Msg) -> None:
             self.waiting[level] = True

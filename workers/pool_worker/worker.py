@@ -244,6 +244,8 @@ class PoolWorker:
 
     async def _shutdown(self) -> None:
         await self.nats.stop_deliveries()
+        if self.fetcher.levels is not None:
+            await self.fetcher.levels.stop_deliveries()
         handlers = self.fetcher.handlers  # the set shrinks as handlers finish
         if handlers:
             logger.info("waiting up to %.0f s for %d running task(s)", self.conf.worker_grace_s, len(handlers))
