@@ -102,6 +102,9 @@ def test_a_duplicate_after_the_window_makes_a_new_task(client, live_nats, defaul
 
         status, bad = post({"args": {"a": 1, "b": 1}, "unique_for_s": -1})
         assert status == 422 and [f["field"] for f in bad["fields"]] == ["unique_for_s"]
+        sync = client.post("/api/echo", json.dumps({"args": {"value": 1}, "unique_for_s": 5, "priority": "high"}),
+                           content_type="application/json")
+        assert sync.status_code == 422 and {f["field"] for f in sync.json()["fields"]} <= {"priority", "unique_for_s"}
         batch = client.post("/api/wk_unique_report/batch", json.dumps({"items": [{"args": {"report": "x"}}]}),
                             content_type="application/json")
         assert batch.status_code == 422 and "one by one" in batch.json()["message"]

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
+from nats.js.errors import NotFoundError
 
 from tasks_app.models import Task
 from tests.servers import wait_for
@@ -101,3 +104,32 @@ def test_priority_from_the_decorator_or_the_submit_shown_in_the_api_and_run(clie
     # Queued before the worker started, they ran highest first; no message is left at any level.
     assert started(log) == ["urgent", "plain", "lowered"]
     assert [depth(level) for level in ("high", "normal", "low")] == [0, 0, 0]
+
+
+def delivered(url: str) -> dict[str, int]:
+    """How many messages each level's consumer of the async pool has delivered so far (0: no consumer yet)."""
+    async def read(nc, js) -> dict[str, int]:
+        counts = {}
+        for level in ("high", "normal", "low"):
+            try:
+                info = await js.consumer_info(STREAM, consumer_name("async", level))
+            except NotFoundError:
+                counts[level] = 0
+                continue
+            counts[level] = int(info.delivered.consumer_seq or 0)
+        return counts
+    return nats_call(url, read)
+
+
+def test_the_sweeper_publishes_a_row_the_broker_never_confirmed_at_its_own_level(client, empty_stream, start_worker,
+                                                                                 tmp_path) -> None:
+    log = tmp_path / "starts.log"
+    task = Task.objects.create(function_name="wk_mark", status="pending", pool="async", execution_mode="async",
+                               created_at=timezone.now() - timedelta(seconds=30), timeout_ms=10_000,
+                               args={"log_path": str(log), "tag": "swept"}, priority="high")
+    before = delivered(empty_stream)
+    start_worker("async", concurrency=1)  # its sweeper (NEUTRINO_SWEEP_AFTER_S=1) republishes the row
+    wait_for(lambda: Task.objects.get(id=task.id).status == "completed", timeout_s=60, what="the swept task to run")
+    after = delivered(empty_stream)
+    assert started(log) == ["swept"]
+    assert {level: after[level] - before[level] for level in after} == {"high": 1, "normal": 0, "low": 0}

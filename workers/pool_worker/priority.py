@@ -14,8 +14,12 @@ How the worker knows that another level has work, without asking it on every fet
   published while the worker was down, and retries coming back after their backoff.
 
 While a level is known to wait, each fetch asks the levels in order for the free slots, with a short
-wait each; a level that hands over fewer messages than asked is taken as drained until it is announced
-again. What it cannot do: a level is strict, so low tasks wait while high or normal ones keep coming
+wait each. Whether a level still waits afterwards is read from the last message it handed over (JetStream
+writes the consumer's pending count into each delivery), or, when it handed over none, from its
+consumer's info: a fetch that timed out on a loaded machine is no proof that the level is empty. A level
+announced while its fetch or its info was in flight stays waiting.
+
+What it cannot do: a level is strict, so low tasks wait while high or normal ones keep coming
 (starvation by design), and a task already fetched runs to its end (no preemption). A high task that
 arrives while an idle worker long-polls the normal level waits for that poll to end: `long_poll_s`,
 shortened to `LONG_POLL_SEEN_S` once the worker has seen another level.
@@ -52,7 +56,10 @@ class PriorityLevels:
         self.pool = pool
         self.psubs: dict[str, JetStreamContext.PullSubscription] = {}
         self.waiting: dict[str, bool] = dict.fromkeys(PRIORITIES, False)
+        # Publishes heard per level: a "nothing waits" read while one came in must not clear the level.
+        self.announced: dict[str, int] = dict.fromkeys(PRIORITIES, 0)
         self.seen = False  # a high or low task came to this pool since the worker started
+        self.js: JetStreamContext | None = None
 
     @property
     def active(self) -> bool:
@@ -66,6 +73,7 @@ class PriorityLevels:
     async def set_up(self, nc: Client, js: JetStreamContext) -> None:
         """Bind the high and low consumers (made by `ensure_topology`), listen for their publishes, and
         read what already waits."""
+        self.js = js
         for level in OTHER_PRIORITIES:
             self.psubs[level] = await js.pull_subscribe_bind(durable=consumer_name(self.pool, level), stream=STREAM)
             await nc.subscribe(pool_subject(self.pool, level), cb=self._announced(level))
@@ -82,6 +90,7 @@ class PriorityLevels:
 
     def _announced(self, level: str) -> Callable[[Msg], Awaitable[None]]:
         async def on_publish(msg: Msg) -> None:
+            self.announced[level] += 1
             self.waiting[level] = True
             self.seen = True
         return on_publish
@@ -89,14 +98,23 @@ class PriorityLevels:
     async def poll(self, js: JetStreamContext) -> None:
         """Read each level's pending count (what no publish announced: a retry back from its backoff)."""
         for level in PRIORITIES:
+            heard = self.announced[level]
             try:
-                info = await js.consumer_info(STREAM, consumer_name(self.pool, level))
+                pending = await self._pending(js, level)
             except NotFoundError:
                 continue
-            waiting = int(info.num_pending or 0) > 0
-            self.waiting[level] = waiting
-            if waiting and level != NORMAL:
+            self._note(level, waiting=pending > 0, heard=heard)
+            if pending and level != NORMAL:
                 self.seen = True
+
+    async def _pending(self, js: JetStreamContext, level: str) -> int:
+        info = await js.consumer_info(STREAM, consumer_name(self.pool, level))
+        return int(info.num_pending or 0)
+
+    def _note(self, level: str, *, waiting: bool, heard: int) -> None:
+        """What a read found, unless a publish announced since the read began says more."""
+        if waiting or self.announced[level] == heard:
+            self.waiting[level] = waiting
 
     async def poll_loop(self, js: JetStreamContext, stop: StopFlags) -> None:
         while not stop.requested.is_set():
@@ -108,8 +126,7 @@ class PriorityLevels:
                 logger.debug("priority poll of pool %s: %s", self.pool, exc)
 
     async def fetch(self, free: int, normal: JetStreamContext.PullSubscription) -> list[Msg]:
-        """Up to `free` messages, from the highest level believed to wait down. A level that hands over
-        fewer than asked is drained: it is asked again once announced or polled."""
+        """Up to `free` messages, from the highest level believed to wait down."""
         msgs: list[Msg] = []
         for level in PRIORITIES:
             need = free - len(msgs)
@@ -118,11 +135,14 @@ class PriorityLevels:
             if not self.waiting[level]:
                 continue
             psub = normal if level == NORMAL else self.psubs[level]
+            heard = self.announced[level]
             try:
                 got = await psub.fetch(need, timeout=LEVEL_FETCH_TIMEOUT_S)
             except nats.errors.TimeoutError:
                 got = []
-            if len(got) < need:
-                self.waiting[level] = False
+            if got:
+                self._note(level, waiting=got[-1].metadata.num_pending > 0, heard=heard)
+            elif self.js is not None:
+                self._note(level, waiting=await self._pending(self.js, level) > 0, heard=heard)
             msgs.extend(got)
         return msgs
