@@ -236,7 +236,7 @@ class AwaitableTask(HandleBase):
         return (await self.info()).status
 
     async def wait(self, timeout: float = DEFAULT_WAIT_S) -> Any:
-        if self._submitted.status == "completed":
+        if self._submitted.status == "completed" and not self.deduplicated:  # a duplicate carries no result
             return self._submitted.result
         return await self._client.wait(self.id, timeout=timeout)
 

@@ -253,7 +253,7 @@ class AsyncTask(HandleBase):
 
     def wait(self, timeout: float = DEFAULT_WAIT_S) -> Any:
         """The result once the task finishes; raises TaskFailed, TaskCancelled or TaskTimeout."""
-        if self._submitted.status == "completed":
+        if self._submitted.status == "completed" and not self.deduplicated:  # a duplicate carries no result
             return self._submitted.result
         return self._client.wait(self.id, timeout=timeout)
 

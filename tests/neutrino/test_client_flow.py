@@ -18,6 +18,8 @@ def test_submit_takes_a_priority_and_a_unique_window(neutrino_client) -> None:
     assert high.info().priority == "high" and high.wait(timeout=60) == 5
     b = uuid.uuid4().int % 1_000_000  # a call no earlier run of this session made
     first = neutrino_client.submit("cl_async_add", {"a": 1, "b": b}, unique_for_s=60)
+    assert first.wait(timeout=60) == 1 + b
+    # A duplicate of a finished task: its handle still waits for (reads) that task's result.
     again = neutrino_client.submit("cl_async_add", {"a": 1, "b": b}, unique_for_s=60)
     assert (first.deduplicated, again.deduplicated, again.id) == (False, True, first.id)
     assert again.wait(timeout=60) == 1 + b
