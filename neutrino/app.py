@@ -34,6 +34,9 @@ ExecutionMode = Literal["sync", "async", "gpu"]
 EXECUTION_MODES: tuple[ExecutionMode, ...] = get_args(ExecutionMode)
 DEFAULT_POOL: dict[str, str] = {"sync": "fast", "async": "async", "gpu": "gpu"}
 DEFAULT_TIMEOUT_MS: dict[str, int] = {"sync": 5_000, "async": 300_000, "gpu": 300_000}
+# A queued task's priority, highest first: the order in which a worker with free slots takes them.
+Priority = Literal["high", "normal", "low"]
+PRIORITIES: tuple[Priority, ...] = get_args(Priority)
 
 
 class TaskDefinitionError(ValueError):
@@ -59,6 +62,12 @@ class TaskSpec:
     expires_s: float | None = None
     # [limits] concurrency per key and rate, across all workers and gateways (neutrino.limits).
     limits: Limits | None = None
+    # `@app.task(priority=...)`: the default of its submits (a submit may give its own).
+    priority: str = "normal"
+    # `@app.task(unique_for_s=..., unique_on=...)`: a submit of the same function and arguments (those named
+    # in `unique_on`; None: all of them) within this many seconds answers with the task the first one made.
+    unique_for_s: float | None = None
+    unique_on: tuple[str, ...] | None = None
 
     @property
     def is_coroutine(self) -> bool:
@@ -210,6 +219,9 @@ class Neutrino:
         rate_limit: str | None = None,
         rate_limit_per_key: bool = False,
         on_rate_limit: Literal["wait", "reject"] = "wait",
+        priority: Priority = "normal",
+        unique_for_s: float | None = None,
+        unique_on: Iterable[str] | None = None,
     ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
     def task(  # type: ignore[misc]  # the overloads carry the precise types
@@ -230,6 +242,9 @@ class Neutrino:
         rate_limit: str | None = None,
         rate_limit_per_key: bool = False,
         on_rate_limit: Literal["wait", "reject"] = "wait",
+        priority: Priority = "normal",
+        unique_for_s: float | None = None,
+        unique_on: Iterable[str] | None = None,
     ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
         """Register a function as a task; works bare (`@app.task`) and with options.
 
@@ -252,6 +267,12 @@ class Neutrino:
         rate_limit: "100/s", "30/m" or "1000/h" task starts for the whole cluster (per key with
             `rate_limit_per_key`); a task over it waits (`on_rate_limit="wait"`), or its submit is
             answered 429 with Retry-After (`on_rate_limit="reject"`, the only mode for sync tasks).
+        priority: "high", "normal" (the default) or "low": with a backlog, a worker of the pool starts
+            waiting high tasks before normal ones, and normal before low. A submit may give its own.
+        unique_for_s: a submit of this task with the same arguments as one made less than this many
+            seconds before answers with that task (`"deduplicated": true`) instead of queueing a second
+            one, whichever gateway takes it. Queued tasks only.
+        unique_on: the argument names that make two submits the same (default: all of them).
         """
 
         def register(func: Callable[P, R]) -> TaskFunction[P, R]:
@@ -265,6 +286,7 @@ class Neutrino:
                 max_retries=max_retries,
                 expires_s=expires_s,
             )
+            spec = _flow_options(spec, priority=priority, unique_for_s=unique_for_s, unique_on=unique_on)
             if schedule is not None:
                 spec = dataclasses.replace(spec, schedule=_task_schedule(spec, schedule))
             try:
@@ -307,6 +329,37 @@ def _task_schedule(spec: TaskSpec, value: str | dict[str, Any] | Schedule) -> Sc
     except pydantic.ValidationError as exc:
         raise TaskDefinitionError(f"task {spec.name!r}: the schedule's args do not fit its signature: {exc}") from None
     return schedule
+
+
+def _flow_options(spec: TaskSpec, *, priority: str, unique_for_s: float | None,
+                  unique_on: Iterable[str] | None) -> TaskSpec:
+    """The spec with its priority and uniqueness, checked: queued tasks only, known argument names."""
+    if priority not in PRIORITIES:
+        raise TaskDefinitionError(f"task {spec.name!r}: unknown priority {priority!r}; "
+                                  f"expected one of {', '.join(PRIORITIES)}")
+    if priority != "normal" and not spec.runs_on_nats:
+        raise TaskDefinitionError(f"task {spec.name!r}: sync tasks run at once and never wait in a queue, so "
+                                  "they have no priority; drop it or make the task async")
+    on: tuple[str, ...] | None = None
+    if unique_on is not None:
+        on = (unique_on,) if isinstance(unique_on, str) else tuple(unique_on)
+        unknown = [name for name in on if name not in spec.args_model.model_fields]
+        if unknown or not on:
+            raise TaskDefinitionError(f"task {spec.name!r}: unique_on names no argument of the function: "
+                                      f"{', '.join(map(repr, unknown)) or 'empty'}")
+        if unique_for_s is None:
+            raise TaskDefinitionError(f"task {spec.name!r}: unique_on needs unique_for_s (the window)")
+    if unique_for_s is not None:
+        if isinstance(unique_for_s, bool) or not isinstance(unique_for_s, (int, float)) or not (
+            0 < unique_for_s < math.inf
+        ):
+            raise TaskDefinitionError(f"task {spec.name!r}: unique_for_s must be a positive number of seconds, "
+                                      f"got {unique_for_s!r}")
+        if not spec.runs_on_nats:
+            raise TaskDefinitionError(f"task {spec.name!r}: unique_for_s is for queued tasks; a sync call "
+                                      "answers its own caller at once")
+    return dataclasses.replace(spec, priority=priority, unique_on=on,
+                               unique_for_s=None if unique_for_s is None else float(unique_for_s))
 
 
 def _pool_names(pools: Iterable[str]) -> list[str]:

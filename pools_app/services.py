@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 from nats.js.errors import NotFoundError
 
+from neutrino.app import PRIORITIES
 from pools_app.models import Pool, PoolMode, ScalingDecision
 from pools_app.selectors import forget_cached_pools, nats_pool_names, pool_active_counts
 from pools_app.validation import HTTP_POOL
@@ -155,13 +156,15 @@ def pool_topology_sync(*, broker: Broker | None, removed: Iterable[str] = (), ti
 
 async def topology_apply(js: Any, *, pools: list[str], consumer: Any, removed: Iterable[str] = (),
                          replicas: int = 1) -> None:
-    """The stream for `pools` (with `replicas`: NEUTRINO_STREAM_REPLICAS), a consumer per pool, and no consumer
-    for the `removed` ones (async, any loop)."""
+    """The stream for `pools` (with `replicas`: NEUTRINO_STREAM_REPLICAS), a consumer per pool and priority
+    level, and none for the `removed` ones (async, any loop)."""
     await ensure_stream(js, pools, replicas=replicas)
     for name in pools:
-        await ensure_consumer(js, name, consumer)
+        for level in PRIORITIES:
+            await ensure_consumer(js, name, consumer, level)
     for name in removed:
-        try:
-            await js.delete_consumer(STREAM, consumer_name(name))
-        except NotFoundError:
-            pass
+        for level in PRIORITIES:
+            try:
+                await js.delete_consumer(STREAM, consumer_name(name, level))
+            except NotFoundError:
+                pass

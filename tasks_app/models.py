@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 
-from neutrino.app import EXECUTION_MODES
+from neutrino.app import EXECUTION_MODES, PRIORITIES
 from tasks_app.core.storable import storable_text
 
 
@@ -84,6 +84,12 @@ class Task(models.Model):
     # A retry with changes: what it changed from the task it retries, as {field: {"before", "after"}}.
     retry_changes = models.JSONField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    # The order its pool's workers take waiting tasks in (neutrino.app.PRIORITIES): high, normal, low.
+    priority = models.CharField(max_length=8, default="normal", choices=[(p, p.capitalize()) for p in PRIORITIES])
+    # `unique_for_s`: `<function>:<hash of the chosen arguments>` while the window runs (`unique_until`);
+    # the unique index makes the database the one judge between gateways (tasks_app.services.unique).
+    unique_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    unique_until = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
 
     # Who created it (TaskCreator); "" on rows older than the column (only admin tokens see those in the API).

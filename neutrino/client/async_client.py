@@ -22,6 +22,7 @@ from neutrino.client.flows import (
     Request,
     Submitted,
     advance,
+    flow_fields,
     timing_fields,
 )
 from neutrino.client.models import BulkInfo, GroupInfo, TaskInfo, TaskLog, TaskPage
@@ -65,7 +66,8 @@ class AsyncNeutrinoClient(ClientBase):
                      idempotency_key: str | None = None, timeout: float | None = None,
                      delay_s: float | None = None, run_at: datetime | str | None = None,
                      expires_s: float | None = None, expires_at: datetime | str | None = None,
-                     callback_url: str | None = None) -> AwaitableTask:
+                     callback_url: str | None = None, priority: str | None = None,
+                     unique_for_s: float | None = None) -> AwaitableTask:
         """`call_async` with options: a chosen `idempotency_key`, the request's `timeout`, and the task's timing.
 
         `delay_s` (seconds from now) or `run_at` (an aware datetime, or ISO 8601 with an offset) delays a
@@ -75,9 +77,12 @@ class AsyncNeutrinoClient(ClientBase):
         These are keyword arguments of `submit`, not of `call_async`: `call_async(name, **args)` passes its
         keywords to the task, so the task's arguments go here in the `args` mapping. With `callback_url`,
         Neutrino POSTs the task's final state there once it finishes (a signed webhook; the server's
-        NEUTRINO_WEBHOOK_ALLOWED_HOSTS decides which hosts).
+        NEUTRINO_WEBHOOK_ALLOWED_HOSTS decides which hosts). `priority` ("high", "normal", "low") orders it in
+        its pool's backlog; `unique_for_s` answers a submit with the same arguments within that many seconds
+        with the first task (the handle's `deduplicated` is then True). Both default to the task's own.
         """
-        timing = timing_fields(delay_s=delay_s, run_at=run_at, expires_s=expires_s, expires_at=expires_at)
+        timing = {**timing_fields(delay_s=delay_s, run_at=run_at, expires_s=expires_s, expires_at=expires_at),
+                  **flow_fields(priority=priority, unique_for_s=unique_for_s)}
         submitted = await self._drive(self._flows.submit(name, args or {}, key=idempotency_key, timeout=timeout,
                                                          timing=timing, callback_url=callback_url))
         return AwaitableTask(self, submitted)
@@ -86,8 +91,10 @@ class AsyncNeutrinoClient(ClientBase):
                           idempotency_key: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
                           delay_s: float | None = None, run_at: datetime | str | None = None,
                           expires_s: float | None = None,
-                          expires_at: datetime | str | None = None) -> list[AwaitableTask]:
-        timing = timing_fields(delay_s=delay_s, run_at=run_at, expires_s=expires_s, expires_at=expires_at)
+                          expires_at: datetime | str | None = None,
+                          priority: str | None = None) -> list[AwaitableTask]:
+        timing = {**timing_fields(delay_s=delay_s, run_at=run_at, expires_s=expires_s, expires_at=expires_at),
+                  **flow_fields(priority=priority)}
         try:
             submitted = await self._drive(self._flows.submit_many(name, [dict(i) for i in items],
                                                                   key=idempotency_key, chunk_size=chunk_size,
@@ -254,7 +261,7 @@ class AwaitableTask(HandleBase):
         return (await self.info()).status
 
     async def wait(self, timeout: float = DEFAULT_WAIT_S) -> Any:
-        if self._submitted.status == "completed":
+        if self._submitted.status == "completed" and not self.deduplicated:  # a duplicate carries no result
             return self._submitted.result
         return await self._client.wait(self.id, timeout=timeout)
 

@@ -41,6 +41,8 @@ class HandleBase:
     def __init__(self, submitted: Submitted) -> None:
         self.id = submitted.task_id
         self.function_name = submitted.function_name
+        # A unique task's duplicate submit: this handle is the task the first submit made.
+        self.deduplicated = submitted.deduplicated
         self._submitted = submitted
 
     def __repr__(self) -> str:

@@ -85,6 +85,7 @@ class Submitted:
     function_name: str
     status: str
     result: Any = None  # known when a sync task ran in the submit itself
+    deduplicated: bool = False  # a unique task's duplicate: the first submit's task
 
 
 class Flows:
@@ -283,7 +284,7 @@ def _submitted(reply: Reply, *, function_name: str) -> Submitted:
     """The task one submit made, from the server's answer to it."""
     body = reply.body if isinstance(reply.body, dict) else {}
     return Submitted(task_id=str(body["task_id"]), function_name=function_name, status=str(body.get("status", "")),
-                     result=body.get("result"))
+                     result=body.get("result"), deduplicated=bool(body.get("deduplicated", False)))
 
 
 def timing_fields(*, delay_s: float | None = None, run_at: datetime | str | None = None,
@@ -293,6 +294,13 @@ def timing_fields(*, delay_s: float | None = None, run_at: datetime | str | None
     given = {"delay_s": delay_s, "run_at": run_at, "expires_s": expires_s, "expires_at": expires_at}
     return {name: value.isoformat() if isinstance(value, datetime) else value
             for name, value in given.items() if value is not None}
+
+
+def flow_fields(*, priority: str | None = None, unique_for_s: float | None = None) -> dict[str, Any]:
+    """The body fields of a submit's priority ("high", "normal", "low") and uniqueness window (the server
+    checks them: 422 naming the field)."""
+    given = {"priority": priority, "unique_for_s": unique_for_s}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def describe(name: str, args: Mapping[str, Any] | None = None) -> str:

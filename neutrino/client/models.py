@@ -39,6 +39,7 @@ class TaskInfo:
     retry_of: str | None = None
     retry_changes: Mapping[str, Any] | None = None  # what a retry with changes changed: {field: {before, after}}
     cancel_requested: bool = False
+    priority: str = "normal"  # the order its pool's workers take it in: high, normal, low
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property

@@ -29,6 +29,18 @@ TIMING_PROPERTIES: dict[str, Any] = {
                                  "`expired`. Defaults to the task's own expires_s. Not with expires_at."},
 }
 
+# A queued task's place in its pool's queue and its uniqueness (tasks_app.services.flow).
+PRIORITY_PROPERTY: dict[str, Any] = {
+    "type": "string", "enum": ["high", "normal", "low"],
+    "description": "With a backlog, a pool's workers start high tasks first, then normal, then low. "
+                   "Defaults to the task's own priority.",
+}
+UNIQUE_PROPERTY: dict[str, Any] = {
+    "type": "number", "exclusiveMinimum": 0,
+    "description": "A submit of this task with the same arguments within this many seconds answers 200 with "
+                   "the first task and `\"deduplicated\": true`. Defaults to the task's own unique_for_s.",
+}
+
 
 # A submit's optional webhook: the task's final state is POSTed there, signed (README "Alerts and callbacks").
 CALLBACK_URL_SCHEMA = {"type": "string", "format": "uri", "maxLength": 2000,
@@ -63,7 +75,9 @@ def task_paths(generic: dict[str, Any], generic_batch: dict[str, Any] | None = N
                             "schema": {
                                 "type": "object",
                                 "properties": {"args": args_schema, "callback_url": CALLBACK_URL_SCHEMA,
-                                               **(TIMING_PROPERTIES if spec.runs_on_nats else {})},
+                                               **(TIMING_PROPERTIES if spec.runs_on_nats else {}),
+                                               **({"priority": PRIORITY_PROPERTY, "unique_for_s": UNIQUE_PROPERTY}
+                                                  if spec.runs_on_nats else {})},
                                 "required": ["args"],
                                 "additionalProperties": False,
                             }
@@ -157,6 +171,7 @@ def _batch_operation(template: dict[str, Any], name: str, spec: Any, args_schema
                                     },
                                 },
                                 **TIMING_PROPERTIES,
+                                "priority": PRIORITY_PROPERTY,
                             },
                             "required": ["items"],
                             "additionalProperties": False,

@@ -31,11 +31,12 @@ from tasks_app.core.ports import ports_of
 from tasks_app.core.registry import task_spec
 from tasks_app.models import TaskCreator, TaskStatus
 from tasks_app.selectors import tasks as selectors
-from tasks_app.services import delays
+from tasks_app.services import delays, idempotency
 from tasks_app.services import retry as retries
 from tasks_app.services import submit as submissions
 from tasks_app.services import tasks as services
 from tasks_app.services.audit import actor_of_request
+from tasks_app.services.flow import FLOW_FIELDS
 from tasks_app.services.tasks import SyncOutcome
 from tasks_app.services.timing import TIMING_FIELDS, Timing, submit_timing
 
@@ -79,6 +80,7 @@ class TaskOut(Schema):
     concurrency_key: str | None = None  # [limits] the key of a task with a concurrency limit
     parent_id: str | None = None  # the task that submitted this one
     group_id: str | None = None  # the group (GET /groups/<id>) this task is a member of
+    priority: str = "normal"
 
 
 class TaskPageOut(Schema):
@@ -159,7 +161,7 @@ def parse_task_id(raw: str) -> uuid.UUID:
 
 def request_key(request: HttpRequest) -> str | None:
     """The request's Idempotency-Key, scoped to its caller (None without one)."""
-    return submissions.idempotency_key(scope=request_caller(request).scope,
+    return idempotency.idempotency_key(scope=request_caller(request).scope,
                                        header=request.headers.get(IDEMPOTENCY_HEADER))
 
 
@@ -185,6 +187,10 @@ def call_answer(result: submissions.CallResult) -> HttpResponse:
     task = result.task
     assert task is not None
     poll_url = f"/tasks/{task.id}"
+    if result.deduplicated:
+        # The first task may be another caller's: its id and state only, which its owner alone can poll.
+        return json_response({"task_id": str(task.id), "status": task.status, "priority": task.priority,
+                              "deduplicated": True, "poll_url": poll_url}, status=200)
     if result.replayed:
         return json_response({**selectors.task_as_dict(task), "poll_url": poll_url}, status=200, replayed=True)
     timing = {name: value for name, value in (("run_at", task.run_at), ("expires_at", task.expires_at)) if value}
@@ -217,17 +223,18 @@ def call_task(request: HttpRequest, task_name: str) -> Any:
             spec = dataclasses.replace(spec, timeout_ms=timeout_ms)
     key = request_key(request)
     body = read_json_body(request)
-    unknown = set(body) - {"args", "callback_url", "parent_id", *TIMING_FIELDS}
+    unknown = set(body) - {"args", "callback_url", "parent_id", *TIMING_FIELDS, *FLOW_FIELDS}
     if unknown:
         raise InvalidArguments(
             f"unknown field(s) {', '.join(sorted(unknown))} in the body; send {{\"args\": {{...}}}} and optionally "
-            f"\"callback_url\" and, for a queued task, any of {', '.join(TIMING_FIELDS)}",
+            f"\"callback_url\" and, for a queued task, any of {', '.join((*TIMING_FIELDS, *FLOW_FIELDS))}",
             fields=[{"field": name, "message": "unknown field"} for name in sorted(unknown)],
         )
     return call_answer(submissions.task_call(ports=ports_of(request), spec=spec, args=body.get("args", {}), key=key,
                                              creator=caller.creator, timing=read_timing(body, spec),
                                              callback_url=body.get("callback_url"),
-                                             parent_id=read_parent(body, caller.owner)))
+                                             parent_id=read_parent(body, caller.owner), priority=body.get("priority"),
+                                             unique_for_s=body.get("unique_for_s")))
 
 
 def read_parent(body: dict[str, Any], owner: TaskCreator | None) -> uuid.UUID | None:
@@ -252,15 +259,15 @@ def call_task_batch(request: HttpRequest, task_name: str) -> Any:
     """`{"items": [{"args": {...}}, ...]}` -> 202 `{"items": [{"task_id", "status"}, ...]}` in the same order.
 
     Every item is validated before any is written; a bad one is a 422 naming its index. Sync tasks are
-    refused (422): call them one by one. `run_at` / `delay_s` and `expires_at` / `expires_s` beside
-    `items` apply to every item.
+    refused (422): call them one by one. `run_at` / `delay_s`, `expires_at` / `expires_s` and `priority`
+    beside `items` apply to every item.
     """
     caller = request_caller(request)
     caller.check_may_call(task_name)
     spec = task_spec(task_name)
     key = request_key(request)
     body = read_json_body(request)
-    unknown = set(body) - {"items", *TIMING_FIELDS}
+    unknown = set(body) - {"items", "priority", *TIMING_FIELDS}
     if unknown or not isinstance(body.get("items"), list):
         raise InvalidArguments(
             'send {"items": [{"args": {...}}, ...]}'
@@ -268,7 +275,8 @@ def call_task_batch(request: HttpRequest, task_name: str) -> Any:
             fields=[{"field": "items", "message": "must be a list of {\"args\": {...}}"}],
         )
     batch = submissions.task_submit_many(ports=ports_of(request), spec=spec, items=body["items"], key=key,
-                                         creator=caller.creator, timing=read_timing(body, spec))
+                                         creator=caller.creator, timing=read_timing(body, spec),
+                                         priority=body.get("priority"))
     items = [{"task_id": task_id, "status": status} for task_id, status in batch.items]
     return json_response({"items": items}, status=200 if batch.replayed else 202, replayed=batch.replayed)
 

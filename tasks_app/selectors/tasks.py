@@ -205,6 +205,7 @@ _SHOWN: dict[str, Callable[[Task], Any]] = {
     "concurrency_key": lambda t: t.concurrency_key or None,  # [limits] a limited task's key, once it was tried
     "parent_id": lambda t: str(t.parent_id) if t.parent_id else None,
     "group_id": lambda t: str(t.group_id) if t.group_id else None,
+    "priority": lambda t: t.priority,
 }
 
 

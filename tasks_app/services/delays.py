@@ -108,6 +108,7 @@ class _RowTarget:
     pool: str
     max_retries: int
     timeout_ms: int
+    priority: str
 
 
 def _publish(ports: Ports, ids: Sequence[uuid.UUID]) -> int:
@@ -118,16 +119,16 @@ def _publish(ports: Ports, ids: Sequence[uuid.UUID]) -> int:
     """
     groups: dict[_RowTarget, list[tuple[uuid.UUID, dict[str, Any]]]] = defaultdict(list)
     rows = Task.objects.filter(id__in=ids, status=TaskStatus.PENDING).values(
-        "id", "function_name", "pool", "max_retries", "timeout_ms", "args")
+        "id", "function_name", "pool", "max_retries", "timeout_ms", "args", "priority")
     for row in rows:
         target = _RowTarget(name=row["function_name"], pool=row["pool"], max_retries=row["max_retries"],
-                            timeout_ms=row["timeout_ms"])
+                            timeout_ms=row["timeout_ms"], priority=row["priority"])
         groups[target].append((row["id"], row["args"] if isinstance(row["args"], dict) else {}))
     published = 0
     pending = list(groups.items())
     for index, (target, group) in enumerate(pending):
         try:
-            statuses = queue_released(ports=ports, target=target, rows=group)
+            statuses = queue_released(ports=ports, target=target, rows=group, priority=target.priority)
         except BrokerDown:
             _unrelease([task_id for _, rest in pending[index:] for task_id, _ in rest])
             raise

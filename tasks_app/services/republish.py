@@ -53,7 +53,7 @@ def task_publish_pending(*, ports: Ports, task: Task) -> None:
     Raises BrokerError when the broker did not take it: the row stays pending for the sweeper.
     """
     ports.publisher.publish_task(
-        task_subject(task.pool, task.function_name),
+        task_subject(task.pool, task.function_name, task.priority),
         encode_task_message(task_id=str(task.id), function=task.function_name,
                             args=task.args if isinstance(task.args, dict) else {},
                             max_retries=task.max_retries, timeout_ms=task.timeout_ms),
@@ -90,7 +90,7 @@ def task_republish_lost(*, publisher: Publisher, pool: str, older_than_s: float,
         assert task.queued_at is not None  # filtered on it
         try:
             publisher.publish_task(
-                task_subject(task.pool, task.function_name),
+                task_subject(task.pool, task.function_name, task.priority),
                 encode_task_message(task_id=str(task.id), function=task.function_name,
                                     args=task.args if isinstance(task.args, dict) else {},
                                     max_retries=task.max_retries, timeout_ms=task.timeout_ms),

@@ -18,7 +18,8 @@ from tasks_app.core.registry import task_spec
 from tasks_app.models import Task, TaskCreator, TaskStatus
 from tasks_app.selectors import tasks as selectors
 from tasks_app.services.audit import Actor, audit_record_if
-from tasks_app.services.submit import pool_check_backlog, task_by_key, task_submit
+from tasks_app.services.idempotency import task_by_key
+from tasks_app.services.submit import pool_check_backlog, task_submit
 from tasks_app.services.tasks import task_run_sync, task_validate_args
 from tasks_app.services.tokens import token_check_task
 
@@ -89,7 +90,7 @@ def _task_retry(*, ports: Ports, task_id: uuid.UUID, key: str | None, creator: T
         if spec.runs_on_nats:
             pool_check_backlog(ports=ports, spec=spec, adding=1)
             task = task_submit(ports=ports, spec=spec, args=args, retry_of=retry_of, idempotency_key=key,
-                               creator=creator, retry_changes=changed)
+                               creator=creator, retry_changes=changed, priority=original.priority)
             return RetryResult(task_id=str(task.id), status=task.status, retry_of=retry_of, changes=changed)
         try:
             outcome = task_run_sync(ports=ports, spec=spec, args=args, retry_of=retry_of, idempotency_key=key,

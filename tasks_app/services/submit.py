@@ -14,10 +14,8 @@ them pending, and the sweeper (`task_republish_pending`) publishes them again un
 - `pool_check_backlog`: a pool with `max_backlog` refuses submits (429 + Retry-After) while that many
   tasks wait in it (pending + queued rows, counted on an index, stopping at the limit).
 
-Keys are stored as `<caller scope>:<key>` (`#<index>` appended per batch item), so one token never
-replays another's task. After the TTL a key is released the next time it is used.
-
-Services answer with data (`CallResult`, `BatchResult`); the API shapes the HTTP answer.
+Keys: tasks_app.services.idempotency. Services answer with data (`CallResult`, `BatchResult`); the API
+shapes the HTTP answer.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Literal, Protocol, cast
 
 from django.db import IntegrityError, connection, transaction
@@ -37,7 +34,6 @@ from django.utils import timezone
 from neutrino.app import TaskSpec
 from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.errors import (
-    BadRequest,
     BrokerUnavailable,
     Conflict,
     InvalidArguments,
@@ -48,16 +44,17 @@ from tasks_app.core.errors import (
 from tasks_app.core.ports import Ports
 from tasks_app.models import FINISHED_STATUSES, Task, TaskCreator, TaskStatus
 from tasks_app.selectors import tasks as selectors
+from tasks_app.services import flow
+from tasks_app.services.idempotency import same_request, task_by_key
 from tasks_app.services.limits import rate_check_submit
 from tasks_app.services.tasks import SyncOutcome, task_run_sync, task_validate_args
 from tasks_app.services.timing import Timing, submit_timing
 from tasks_app.services.webhooks import webhook_url_check
 from workers.engine.broker.errors import BrokerDown, BrokerError
-from workers.engine.topology import encode_task_message, task_subject
+from workers.engine.topology import NORMAL, encode_task_message, task_subject
 
 logger = logging.getLogger("neutrino.submissions")
 
-KEY_MAX_CHARS = 128
 # What a refused submit is told to wait: long enough for workers to drain some of the backlog.
 BACKLOG_RETRY_AFTER_S = 5
 UPDATE_CHUNK = 500
@@ -70,6 +67,7 @@ class CallResult:
     outcome: SyncOutcome | None = None
     task: Task | None = None
     replayed: bool = False
+    deduplicated: bool = False  # a unique task's duplicate: `task` is the one its first submit made
 
 
 @dataclass(frozen=True)
@@ -80,53 +78,18 @@ class BatchResult:
     replayed: bool = False
 
 
-# --- idempotency keys --------------------------------------------------------------------------
-
-
-def idempotency_key(*, scope: str, header: str | None) -> str | None:
-    """The stored form of an Idempotency-Key header (None when there is none). Raises BadRequest."""
-    if header is None:
-        return None
-    key = header.strip()
-    if not key or len(key) > KEY_MAX_CHARS or not key.isascii() or not key.isprintable():
-        raise BadRequest(
-            f"Idempotency-Key must be 1 to {KEY_MAX_CHARS} printable ASCII characters (a UUID is a good key)",
-            field="Idempotency-Key",
-        )
-    return f"{scope}:{key}"
-
-
-def task_by_key(*, key: str) -> Task | None:
-    """The task a key made within the TTL. A key older than that is released here and None returned."""
-    task = Task.objects.filter(idempotency_key=key).first()
-    if task is None:
-        return None
-    if task.created_at < timezone.now() - timedelta(seconds=neutrino_settings().idempotency_ttl_s):
-        Task.objects.filter(id=task.id, idempotency_key=key).update(idempotency_key=None)
-        return None
-    return task
-
-
-def _same_request(task: Task, *, spec: TaskSpec, args: dict[str, Any]) -> None:
-    if task.function_name != spec.name or task.args != json.loads(json.dumps(args)):
-        raise Conflict(
-            f"this Idempotency-Key was already used for a different call ({task.function_name} with other "
-            f"arguments, task {task.id}); use a new key for a new call",
-            task_id=str(task.id),
-        )
-
-
 # --- one call --------------------------------------------------------------------------------
 
 
 def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None, creator: TaskCreator,
-              timing: Timing | None = None, callback_url: object = None,
-              parent_id: uuid.UUID | None = None) -> CallResult:
+              timing: Timing | None = None, callback_url: object = None, parent_id: uuid.UUID | None = None,
+              priority: object = None, unique_for_s: object = None) -> CallResult:
     """Validate `args`, then run a sync task or queue a queued one (recording its `creator`), at most once per key.
 
     `timing` (`tasks_app.services.delays.submit_timing`) delays a queued task or gives it an expiry; None
     applies the task's default expiry. With a `callback_url` (allowed by NEUTRINO_WEBHOOK_ALLOWED_HOSTS),
-    the task's final state is POSTed there once it finishes (tasks_app.services.webhooks).
+    the task's final state is POSTed there once it finishes (tasks_app.services.webhooks). `priority` and
+    `unique_for_s` as the body gave them (None: the task's own; tasks_app.services.flow).
 
     Raises InvalidArguments naming each bad field, and what the services raise.
 
@@ -135,6 +98,8 @@ def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None, creat
     """
     args = task_validate_args(spec=spec, args=args)
     callback = None if callback_url is None else webhook_url_check(url=callback_url, field="callback_url")
+    level = flow.submit_priority(spec=spec, value=priority)
+    unique = flow.submit_uniqueness(spec=spec, args=args, value=unique_for_s)
     try:
         rate_check_submit(spec=spec, args_list=[args])  # [limits] reject mode: 429 once the rate is spent
     except Overloaded:
@@ -150,28 +115,34 @@ def task_call(*, ports: Ports, spec: TaskSpec, args: Any, key: str | None, creat
                 except Overloaded:
                     # A full pool still answers a repeat with the task the first call queued.
                     existing = task_by_key(key=key) if key is not None else None
-                    if existing is None:
+                    if existing is not None:
+                        return _replay_checked(ports, spec, args, existing)
+                    first = flow.task_by_unique_key(key=unique.key) if unique is not None else None
+                    if first is None:
                         raise
-                    return _replay_checked(ports, spec, args, existing)
+                    return CallResult(task=first, deduplicated=True)
                 return CallResult(task=task_submit(ports=ports, spec=spec, args=args, idempotency_key=key,
                                                    creator=creator, timing=timing, callback_url=callback,
-                                                   parent_id=parent_id))
+                                                   parent_id=parent_id, priority=level, unique=unique))
             return CallResult(outcome=task_run_sync(ports=ports, spec=spec, args=args, idempotency_key=key,
                                                     creator=creator, callback_url=callback, parent_id=parent_id))
         except IntegrityError:
-            if key is None:
+            if key is None and unique is None:
                 raise
-            existing = task_by_key(key=key)
+            existing = task_by_key(key=key) if key is not None else None
             if existing is not None:
                 return _replay_checked(ports, spec, args, existing)
-            # The key was past its TTL and is released now: claim it again.
+            first = flow.task_by_unique_key(key=unique.key) if unique is not None else None
+            if first is not None:
+                return CallResult(task=first, deduplicated=True)
+            # The key was past its TTL, or the unique window had ended: released now, claim it again.
     raise Conflict("this Idempotency-Key is being claimed by another call right now; try again",
                    field="Idempotency-Key")
 
 
 def _replay_checked(ports: Ports, spec: TaskSpec, args: dict[str, Any], existing: Task) -> CallResult:
     """Answer a repeated call as the first one was answered."""
-    _same_request(existing, spec=spec, args=args)
+    same_request(existing, spec=spec, args=args)
     if spec.runs_on_nats:
         return CallResult(task=existing, replayed=True)
     task = existing
@@ -201,26 +172,32 @@ def _sync_outcome(spec: TaskSpec, task: Task) -> SyncOutcome:
 def task_submit(*, ports: Ports, spec: TaskSpec, args: dict[str, Any], creator: TaskCreator,
                 retry_of: str | None = None, idempotency_key: str | None = None, timing: Timing | None = None,
                 retry_changes: dict[str, Any] | None = None, callback_url: str | None = None,
-                parent_id: uuid.UUID | None = None) -> Task:
+                parent_id: uuid.UUID | None = None, priority: str | None = None,
+                unique: flow.Uniqueness | None = None) -> Task:
     """Queue one async or gpu task, or write it `scheduled` when `timing` delays it (no message until its
-    run_at). Raises BrokerUnavailable (503) when its pool or NATS is missing."""
+    run_at). `priority`: None is the task's own. `unique` claims its key (an IntegrityError when it is taken).
+    Raises BrokerUnavailable (503) when its pool or NATS is missing."""
     _check_route(ports, spec)
     task = _template(spec, creator, timing, args=args, retry_of_id=retry_of, idempotency_key=idempotency_key,
-                     retry_changes=retry_changes, callback_url=callback_url, parent_id=parent_id)
+                     retry_changes=retry_changes, callback_url=callback_url, parent_id=parent_id,
+                     priority=priority or spec.priority,
+                     **({"unique_key": unique.key, "unique_until": unique.until} if unique is not None else {}))
     # The batch's INSERT, for one row: Model.save's machinery was 30% of a gateway's time per submit.
     _insert_rows(task, [_Row(id=task.id, args=args, key=idempotency_key)])
     task._state.adding = False
     if task.status == TaskStatus.SCHEDULED:
         ports.events.emit(str(task.id), TaskStatus.SCHEDULED)
         return task
-    task.status = _queue(ports, spec, [_Row(id=task.id, args=args, key=idempotency_key)])[0]
+    task.status = _queue(ports, spec, [_Row(id=task.id, args=args, key=idempotency_key, priority=task.priority)])[0]
     return task
 
 
 def _template(spec: TaskSpec, creator: TaskCreator, timing: Timing | None, **fields: Any) -> Task:
-    """A new task row of `spec`: scheduled when `timing` delays it, else pending."""
+    """A new task row of `spec`: scheduled when `timing` delays it, else pending (at the task's own priority
+    unless `fields` gives one)."""
     if timing is None:
         timing = submit_timing(spec=spec, fields={})
+    fields.setdefault("priority", spec.priority)
     return Task(function_name=spec.name, status=TaskStatus.SCHEDULED if timing.run_at else TaskStatus.PENDING,
                 pool=spec.pool, execution_mode=spec.execution_mode, created_at=timezone.now(),
                 timeout_ms=spec.timeout_ms, max_retries=spec.max_retries, run_at=timing.run_at,
@@ -243,7 +220,7 @@ def tasks_retry_many(*, ports: Ports, spec: TaskSpec, originals: list[tuple[uuid
                                task=spec.name)
     keys = {task_id: f"{key_prefix}{task_id}" for task_id, _ in originals}
     made = set(Task.objects.filter(idempotency_key__in=keys.values()).values_list("idempotency_key", flat=True))
-    rows = [_Row(id=uuid.uuid4(), args=args, key=keys[task_id], retry_of=task_id)
+    rows = [_Row(id=uuid.uuid4(), args=args, key=keys[task_id], retry_of=task_id, priority=spec.priority)
             for task_id, args in originals if keys[task_id] not in made]
     if not rows:  # all made by an earlier run of this chunk
         return 0
@@ -251,7 +228,7 @@ def tasks_retry_many(*, ports: Ports, spec: TaskSpec, originals: list[tuple[uuid
     pool_check_backlog(ports=ports, spec=spec, adding=len(rows))
     _insert_rows(Task(function_name=spec.name, status=TaskStatus.PENDING, pool=spec.pool,
                       execution_mode=spec.execution_mode, created_at=timezone.now(), timeout_ms=spec.timeout_ms,
-                      max_retries=spec.max_retries, **creator.fields()), rows)
+                      max_retries=spec.max_retries, priority=spec.priority, **creator.fields()), rows)
     _queue(ports, spec, rows)
     return len(rows)
 
@@ -291,10 +268,14 @@ def pool_check_backlog(*, ports: Ports, spec: TaskSpec, adding: int) -> None:
 
 
 def task_submit_many(*, ports: Ports, spec: TaskSpec, items: list[Any], key: str | None,
-                     creator: TaskCreator, timing: Timing | None = None) -> BatchResult:
+                     creator: TaskCreator, timing: Timing | None = None, priority: object = None) -> BatchResult:
     """Queue one task per item (`{"args": {...}}`), all or nothing, recording their `creator`; the ids in item order.
 
-    `timing` applies to every item (one run_at and one expiry for the batch).
+    `timing` applies to every item (one run_at and one expiry for the batch), and so does `priority` (as the
+    body gave it; None: the task's own).
+
+    Unique tasks (`unique_for_s`) are refused (422): submit them one by one, so that each duplicate is
+    answered on its own instead of failing the whole batch.
 
     Sync tasks are refused (422): a batch would hold one request for the sum of their run times;
     call them one by one, or make the task async.
@@ -305,6 +286,11 @@ def task_submit_many(*, ports: Ports, spec: TaskSpec, items: list[Any], key: str
             task=spec.name,
         )
     limit = neutrino_settings().batch_max
+    if spec.unique_for_s is not None:
+        raise InvalidArguments(
+            f"{spec.name} is a unique task (unique_for_s): submit it one by one (POST /api/{spec.name}), so that a "
+            "duplicate is answered with its first task instead of failing the batch", task=spec.name)
+    level = flow.submit_priority(spec=spec, value=priority)
     if not items:
         raise InvalidArguments("'items' is empty; send at least one {\"args\": {...}}", field="items")
     if len(items) > limit:
@@ -321,8 +307,8 @@ def task_submit_many(*, ports: Ports, spec: TaskSpec, items: list[Any], key: str
     _check_route(ports, spec)
     pool_check_backlog(ports=ports, spec=spec, adding=len(items))
     rate_check_submit(spec=spec, args_list=all_args)  # [limits] reject mode: all the batch's starts, or 429
-    template = _template(spec, creator, timing)
-    rows = [_Row(id=uuid.uuid4(), args=args, key=keys[index] if keys is not None else None)
+    template = _template(spec, creator, timing, priority=level)
+    rows = [_Row(id=uuid.uuid4(), args=args, key=keys[index] if keys is not None else None, priority=level)
             for index, args in enumerate(all_args)]
     try:
         _insert_rows(template, rows)
@@ -348,6 +334,7 @@ class _Row:
     key: str | None
     retry_of: uuid.UUID | None = None  # None: the template's
     group_index: int | None = None  # None: the template's
+    priority: str = NORMAL  # the subject its message goes to (the row's own column is the template's)
 
 
 def _check_route(ports: Ports, spec: TaskSpec) -> None:
@@ -384,12 +371,13 @@ class QueueTarget(Protocol):
     def timeout_ms(self) -> int: ...
 
 
-def queue_released(*, ports: Ports, target: QueueTarget, rows: list[tuple[uuid.UUID, dict[str, Any]]]) -> list[str]:
+def queue_released(*, ports: Ports, target: QueueTarget, rows: list[tuple[uuid.UUID, dict[str, Any]]],
+                   priority: str = NORMAL) -> list[str]:
     """Publish delayed tasks just released to pending (`tasks_app.services.delays`), as a submit publishes.
 
     Raises BrokerDown with the rows left pending (their caller puts them back to scheduled).
     """
-    return _queue(ports, target, [_Row(id=task_id, args=args, key=None) for task_id, args in rows],
+    return _queue(ports, target, [_Row(id=task_id, args=args, key=None, priority=priority) for task_id, args in rows],
                   when_down="raise")
 
 
@@ -402,10 +390,10 @@ def _queue(ports: Ports, spec: QueueTarget, rows: list[_Row], *, when_down: When
     "leave pending" leaves them pending for the sweeper (a schedule's rows); "raise" raises BrokerDown with
     the rows pending (released delayed tasks: their caller puts them back to scheduled).
     """
-    subject = task_subject(spec.pool, spec.name)
     messages = [
-        (subject, encode_task_message(task_id=str(row.id), function=spec.name, args=row.args,
-                                      max_retries=spec.max_retries, timeout_ms=spec.timeout_ms), str(row.id))
+        (task_subject(spec.pool, spec.name, row.priority),
+         encode_task_message(task_id=str(row.id), function=spec.name, args=row.args, max_retries=spec.max_retries,
+                             timeout_ms=spec.timeout_ms), str(row.id))
         for row in rows
     ]
     ids = [row.id for row in rows]
@@ -413,7 +401,7 @@ def _queue(ports: Ports, spec: QueueTarget, rows: list[_Row], *, when_down: When
     try:
         if len(messages) == 1:
             # One task: the blocking publisher in the caller's thread, no hop to the bridge's loop.
-            results = [ports.publisher.publish_task(subject, messages[0][1], msg_id=messages[0][2])]
+            results = [ports.publisher.publish_task(messages[0][0], messages[0][1], msg_id=messages[0][2])]
         else:
             results = ports.publisher.publish_tasks(messages)
     except BrokerDown as exc:
@@ -468,7 +456,7 @@ def tasks_insert_members(*, spec: TaskSpec, creator: TaskCreator, all_args: list
     """INSERT pending member rows of a group, `group_index` counting from `first_index`, in the caller's
     transaction; queue them after its commit with `tasks_queue_members`."""
     template = _template(spec, creator, None, group_id=group_id, parent_id=parent_id)
-    rows = [_Row(id=uuid.uuid4(), args=args, key=None, group_index=first_index + index)
+    rows = [_Row(id=uuid.uuid4(), args=args, key=None, group_index=first_index + index, priority=spec.priority)
             for index, args in enumerate(all_args)]
     _insert_rows(template, rows)
     return [row.id for row in rows]
@@ -477,8 +465,8 @@ def tasks_insert_members(*, spec: TaskSpec, creator: TaskCreator, all_args: list
 def tasks_queue_members(*, ports: Ports, spec: TaskSpec, rows: list[tuple[uuid.UUID, dict[str, Any]]]) -> list[str]:
     """Publish committed pending rows of `spec` through the one queueing path; NATS down or an unconfirmed
     publish leaves them pending for the pool's sweeper (the group exists already: failing them would fire it)."""
-    return _queue(ports, spec, [_Row(id=task_id, args=args, key=None) for task_id, args in rows],
-                  when_down="leave pending")
+    return _queue(ports, spec, [_Row(id=task_id, args=args, key=None, priority=spec.priority)
+                                for task_id, args in rows], when_down="leave pending")
 
 
 # --- rows the scheduler makes (tasks_app.services.schedules) -----------------------------------
@@ -488,7 +476,7 @@ def task_insert_pending(*, spec: TaskSpec, args: dict[str, Any], creator: TaskCr
     """INSERT one pending row of `spec` in the caller's transaction (queue it with `task_queue_inserted`)."""
     task = Task(function_name=spec.name, status=TaskStatus.PENDING, pool=spec.pool,
                 execution_mode=spec.execution_mode, created_at=timezone.now(), timeout_ms=spec.timeout_ms,
-                max_retries=spec.max_retries, args=args, **creator.fields())
+                max_retries=spec.max_retries, args=args, priority=spec.priority, **creator.fields())
     _insert_rows(task, [_Row(id=task.id, args=args, key=None)])
     task._state.adding = False
     return task
@@ -508,7 +496,8 @@ def task_queue_inserted(*, ports: Ports, spec: TaskSpec, tasks: list[Task]) -> l
                         error=f"not queued: {exc.message}")
         ports.events.emit_many([str(task_id) for task_id in ids], TaskStatus.FAILED)
         return [TaskStatus.FAILED] * len(ids)
-    rows = [_Row(id=task.id, args=task.args if isinstance(task.args, dict) else {}, key=None) for task in tasks]
+    rows = [_Row(id=task.id, args=task.args if isinstance(task.args, dict) else {}, key=None, priority=task.priority)
+            for task in tasks]
     return _queue(ports, spec, rows, when_down="leave pending")
 
 

@@ -429,3 +429,14 @@ def test_dead_letters_group_queued_failures_by_function_and_error(staff_client, 
     assert "5 tasks in 3 groups" in html
     wider = staff_client.get("/ui/dead-letters?range=30d").content.decode()
     assert 'data-function="old"' in wider and 'data-function="add"' not in wider
+
+
+def test_detail_shows_a_queued_task_s_priority_and_its_unique_window(staff_client, make_task) -> None:
+    until = timezone.now() + timedelta(minutes=5)
+    task = make_task(pool="async", execution_mode="async", status="queued", priority="high",
+                     unique_key="report:abc", unique_until=until)
+    html = staff_client.get(f"/ui/tasks/{task.id}").content.decode()
+    assert re.search(r'id="task-priority">high<', html) and 'id="task-unique-until"' in html
+    plain = make_task()  # a sync task waits in no queue: no priority shown
+    html = staff_client.get(f"/ui/tasks/{plain.id}").content.decode()
+    assert 'id="task-priority"' not in html and 'id="task-unique-until"' not in html

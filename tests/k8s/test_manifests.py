@@ -295,6 +295,9 @@ def test_keda_scaled_objects_name_real_deployments_and_consumers():
         assert target == deployment_name(pool)
         assert trigger["metadata"]["stream"] == STREAM
         assert trigger["metadata"]["consumer"] == consumer_name(pool)
+        # One trigger per priority level's consumer: a backlog of high or low tasks scales the pool too.
+        assert [t["metadata"]["consumer"] for t in scaled["spec"]["triggers"]] == [
+            consumer_name(pool, level) for level in ("normal", "high", "low")]
     assert not any("extras" in str(path) for path in OVERLAYS.values())  # an alternative, in no overlay
 
 

@@ -142,3 +142,24 @@ def test_sdk_imports_no_django() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_priority_and_unique_options_are_checked_when_the_task_is_defined() -> None:
+    app = Neutrino("flow-options")
+
+    @app.task(execution_mode="async", priority="low", unique_for_s=30, unique_on=["report"])
+    def build(report: str, note: str = "") -> str:
+        return report
+
+    assert (build.spec.priority, build.spec.unique_for_s, build.spec.unique_on) == ("low", 30.0, ("report",))
+    cases = [
+        ({"execution_mode": "async", "priority": "urgent"}, "unknown priority 'urgent'"),
+        ({"priority": "high"}, "sync tasks .* have no priority"),
+        ({"unique_for_s": 10}, "unique_for_s is for queued tasks"),
+        ({"execution_mode": "async", "unique_for_s": 0}, "unique_for_s must be a positive number"),
+        ({"execution_mode": "async", "unique_for_s": 5, "unique_on": ["nope"]}, "unique_on names no argument"),
+        ({"execution_mode": "async", "unique_on": ["report"]}, "unique_on needs unique_for_s"),
+    ]
+    for index, (options, message) in enumerate(cases):
+        with pytest.raises(TaskDefinitionError, match=message):
+            app.task(name=f"bad_{index}", **options)(lambda report: report)

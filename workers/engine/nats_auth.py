@@ -65,10 +65,13 @@ PERMISSIONS: dict[str, dict[str, dict[str, list[str]]]] = {
         "subscribe": {"allow": ["neutrino.events.>", CANCEL_SUBJECT, "_INBOX.>"]},
     },
     WORKER_USER: {
-        "publish": {"allow": ["neutrino.*.*", "neutrino.events.>", *_STREAM_SETUP, *_CONSUMER_SETUP, *_CONSUME,
+        "publish": {"allow": ["neutrino.*.*", "neutrino.*.*.high", "neutrino.*.*.low", "neutrino.events.>",
+                              *_STREAM_SETUP, *_CONSUMER_SETUP, *_CONSUME,
                               "_INBOX.>"],
                     "deny": ["neutrino.control.>"]},
-        "subscribe": {"allow": [CANCEL_SUBJECT, MAX_DELIVERIES_ADVISORY, "_INBOX.>"]},
+        # The high and low subjects: a worker hears of a new task of those levels (pool_worker.priority).
+        "subscribe": {"allow": [CANCEL_SUBJECT, MAX_DELIVERIES_ADVISORY, "neutrino.*.*.high", "neutrino.*.*.low",
+                                "_INBOX.>"]},
     },
 }
 

@@ -1,7 +1,10 @@
 """The JetStream topology: one WorkQueue stream for all NATS pools, one durable pull consumer per pool.
 
-    stream   NEUTRINO_TASKS      subjects neutrino.<pool>.*  (WorkQueue, file storage, duplicate window)
-    consumer pool_<pool>         filter neutrino.<pool>.*    (explicit ack, ack_wait, max_deliver)
+    stream   NEUTRINO_TASKS      subjects neutrino.<pool>.*, neutrino.<pool>.*.high, neutrino.<pool>.*.low
+                                 (WorkQueue, file storage, duplicate window)
+    consumer pool_<pool>         filter neutrino.<pool>.*         normal priority (explicit ack, ack_wait,
+    consumer prio_high_<pool>    filter neutrino.<pool>.*.high    high            max_deliver; one set of
+    consumer prio_low_<pool>     filter neutrino.<pool>.*.low     low             settings for the three)
     events   neutrino.events.task.<id>      core NATS, every state change (JSON); subscribe to
                                             neutrino.events.task.* for all, or one task's subject
     control  neutrino.control.cancel        core NATS, "kill this task if you run it"
@@ -26,6 +29,8 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import NotFoundError
+
+from neutrino.app import PRIORITIES
 
 STREAM = "NEUTRINO_TASKS"
 EVENTS_SUBJECT = "neutrino.events.task.*"  # every task's events (a subscription, not a publish subject)
@@ -54,16 +59,26 @@ def event_subject(task_id: str) -> str:
     return f"neutrino.events.task.{task_id}"
 
 
-def task_subject(pool: str, function: str) -> str:
-    return f"neutrino.{pool}.{function}"
+NORMAL = "normal"
+# The levels with a subject suffix and a consumer of their own; normal tasks keep the plain subject, so a
+# pool that never sees another level works exactly as before (one consumer, one fetch per batch).
+OTHER_PRIORITIES = tuple(level for level in PRIORITIES if level != NORMAL)
 
 
-def pool_subject(pool: str) -> str:
-    return f"neutrino.{pool}.*"
+def task_subject(pool: str, function: str, priority: str = NORMAL) -> str:
+    base = f"neutrino.{pool}.{function}"
+    return base if priority == NORMAL else f"{base}.{priority}"
 
 
-def consumer_name(pool: str) -> str:
-    return f"pool_{pool}"
+def pool_subject(pool: str, priority: str = NORMAL) -> str:
+    # Three tokens and four never match each other's wildcards: the WorkQueue stream needs the consumers'
+    # filters disjoint.
+    return f"neutrino.{pool}.*" if priority == NORMAL else f"neutrino.{pool}.*.{priority}"
+
+
+def consumer_name(pool: str, priority: str = NORMAL) -> str:
+    # "prio_" never starts a normal consumer's name ("pool_"), whatever the pool is called.
+    return f"pool_{pool}" if priority == NORMAL else f"prio_{priority}_{pool}"
 
 
 def encode_task_message(*, task_id: str, function: str, args: dict[str, Any], max_retries: int,
@@ -116,7 +131,7 @@ async def ensure_stream(
 
     `replicas` is 3 on a NATS cluster (NEUTRINO_STREAM_REPLICAS): with 1, a queued task lives on one server.
     """
-    subjects = sorted(pool_subject(p) for p in set(pools))
+    subjects = sorted(pool_subject(p, level) for p in set(pools) for level in PRIORITIES)
     if not subjects:
         return
     config = StreamConfig(
@@ -140,8 +155,9 @@ async def ensure_stream(
         await js.update_stream(config)
 
 
-async def ensure_consumer(js: JetStreamContext, pool: str, settings: ConsumerSettings) -> None:
-    """Create or update the pool's durable consumer.
+async def ensure_consumer(js: JetStreamContext, pool: str, settings: ConsumerSettings,
+                          priority: str = NORMAL) -> None:
+    """Create or update the pool's durable consumer of one priority level.
 
     `add_consumer` on an existing durable is the server's create-or-update, so a changed
     ack_wait or max_deliver takes effect; `pull_subscribe(durable=...)` alone would not apply it.
@@ -149,8 +165,8 @@ async def ensure_consumer(js: JetStreamContext, pool: str, settings: ConsumerSet
     await js.add_consumer(
         STREAM,
         ConsumerConfig(
-            durable_name=consumer_name(pool),
-            filter_subject=pool_subject(pool),
+            durable_name=consumer_name(pool, priority),
+            filter_subject=pool_subject(pool, priority),
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=settings.ack_wait_s,
@@ -174,8 +190,17 @@ class PoolDepth:
 
 
 async def pool_depth(js: JetStreamContext, pool: str) -> PoolDepth:
+    """The pool's messages at every priority level (a level's consumer not made yet counts none)."""
     try:
         info = await js.consumer_info(STREAM, consumer_name(pool))
     except NotFoundError:
         return PoolDepth(pending=0, in_flight=0, known=False)
-    return PoolDepth(pending=int(info.num_pending or 0), in_flight=int(info.num_ack_pending or 0))
+    pending, in_flight = int(info.num_pending or 0), int(info.num_ack_pending or 0)
+    for level in OTHER_PRIORITIES:
+        try:
+            other = await js.consumer_info(STREAM, consumer_name(pool, level))
+        except NotFoundError:
+            continue
+        pending += int(other.num_pending or 0)
+        in_flight += int(other.num_ack_pending or 0)
+    return PoolDepth(pending=pending, in_flight=in_flight)

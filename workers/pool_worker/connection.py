@@ -11,6 +11,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from neutrino.app import PRIORITIES
 from pools_app.selectors import nats_pool_names
 from tasks_app.core.conf import NeutrinoSettings
 from workers.engine.broker.connect import connect, shown
@@ -102,10 +103,9 @@ class NatsConnection:
         if self.pool not in pools:
             pools.append(self.pool)
         await ensure_stream(self.js, pools, replicas=self.conf.stream_replicas)
-        await ensure_consumer(
-            self.js, self.pool,
-            ConsumerSettings(ack_wait_s=self.conf.ack_wait_s, max_deliver=self.conf.max_deliver),
-        )
+        settings = ConsumerSettings(ack_wait_s=self.conf.ack_wait_s, max_deliver=self.conf.max_deliver)
+        for level in PRIORITIES:
+            await ensure_consumer(self.js, self.pool, settings, level)
 
     async def stop_deliveries(self) -> None:
         """No more deliveries to this worker."""

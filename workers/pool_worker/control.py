@@ -10,6 +10,7 @@ from django.db import DatabaseError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from neutrino.app import PRIORITIES
 from tasks_app.core.conf import NeutrinoSettings
 from tasks_app.core.ports import TaskEvents
 from tasks_app.selectors.tasks import tasks_cancel_requested
@@ -59,7 +60,9 @@ class Control:
             seq = int(body["stream_seq"])
         except (ValueError, KeyError, TypeError):
             return
-        if body.get("stream") != STREAM or body.get("consumer") != consumer_name(self.pool):
+        if body.get("stream") != STREAM or body.get("consumer") not in {
+            consumer_name(self.pool, level) for level in PRIORITIES
+        }:
             return
         deliveries = body.get("deliveries", self.conf.max_deliver)
         try:

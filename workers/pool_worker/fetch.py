@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from workers.engine.topology import consumer_name
+from workers.pool_worker.priority import PriorityLevels
 from workers.pool_worker.settle import settle
 from workers.pool_worker.state import Slots, SlotTicket, StopFlags
 
@@ -43,6 +44,7 @@ class Fetcher:
         self.ensure_topology = ensure_topology
         self.handlers: set[asyncio.Task[None]] = set()
         self.slot_freed = asyncio.Event()
+        self.levels: PriorityLevels | None = None  # the high and low consumers, once bound
 
     def wake(self) -> None:
         """Wake a loop waiting for a free slot (the worker is stopping)."""
@@ -57,7 +59,11 @@ class Fetcher:
                 await self.slot_freed.wait()
                 continue
             try:
-                msgs = await psub.fetch(free, timeout=FETCH_TIMEOUT_S)
+                if self.levels is not None and self.levels.active:
+                    msgs = await self.levels.fetch(free, psub)  # high first (workers.pool_worker.priority)
+                else:
+                    msgs = await psub.fetch(free, timeout=FETCH_TIMEOUT_S if self.levels is None
+                                            else self.levels.long_poll_s)
             except nats.errors.TimeoutError:
                 failures = 0
                 continue

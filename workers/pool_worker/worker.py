@@ -61,6 +61,7 @@ from workers.pool_worker.db import TransitionBatcher, db
 from workers.pool_worker.fetch import Fetcher
 from workers.pool_worker.heartbeat import Heartbeat, detect_gpus
 from workers.pool_worker.ports import worker_ports
+from workers.pool_worker.priority import PriorityLevels
 from workers.pool_worker.settle import Settler
 from workers.pool_worker.state import RunningTasks, Slots, StopFlags
 from workers.pool_worker.sweeper import sweep_loop
@@ -223,10 +224,28 @@ class PoolWorker:
         assert self.nats.js is not None and self.nats.nc is not None
         self.bridge.attach(loop=asyncio.get_running_loop(), nc=self.nats.nc)
         control = Control(js=self.nats.js, pool=self.pool, conf=self.conf, runs=self.runs, events=self.ports.events)
-        return await self.nats.set_up(on_cancel=control.on_cancel, on_max_deliveries=control.on_max_deliveries)
+        psub = await self.nats.set_up(on_cancel=control.on_cancel, on_max_deliveries=control.on_max_deliveries)
+        if psub is not None:
+            await self._set_up_priorities()
+        return psub
+
+    async def _set_up_priorities(self) -> None:
+        """The high and low levels beside the normal consumer (workers.pool_worker.priority)."""
+        assert self.nats.js is not None and self.nats.nc is not None
+        levels = PriorityLevels(pool=self.pool)
+        try:
+            await levels.set_up(self.nats.nc, self.nats.js)
+        except Exception as exc:  # an older server's permissions: serve the normal level alone
+            logger.warning("pool %s serves normal priority only: cannot bind its high and low consumers (%s)",
+                           self.pool, exc)
+            return
+        self.fetcher.levels = levels
+        self.background.append(asyncio.create_task(levels.poll_loop(self.nats.js, self.stop), name="priorities"))
 
     async def _shutdown(self) -> None:
         await self.nats.stop_deliveries()
+        if self.fetcher.levels is not None:
+            await self.fetcher.levels.stop_deliveries()
         handlers = self.fetcher.handlers  # the set shrinks as handlers finish
         if handlers:
             logger.info("waiting up to %.0f s for %d running task(s)", self.conf.worker_grace_s, len(handlers))
