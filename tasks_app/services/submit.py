@@ -50,6 +50,7 @@ from tasks_app.services.limits import rate_check_submit
 from tasks_app.services.tasks import SyncOutcome, task_run_sync, task_validate_args
 from tasks_app.services.timing import Timing, submit_timing
 from tasks_app.services.webhooks import webhook_url_check
+from workers.engine import tracing
 from workers.engine.broker.errors import BrokerDown, BrokerError
 from workers.engine.topology import NORMAL, encode_task_message, task_subject
 
@@ -177,6 +178,19 @@ def task_submit(*, ports: Ports, spec: TaskSpec, args: dict[str, Any], creator: 
     """Queue one async or gpu task, or write it `scheduled` when `timing` delays it (no message until its
     run_at). `priority`: None is the task's own. `unique` claims its key (an IntegrityError when it is taken).
     Raises BrokerUnavailable (503) when its pool or NATS is missing."""
+    attributes = {"neutrino.function": spec.name, "neutrino.pool": spec.pool}
+    with tracing.span("neutrino.submit", attributes=attributes) as span:
+        task = _submit(ports, spec, args, creator, retry_of=retry_of, idempotency_key=idempotency_key,
+                       timing=timing, retry_changes=retry_changes, callback_url=callback_url, parent_id=parent_id,
+                       priority=priority, unique=unique)
+        tracing.set_attributes(span, {"neutrino.task_id": str(task.id), "neutrino.status": str(task.status)})
+        return task
+
+
+def _submit(ports: Ports, spec: TaskSpec, args: dict[str, Any], creator: TaskCreator, *, retry_of: str | None,
+            idempotency_key: str | None, timing: Timing | None, retry_changes: dict[str, Any] | None,
+            callback_url: str | None, parent_id: uuid.UUID | None, priority: str | None,
+            unique: flow.Uniqueness | None) -> Task:
     _check_route(ports, spec)
     task = _template(spec, creator, timing, args=args, retry_of_id=retry_of, idempotency_key=idempotency_key,
                      retry_changes=retry_changes, callback_url=callback_url, parent_id=parent_id,
@@ -198,6 +212,7 @@ def _template(spec: TaskSpec, creator: TaskCreator, timing: Timing | None, **fie
     if timing is None:
         timing = submit_timing(spec=spec, fields={})
     fields.setdefault("priority", spec.priority)
+    fields.setdefault("traceparent", tracing.current_traceparent())
     return Task(function_name=spec.name, status=TaskStatus.SCHEDULED if timing.run_at else TaskStatus.PENDING,
                 pool=spec.pool, execution_mode=spec.execution_mode, created_at=timezone.now(),
                 timeout_ms=spec.timeout_ms, max_retries=spec.max_retries, run_at=timing.run_at,
@@ -390,10 +405,17 @@ def _queue(ports: Ports, spec: QueueTarget, rows: list[_Row], *, when_down: When
     "leave pending" leaves them pending for the sweeper (a schedule's rows); "raise" raises BrokerDown with
     the rows pending (released delayed tasks: their caller puts them back to scheduled).
     """
+    with tracing.span("neutrino.publish", kind="producer",
+                      attributes={"messaging.system": "nats", "neutrino.function": spec.name,
+                                  "neutrino.pool": spec.pool, "neutrino.tasks": len(rows)}):
+        return _publish(ports, spec, rows, when_down, tracing.current_traceparent())
+
+
+def _publish(ports: Ports, spec: QueueTarget, rows: list[_Row], when_down: WhenDown, traceparent: str) -> list[str]:
     messages = [
         (task_subject(spec.pool, spec.name, row.priority),
          encode_task_message(task_id=str(row.id), function=spec.name, args=row.args, max_retries=spec.max_retries,
-                             timeout_ms=spec.timeout_ms), str(row.id))
+                             timeout_ms=spec.timeout_ms, traceparent=traceparent), str(row.id))
         for row in rows
     ]
     ids = [row.id for row in rows]
