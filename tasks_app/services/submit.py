@@ -180,30 +180,21 @@ def task_submit(*, ports: Ports, spec: TaskSpec, args: dict[str, Any], creator: 
     Raises BrokerUnavailable (503) when its pool or NATS is missing."""
     attributes = {"neutrino.function": spec.name, "neutrino.pool": spec.pool}
     with tracing.span("neutrino.submit", attributes=attributes) as span:
-        task = _submit(ports, spec, args, creator, retry_of=retry_of, idempotency_key=idempotency_key,
-                       timing=timing, retry_changes=retry_changes, callback_url=callback_url, parent_id=parent_id,
-                       priority=priority, unique=unique)
-        tracing.set_attributes(span, {"neutrino.task_id": str(task.id), "neutrino.status": str(task.status)})
+        _check_route(ports, spec)
+        task = _template(spec, creator, timing, args=args, retry_of_id=retry_of, idempotency_key=idempotency_key,
+                         retry_changes=retry_changes, callback_url=callback_url, parent_id=parent_id,
+                         priority=priority or spec.priority,
+                         **({"unique_key": unique.key, "unique_until": unique.until} if unique is not None else {}))
+        tracing.set_attributes(span, {"neutrino.task_id": str(task.id)})
+        # The batch's INSERT, for one row: Model.save's machinery was 30% of a gateway's time per submit.
+        _insert_rows(task, [_Row(id=task.id, args=args, key=idempotency_key)])
+        task._state.adding = False
+        if task.status == TaskStatus.SCHEDULED:
+            ports.events.emit(str(task.id), TaskStatus.SCHEDULED)
+            return task
+        row = _Row(id=task.id, args=args, key=idempotency_key, priority=task.priority)
+        task.status = _queue(ports, spec, [row])[0]
         return task
-
-
-def _submit(ports: Ports, spec: TaskSpec, args: dict[str, Any], creator: TaskCreator, *, retry_of: str | None,
-            idempotency_key: str | None, timing: Timing | None, retry_changes: dict[str, Any] | None,
-            callback_url: str | None, parent_id: uuid.UUID | None, priority: str | None,
-            unique: flow.Uniqueness | None) -> Task:
-    _check_route(ports, spec)
-    task = _template(spec, creator, timing, args=args, retry_of_id=retry_of, idempotency_key=idempotency_key,
-                     retry_changes=retry_changes, callback_url=callback_url, parent_id=parent_id,
-                     priority=priority or spec.priority,
-                     **({"unique_key": unique.key, "unique_until": unique.until} if unique is not None else {}))
-    # The batch's INSERT, for one row: Model.save's machinery was 30% of a gateway's time per submit.
-    _insert_rows(task, [_Row(id=task.id, args=args, key=idempotency_key)])
-    task._state.adding = False
-    if task.status == TaskStatus.SCHEDULED:
-        ports.events.emit(str(task.id), TaskStatus.SCHEDULED)
-        return task
-    task.status = _queue(ports, spec, [_Row(id=task.id, args=args, key=idempotency_key, priority=task.priority)])[0]
-    return task
 
 
 def _template(spec: TaskSpec, creator: TaskCreator, timing: Timing | None, **fields: Any) -> Task:
