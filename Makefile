@@ -49,6 +49,6 @@ clean:
 .PHONY: lock
 lock:
 	rm -rf build/lock-venv && $(PYTHON) -m venv build/lock-venv
-	build/lock-venv/bin/pip install -q .
+	build/lock-venv/bin/pip install -q '.[otel]'
 	( sed -n '1,2p' requirements.lock; build/lock-venv/bin/pip freeze --exclude-editable | grep -iv '^neutrino' ) \
 		> build/requirements.lock && mv build/requirements.lock requirements.lock

@@ -100,6 +100,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so it times the whole answer: neutrino_http_request_duration_seconds on /metrics.
     "neutrino_site.metrics.RequestLatencyMiddleware",
+    # A trace per request, continuing the caller's traceparent; removes itself when tracing is off.
+    "neutrino_site.tracing.TracingMiddleware",
     # A page that meets a database outage is a 503 to retry, not a 500 (the API has its own handler).
     "neutrino_site.outages.DatabaseOutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -234,6 +236,14 @@ NEUTRINO_MAX_PAYLOAD_BYTES = int(os.environ.get("NEUTRINO_MAX_PAYLOAD_BYTES", st
 # What one attempt of a task may write to its log (print, logging, ...); the rest is counted, not kept. 0: off.
 NEUTRINO_LOG_MAX_BYTES = int(os.environ.get("NEUTRINO_LOG_MAX_BYTES", str(1_000_000)))
 NEUTRINO_LEDGER = _env_bool("NEUTRINO_LEDGER", True)
+# Traces (OpenTelemetry, workers.engine.tracing): off unless NEUTRINO_TRACING says so or the standard OTEL_*
+# variables name an exporter or an OTLP endpoint. The exporter itself reads the other OTEL_* variables.
+_OTEL_EXPORTER = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+NEUTRINO_TRACING = _env_bool("NEUTRINO_TRACING", (_OTEL_EXPORTER not in ("", "none")) or bool(
+    os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")))
+NEUTRINO_TRACE_EXPORTER = _OTEL_EXPORTER if _OTEL_EXPORTER not in ("", "none") else "otlp"
+# The dashboard's task page links its trace here, e.g. "https://jaeger.example/trace/{trace_id}"; "": no link.
+NEUTRINO_TRACE_URL_TEMPLATE = os.environ.get("NEUTRINO_TRACE_URL_TEMPLATE", "")
 NEUTRINO_LEDGER_QUEUE_SIZE = int(os.environ.get("NEUTRINO_LEDGER_QUEUE_SIZE", "10000"))
 NEUTRINO_NATS_URL = os.environ.get("NEUTRINO_NATS_URL", "")
 # Queued tasks (JetStream and the workers).

@@ -91,6 +91,9 @@ class Task(models.Model):
     unique_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     unique_until = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # The W3C traceparent of the submit that made it, when tracing was on (workers.engine.tracing): the
+    # dashboard's trace link, and the link of a retry to the trace of the task it retries.
+    traceparent = models.CharField(max_length=64, blank=True, default="")
 
     # Who created it (TaskCreator); "" on rows older than the column (only admin tokens see those in the API).
     created_by = models.CharField(max_length=120, blank=True, default="")

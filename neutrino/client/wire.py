@@ -9,6 +9,11 @@ from typing import Any
 
 import httpx
 
+try:  # a runtime dependency; without it the client sends no trace context
+    from opentelemetry.propagate import inject as _inject_trace_context
+except ImportError:  # pragma: no cover
+    _inject_trace_context = None  # type: ignore[assignment]
+
 from neutrino.client.errors import (
     Conflict,
     GatewayUnavailable,
@@ -41,6 +46,10 @@ def http_kwargs(request: Request, default_timeout: float) -> tuple[float, dict[s
     """The request's timeout in seconds, and the keyword arguments of `httpx.Client.request` that send it."""
     timeout_s = request.timeout_s if request.timeout_s is not None else default_timeout
     headers = {"Idempotency-Key": request.key} if request.key else {}
+    if _inject_trace_context is not None:
+        # The caller's current span, if its OpenTelemetry SDK has one, becomes the parent of the server's
+        # trace (W3C traceparent, or what OTEL_PROPAGATORS chose); nothing is added otherwise.
+        _inject_trace_context(headers)
     kwargs: dict[str, Any] = {"params": request.params, "headers": headers, "timeout": timeout_s}
     if request.body is not None:
         kwargs["content"] = json.dumps(request.body, separators=(",", ":"))

@@ -49,6 +49,9 @@ class NeutrinoSettings:
     ws_session_check_s: float = 30.0
     allowed_origins: frozenset[str] = frozenset()
     log_max_bytes: int = 1_000_000
+    tracing: bool = False  # OpenTelemetry traces (workers.engine.tracing)
+    trace_exporter: str = "otlp"  # OTEL_TRACES_EXPORTER: otlp or console
+    trace_url_template: str = ""  # "https://jaeger.example/trace/{trace_id}": the dashboard links each task's trace
     # Alerts and callbacks (NEUTRINO_WEBHOOK_*, NEUTRINO_CALLBACK_SECRET, NEUTRINO_ALERTS_EVERY_S).
     webhook_allowed_hosts: tuple[str, ...] = ("*",)
     callback_secret: str = ""
@@ -99,6 +102,9 @@ def neutrino_settings() -> NeutrinoSettings:
         # `scheme://host[:port]`, lower case, no trailing slash: as a browser sends its Origin header.
         allowed_origins=frozenset(o.strip().rstrip("/").lower() for o in settings.NEUTRINO_ALLOWED_ORIGINS),
         log_max_bytes=int(getattr(settings, "NEUTRINO_LOG_MAX_BYTES", 1_000_000)),
+        tracing=bool(getattr(settings, "NEUTRINO_TRACING", False)),
+        trace_exporter=str(getattr(settings, "NEUTRINO_TRACE_EXPORTER", "otlp")),
+        trace_url_template=str(getattr(settings, "NEUTRINO_TRACE_URL_TEMPLATE", "")),
         webhook_allowed_hosts=tuple(h.strip().lower() for h in settings.NEUTRINO_WEBHOOK_ALLOWED_HOSTS if h.strip()),
         callback_secret=str(settings.NEUTRINO_CALLBACK_SECRET) or _derived_callback_secret(str(settings.SECRET_KEY)),
         webhook_max_attempts=int(settings.NEUTRINO_WEBHOOK_MAX_ATTEMPTS),

@@ -35,6 +35,7 @@ from tasks_app.selectors.dashboard import (
     tasks_touch_filters,
 )
 from tasks_app.selectors.logs import task_log, task_log_attempts
+from workers.engine import tracing
 
 WS_PATH = "/ws/dashboard/"
 # A batch with more changed tasks than this re-renders without asking which of them matter.
@@ -123,7 +124,15 @@ def task_detail_context(*, task: Task, user: Any, changed: Iterable[str] = ()) -
         # Queueing a delayed task early makes work happen now, as a retry does: the same permission.
         "can_run_now": user.has_perm("tasks_app.retry_task") and task.status == TaskStatus.SCHEDULED,
         "changed": {str(task_id) for task_id in changed},
+        "trace_url": task_trace_url(task=task),
     }
+
+
+def task_trace_url(*, task: Task) -> str:
+    """The task's trace in the tracing UI that NEUTRINO_TRACE_URL_TEMPLATE names; "" when there is none."""
+    template = neutrino_settings().trace_url_template
+    trace_id = tracing.trace_id_of(task.traceparent) if template else ""
+    return template.replace("{trace_id}", trace_id) if trace_id else ""
 
 
 def task_log_context(*, task: Task, attempt: str | None) -> dict[str, Any]:

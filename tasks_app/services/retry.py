@@ -22,6 +22,7 @@ from tasks_app.services.idempotency import task_by_key
 from tasks_app.services.submit import pool_check_backlog, task_submit
 from tasks_app.services.tasks import task_run_sync, task_validate_args
 from tasks_app.services.tokens import token_check_task
+from workers.engine import tracing
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,11 @@ def _task_retry(*, ports: Ports, task_id: uuid.UUID, key: str | None, creator: T
     try:
         if spec.runs_on_nats:
             pool_check_backlog(ports=ports, spec=spec, adding=1)
-            task = task_submit(ports=ports, spec=spec, args=args, retry_of=retry_of, idempotency_key=key,
-                               creator=creator, retry_changes=changed, priority=original.priority)
+            # The retry's trace starts here and links to the original's (workers.engine.tracing).
+            with tracing.span("neutrino.retry", attributes={"neutrino.retry_of": retry_of},
+                              links=[original.traceparent] if original.traceparent else ()):
+                task = task_submit(ports=ports, spec=spec, args=args, retry_of=retry_of, idempotency_key=key,
+                                   creator=creator, retry_changes=changed, priority=original.priority)
             return RetryResult(task_id=str(task.id), status=task.status, retry_of=retry_of, changes=changed)
         try:
             outcome = task_run_sync(ports=ports, spec=spec, args=args, retry_of=retry_of, idempotency_key=key,

@@ -50,6 +50,7 @@ from tasks_app.services.limits import rate_check_submit
 from tasks_app.services.tasks import SyncOutcome, task_run_sync, task_validate_args
 from tasks_app.services.timing import Timing, submit_timing
 from tasks_app.services.webhooks import webhook_url_check
+from workers.engine import tracing
 from workers.engine.broker.errors import BrokerDown, BrokerError
 from workers.engine.topology import NORMAL, encode_task_message, task_subject
 
@@ -177,19 +178,23 @@ def task_submit(*, ports: Ports, spec: TaskSpec, args: dict[str, Any], creator: 
     """Queue one async or gpu task, or write it `scheduled` when `timing` delays it (no message until its
     run_at). `priority`: None is the task's own. `unique` claims its key (an IntegrityError when it is taken).
     Raises BrokerUnavailable (503) when its pool or NATS is missing."""
-    _check_route(ports, spec)
-    task = _template(spec, creator, timing, args=args, retry_of_id=retry_of, idempotency_key=idempotency_key,
-                     retry_changes=retry_changes, callback_url=callback_url, parent_id=parent_id,
-                     priority=priority or spec.priority,
-                     **({"unique_key": unique.key, "unique_until": unique.until} if unique is not None else {}))
-    # The batch's INSERT, for one row: Model.save's machinery was 30% of a gateway's time per submit.
-    _insert_rows(task, [_Row(id=task.id, args=args, key=idempotency_key)])
-    task._state.adding = False
-    if task.status == TaskStatus.SCHEDULED:
-        ports.events.emit(str(task.id), TaskStatus.SCHEDULED)
+    attributes = {"neutrino.function": spec.name, "neutrino.pool": spec.pool}
+    with tracing.span("neutrino.submit", attributes=attributes) as span:
+        _check_route(ports, spec)
+        task = _template(spec, creator, timing, args=args, retry_of_id=retry_of, idempotency_key=idempotency_key,
+                         retry_changes=retry_changes, callback_url=callback_url, parent_id=parent_id,
+                         priority=priority or spec.priority,
+                         **({"unique_key": unique.key, "unique_until": unique.until} if unique is not None else {}))
+        tracing.set_attributes(span, {"neutrino.task_id": str(task.id)})
+        # The batch's INSERT, for one row: Model.save's machinery was 30% of a gateway's time per submit.
+        _insert_rows(task, [_Row(id=task.id, args=args, key=idempotency_key)])
+        task._state.adding = False
+        if task.status == TaskStatus.SCHEDULED:
+            ports.events.emit(str(task.id), TaskStatus.SCHEDULED)
+            return task
+        row = _Row(id=task.id, args=args, key=idempotency_key, priority=task.priority)
+        task.status = _queue(ports, spec, [row])[0]
         return task
-    task.status = _queue(ports, spec, [_Row(id=task.id, args=args, key=idempotency_key, priority=task.priority)])[0]
-    return task
 
 
 def _template(spec: TaskSpec, creator: TaskCreator, timing: Timing | None, **fields: Any) -> Task:
@@ -198,6 +203,7 @@ def _template(spec: TaskSpec, creator: TaskCreator, timing: Timing | None, **fie
     if timing is None:
         timing = submit_timing(spec=spec, fields={})
     fields.setdefault("priority", spec.priority)
+    fields.setdefault("traceparent", tracing.current_traceparent())
     return Task(function_name=spec.name, status=TaskStatus.SCHEDULED if timing.run_at else TaskStatus.PENDING,
                 pool=spec.pool, execution_mode=spec.execution_mode, created_at=timezone.now(),
                 timeout_ms=spec.timeout_ms, max_retries=spec.max_retries, run_at=timing.run_at,
@@ -390,10 +396,17 @@ def _queue(ports: Ports, spec: QueueTarget, rows: list[_Row], *, when_down: When
     "leave pending" leaves them pending for the sweeper (a schedule's rows); "raise" raises BrokerDown with
     the rows pending (released delayed tasks: their caller puts them back to scheduled).
     """
+    with tracing.span("neutrino.publish", kind="producer",
+                      attributes={"messaging.system": "nats", "neutrino.function": spec.name,
+                                  "neutrino.pool": spec.pool, "neutrino.tasks": len(rows)}):
+        return _publish(ports, spec, rows, when_down, tracing.current_traceparent())
+
+
+def _publish(ports: Ports, spec: QueueTarget, rows: list[_Row], when_down: WhenDown, traceparent: str) -> list[str]:
     messages = [
         (task_subject(spec.pool, spec.name, row.priority),
          encode_task_message(task_id=str(row.id), function=spec.name, args=row.args, max_retries=spec.max_retries,
-                             timeout_ms=spec.timeout_ms), str(row.id))
+                             timeout_ms=spec.timeout_ms, traceparent=traceparent), str(row.id))
         for row in rows
     ]
     ids = [row.id for row in rows]

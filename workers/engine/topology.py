@@ -82,12 +82,12 @@ def consumer_name(pool: str, priority: str = NORMAL) -> str:
 
 
 def encode_task_message(*, task_id: str, function: str, args: dict[str, Any], max_retries: int,
-                        timeout_ms: int) -> bytes:
-    return json.dumps(
-        {"task_id": task_id, "function": function, "args": args, "max_retries": max_retries,
-         "timeout_ms": timeout_ms},
-        separators=(",", ":"),
-    ).encode()
+                        timeout_ms: int, traceparent: str = "") -> bytes:
+    body: dict[str, Any] = {"task_id": task_id, "function": function, "args": args, "max_retries": max_retries,
+                            "timeout_ms": timeout_ms}
+    if traceparent:  # the publish span the worker's spans continue (workers.engine.tracing)
+        body["traceparent"] = traceparent
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,7 @@ class TaskMessage:
     args: dict[str, Any]
     max_retries: int
     timeout_ms: int
+    traceparent: str = ""  # W3C trace context of the publish, when tracing was on
 
 
 class BadMessage(ValueError):
@@ -119,6 +120,7 @@ def decode_task_message(data: bytes) -> TaskMessage:
             args=dict(body.get("args") or {}),
             max_retries=int(body.get("max_retries", 0)),
             timeout_ms=int(body.get("timeout_ms", 0)),
+            traceparent=str(body.get("traceparent") or ""),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BadMessage(f"not a task message ({exc}): {data[:200]!r}") from exc

@@ -21,10 +21,12 @@ from tasks_app.services import logs as log_services
 from tasks_app.services import tasks as services
 from tasks_app.services.tasks import LogPieces
 from workers.engine import executor as ex
+from workers.engine import tracing
 from workers.engine.topology import BadMessage, TaskMessage, decode_task_message
 from workers.pool_worker.db import TransitionBatcher, db, db_call
 from workers.pool_worker.limits import LimitWait, LimitWaits, claim_for, delivery_attempt
 from workers.pool_worker.state import Run, RunningTasks, SlotTicket, StopFlags
+from workers.pool_worker.tracing import attempt_span, run_attributes
 
 logger = logging.getLogger("neutrino.worker")
 
@@ -81,10 +83,11 @@ class Settler:
         self.runs.add(run)
         keeper = InProgressKeeper(run, ack_wait_s=self.conf.ack_wait_s)
         try:
-            if await ticket.take():
-                await self._claim_and_run(run, ticket)
-            else:  # held for a slot while the worker began to stop: another worker takes it
-                await settle_all(run, "nak")
+            with attempt_span(msg, task, attempt=attempt, pool=self.pool):
+                if await ticket.take():
+                    await self._claim_and_run(run, ticket)
+                else:  # held for a slot while the worker began to stop: another worker takes it
+                    await settle_all(run, "nak")
         finally:
             keeper.stop()
             self.runs.discard(task.task_id)
@@ -92,10 +95,11 @@ class Settler:
     async def _claim_and_run(self, run: Run, ticket: SlotTicket) -> None:
         task = run.task
         try:
-            claimed = await self.transitions.call(
-                claim_for(self.tasks.get(task.function)), events=self.events, task_id=task.task_id,
-                pool=self.pool, attempt=run.attempt, worker_id=self.worker_id,
-            )
+            with tracing.span("neutrino.claim"):
+                claimed = await self.transitions.call(
+                    claim_for(self.tasks.get(task.function)), events=self.events, task_id=task.task_id,
+                    pool=self.pool, attempt=run.attempt, worker_id=self.worker_id,
+                )
         except DatabaseError as exc:
             logger.error("cannot mark task %s running (%s); it comes back in a moment", task.task_id, exc)
             await settle_all(run, "nak", delay=self._backoff(1))
@@ -123,16 +127,17 @@ class Settler:
         run.claimed = True
         started = time.monotonic()
         try:
-            result = await asyncio.to_thread(
-                self.executor.run,
-                task_id=task.task_id,
-                function=task.function,
-                args=task.args,
-                timeout_ms=task.timeout_ms,
-                on_start=lambda child: self.runs.on_child_start(run, child),
-                on_progress=lambda fraction, message: _on_progress(self.events, run, fraction, message),
-                on_log=LogPieces(lambda seq, data, dropped: _on_log(self.events, run, seq, data, dropped)),
-            )
+            with tracing.span("neutrino.run", attributes=run_attributes(task, attempt=run.attempt, pool=self.pool)):
+                result = await asyncio.to_thread(
+                    self.executor.run,
+                    task_id=task.task_id,
+                    function=task.function,
+                    args=task.args,
+                    timeout_ms=task.timeout_ms,
+                    on_start=lambda child: self.runs.on_child_start(run, child),
+                    on_progress=lambda fraction, message: _on_progress(self.events, run, fraction, message),
+                    on_log=LogPieces(lambda seq, data, dropped: _on_log(self.events, run, seq, data, dropped)),
+                )
         except ex.ExecutorError as exc:
             ticket.release()
             await self._failed(run, exc)
@@ -222,7 +227,8 @@ class Settler:
         delay = 0.5
         while True:
             try:
-                return await self.transitions.call(fn, events=self.events, **kwargs)
+                with tracing.span("neutrino.complete", attributes={"neutrino.outcome": fn.__name__}):
+                    return await self.transitions.call(fn, events=self.events, **kwargs)
             except DatabaseError as exc:
                 if time.monotonic() > deadline or self.stop.hurry.is_set():
                     logger.error("cannot record task %s (%s): %s; the broker redelivers it after ack_wait",

@@ -52,6 +52,7 @@ from tasks_app.adapters.ledger import LedgerWriter
 from tasks_app.core.conf import NeutrinoSettings, neutrino_settings
 from tasks_app.core.registry import registered_tasks
 from workers.engine import executor as ex
+from workers.engine import tracing
 from workers.engine.broker.bridge import NatsBridge
 from workers.engine.broker.connect import shown
 from workers.engine.topology import consumer_name
@@ -99,6 +100,7 @@ def run_worker(*, pool: str, concurrency: int | None) -> int:
     except TaskDefinitionError as exc:
         _say(str(exc))
         return 2
+    tracing.setup(enabled=conf.tracing, service_name=f"neutrino-worker-{pool}", exporter=conf.trace_exporter)
     worker = PoolWorker(pool=row, concurrency=slots, conf=conf, tasks=tasks)
     return _run_loop(worker.main)
 

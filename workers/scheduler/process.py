@@ -26,6 +26,7 @@ from tasks_app.core.conf import neutrino_settings
 from tasks_app.core.ports import Ports
 from tasks_app.core.registry import registered_tasks
 from tasks_app.services.schedules import schedules_sync_code
+from workers.engine import tracing
 from workers.engine.broker.bridge import NatsBridge
 from workers.engine.broker.connect import shown
 from workers.engine.broker.publisher import Publisher
@@ -44,6 +45,7 @@ def run_scheduler(*, once: bool = False) -> int:
         print("neutrino scheduler: no NATS server configured: pass --nats-url or set NEUTRINO_NATS_URL",
               file=sys.stderr)
         return 2
+    tracing.setup(enabled=conf.tracing, service_name="neutrino-scheduler", exporter=conf.trace_exporter)
     registered_tasks()  # the task modules, for the schedules declared in code
     _sync_code_schedules()
     stopping = threading.Event()
