@@ -133,7 +133,9 @@ def test_a_task_waiting_for_its_key_is_queued_and_can_be_cancelled(client, defau
 
     # Offered to the worker and refused several times (a free slot of the worker, none of the key):
     # the caller sees it queued, not failed, with its key.
-    wait_for(lambda: Task.objects.get(id=waiting).concurrency_key == "k", what="the worker to try it")
+    # (The ledger writes the submitted row `queued` off the request path: the worker may try it first.)
+    wait_for(lambda: Task.objects.filter(id=waiting, concurrency_key="k", status="queued").exists(),
+             what="the worker to try it, and the ledger to have written it queued")
     shown = client.get(f"/tasks/{waiting}").json()
     assert (shown["status"], shown["attempt"], shown["concurrency_key"]) == ("queued", 0, "k")
     assert client.delete(f"/tasks/{waiting}").status_code == 200
