@@ -32,6 +32,7 @@ from workers.engine.broker.bridge import NatsBridge
 from workers.engine.broker.publisher import Publisher
 from workers.engine.broker.wire import SyncPublisher, supported
 from workers.engine.executor import Executor, ExecutorSettings
+from workers.engine.objects import ensure_bucket
 from workers.engine.topology import CANCEL_SUBJECT, ensure_stream
 
 logger = logging.getLogger("neutrino.process")
@@ -152,6 +153,8 @@ def ensure_topology(ports: Ports) -> None:
     try:
         replicas = neutrino_settings().stream_replicas
         ports.broker.call(lambda js, nc: ensure_stream(js, pools, replicas=replicas), timeout_s=5.0)
+        ttl_s = neutrino_settings().retention_days * 86400.0
+        ports.broker.call(lambda js, nc: ensure_bucket(js, ttl_s=ttl_s, replicas=replicas), timeout_s=5.0)
     except Exception as exc:
         logger.warning("could not create or update the JetStream stream yet (%s); workers will", exc)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -23,13 +26,18 @@ from neutrino.client.flows import (
     Submitted,
     advance,
     flow_fields,
+    task_path,
     timing_fields,
 )
-from neutrino.client.models import BulkInfo, GroupInfo, TaskInfo, TaskLog, TaskPage
+from neutrino.client.models import BulkInfo, DownloadedResult, GroupInfo, TaskInfo, TaskLog, TaskPage
 from neutrino.client.schedules import ScheduleFire, ScheduleInfo, schedule_fields
 from neutrino.client.wire import default_headers, http_kwargs, pause_after_s, to_reply
 
 T = TypeVar("T")
+
+
+SHA256_HEADER = "X-Neutrino-SHA256"  # the stored object's checksum, sent with a download
+DOWNLOAD_CHUNK_BYTES = 1 << 16
 
 
 class NeutrinoClient(ClientBase):
@@ -117,6 +125,48 @@ class NeutrinoClient(ClientBase):
     def wait(self, task_id: str, timeout: float = DEFAULT_WAIT_S) -> Any:
         """The result of task `task_id` once it finishes; raises TaskFailed, TaskCancelled or TaskTimeout."""
         return self._drive(self._flows.wait(str(task_id), timeout=timeout))
+
+    def download_result(self, task_id: str, path: str | os.PathLike[str], *,
+                        timeout: float | None = None) -> DownloadedResult:
+        """Stream the result of completed task `task_id` into the file `path` (`GET /tasks/<id>/result`).
+
+        A stored object (a large result, bytes, a `neutrino.File`) arrives as its bytes, an inline result as
+        its JSON; either way the body is written as it comes, never held whole in memory. The sha256 the
+        server stored is checked: a mismatch or a short body raises NeutrinoClientError and leaves no file.
+        `timeout` bounds each read (default: the client's timeout). Raises Conflict while the task has no
+        result, TaskNotFound for an unknown task or an expired object.
+        """
+        request = Request("GET", f"{task_path(str(task_id))}/result", f"download_result({str(task_id)!r})",
+                          resend_ok=True)
+        target = os.fspath(path)
+        partial = f"{target}.part"
+        with self._http.stream("GET", request.path, timeout=timeout or self.timeout) as response:
+            if response.status_code >= 400:
+                response.read()
+                to_reply(request, response)  # raises the error the answer calls for
+            expected_sha256 = response.headers.get(SHA256_HEADER, "")
+            expected_size = int(response.headers.get("content-length", -1))
+            digest, size = hashlib.sha256(), 0
+            try:
+                with open(partial, "wb") as out:
+                    for chunk in response.iter_raw(DOWNLOAD_CHUNK_BYTES):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+                if expected_size >= 0 and size != expected_size:
+                    raise NeutrinoClientError(f"{request.call}: got {size:,} of {expected_size:,} bytes",
+                                              call=request.call, status_code=response.status_code)
+                if expected_sha256 and digest.hexdigest() != expected_sha256:
+                    raise NeutrinoClientError(
+                        f"{request.call}: sha256 {digest.hexdigest()} does not match the stored {expected_sha256}",
+                        call=request.call, status_code=response.status_code)
+                os.replace(partial, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(partial)
+                raise
+        return DownloadedResult(path=target, size=size, sha256=digest.hexdigest(),
+                                content_type=response.headers.get("content-type", ""))
 
     def logs(self, task_id: str, attempt: int | None = None) -> TaskLog:
         """What an attempt of the task wrote (print, logging, ...); the latest attempt by default."""

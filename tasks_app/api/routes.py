@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema, Status
 
 from neutrino.app import TaskSpec
@@ -30,6 +30,7 @@ from tasks_app.core.payloads import loads_strict
 from tasks_app.core.ports import ports_of
 from tasks_app.core.registry import task_spec
 from tasks_app.models import TaskCreator, TaskStatus
+from tasks_app.selectors import results as result_selectors
 from tasks_app.selectors import tasks as selectors
 from tasks_app.services import delays, idempotency
 from tasks_app.services import retry as retries
@@ -366,6 +367,23 @@ def get_task(request: HttpRequest, response: HttpResponse, task_id: str, wait: f
 
 
 WAIT_HEADER = "X-Neutrino-Wait"
+SHA256_HEADER = "X-Neutrino-SHA256"
+
+
+@tasks_router.get("/{task_id}/result", response={**COMMON, 404: ErrorOut, 409: ErrorOut, 503: ErrorOut},
+                  summary="Download a task's result")
+def get_task_result(request: HttpRequest, task_id: str) -> Any:
+    """The completed task's result as a download: a stored object (a large result, bytes, a file) is
+    streamed with its content type, length and `X-Neutrino-SHA256`; an inline result comes as JSON."""
+    ports, caller = ports_of(request), request_caller(request)
+    task = selectors.task_get(task_id=parse_task_id(task_id), owner=caller.owner)
+    download = result_selectors.task_result_download(task=task, broker=ports.broker)
+    response = StreamingHttpResponse(download.chunks, content_type=download.content_type)
+    response["Content-Length"] = str(download.size)
+    response["Content-Disposition"] = f'attachment; filename="{download.filename}"'
+    if download.sha256:
+        response[SHA256_HEADER] = download.sha256
+    return response
 
 
 @tasks_router.delete("/{task_id}", response={200: TaskOut, **COMMON, 404: ErrorOut, 409: ErrorOut},

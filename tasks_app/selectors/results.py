@@ -1,0 +1,76 @@
+"""Reading a task's result as a download: a stored object streamed from the object store, or the JSON.
+
+The object is read chunk by chunk on the process's NATS connection (`Broker.call`), so a download holds
+one chunk (128 KiB) in memory whatever the object's size (`workers.engine.objects`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js.errors import NotFoundError
+
+from tasks_app.core.errors import BrokerUnavailable, Conflict, TaskNotFound
+from tasks_app.core.ports import Broker
+from tasks_app.models import Task, TaskStatus
+from workers.engine.objects import OBJECT_KEY, ObjectRef, iter_chunks
+
+
+def result_url(task_id: object) -> str:
+    """Where a task's result is downloaded (`GET /tasks/<id>/result`)."""
+    return f"/tasks/{task_id}/result"
+
+
+def result_shown(task: Task) -> Any:
+    """A task's result as the API shows it: a stored object as its reference and download link."""
+    ref = ObjectRef.of(task.result)
+    if ref is None:
+        return task.result
+    return {OBJECT_KEY: {"size": ref.size, "sha256": ref.sha256, "content_type": ref.content_type,
+                         "filename": ref.filename, "url": result_url(task.id)}}
+
+
+@dataclass(frozen=True)
+class ResultDownload:
+    """What a download sends: the body's pieces, their type, total length and the file name."""
+
+    chunks: Iterator[bytes]
+    content_type: str
+    size: int
+    filename: str
+    sha256: str
+
+
+def task_result_download(*, task: Task, broker: Broker | None, timeout_s: float = 10.0) -> ResultDownload:
+    """The completed task's result for download. Conflict while it has none; 503 without NATS."""
+    if task.status != TaskStatus.COMPLETED:
+        raise Conflict(f"task {task.id} is {task.status}: only a completed task has a result to download")
+    ref = ObjectRef.of(task.result)
+    if ref is None:
+        body = json.dumps(task.result, ensure_ascii=False).encode()
+        return ResultDownload(chunks=iter((body,)), content_type="application/json", size=len(body),
+                              filename=f"{task.id}.json", sha256="")
+    if broker is None:
+        raise BrokerUnavailable("this server has no NATS connection (NEUTRINO_NATS_URL) to read the result from")
+
+    def call(factory: Any, timeout: float) -> Any:
+        return broker.call(lambda js, nc: factory(js), timeout_s=timeout)
+
+    chunks = iter_chunks(call, ref, timeout_s=timeout_s)
+    try:
+        first = next(chunks, b"")  # the object's info and first chunk: a missing object is a 404, not a short body
+    except NotFoundError:
+        raise TaskNotFound(f"the result of task {task.id} is no longer stored (expired or deleted)") from None
+    except Exception as exc:
+        raise BrokerUnavailable(f"the result of task {task.id} cannot be read from NATS: {exc}") from None
+    return ResultDownload(chunks=_prepend(first, chunks), content_type=ref.content_type, size=ref.size,
+                          filename=ref.filename, sha256=ref.sha256)
+
+
+def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest

@@ -1,0 +1,137 @@
+"""Large results of queued tasks: stored in the JetStream object store by a real worker, referenced by the
+row, streamed back by a live `neutrino serve` (`GET /tasks/<id>/result`, `NeutrinoClient.download_result`).
+Real processes, a real nats-server and real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+
+from neutrino import NeutrinoClient
+from neutrino.client import Conflict
+from tests.conftest import WORKER_ACK_WAIT_S, WorkerProcess
+from tests.fixtures.object_tasks import payload, png
+from tests.servers import http_server, neutrino, server_env
+from workers.engine.objects import BUCKET, OBJECT_KEY
+
+pytestmark = pytest.mark.timeout(180)
+
+INLINE = 100_000  # a smaller threshold than the default keeps the tests' payloads small
+
+
+@pytest.fixture(scope="module")
+def stack(nats_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A migrated private database, `neutrino serve` and one async worker, both on the test nats-server."""
+    tmp: Path = tmp_path_factory.mktemp("objects")
+    with server_env(tmp, NEUTRINO_TASK_MODULES="tests.fixtures.object_tasks", NEUTRINO_NATS_URL=nats_server.url,
+                    NEUTRINO_INLINE_RESULT_BYTES=str(INLINE)) as env:
+        assert neutrino("manage", "migrate", "-v0", env=env).returncode == 0
+        worker_env = {**env, "NEUTRINO_ACK_WAIT_S": str(WORKER_ACK_WAIT_S), "PYTHONUNBUFFERED": "1",
+                      "NEUTRINO_LOG_LEVEL": "INFO"}
+        worker = WorkerProcess([sys.executable, "-m", "neutrino_site.cli", "serve", "--mode", "nats", "--pool",
+                                "async", "--nats-url", nats_server.url, "--concurrency", "2"],
+                               worker_env, tmp / "worker.log")
+        try:
+            worker.wait_ready()
+            with http_server(env) as port:
+                yield {"url": f"http://127.0.0.1:{port}", "nats_url": nats_server.url}
+        finally:
+            worker.stop()
+            print(worker.log())
+
+
+@pytest.fixture
+def client(stack: dict[str, Any]) -> Iterator[NeutrinoClient]:
+    with NeutrinoClient(stack["url"], timeout=30) as neutrino_client:
+        yield neutrino_client
+
+
+def stored_object(nats_url: str, name: str) -> tuple[int, bytes] | None:
+    """(size, bytes) of object `name` in the results bucket, read with nats-py directly; None when absent."""
+    async def read() -> tuple[int, bytes] | None:
+        nc = await nats.connect(nats_url)
+        try:
+            store = await nc.jetstream().object_store(BUCKET)
+            try:
+                result = await store.get(name)
+            except nats.js.errors.NotFoundError:
+                return None
+            assert result.info is not None and result.data is not None
+            return result.info.size, result.data
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def test_bytes_over_a_megabyte_are_stored_as_an_object_and_download_intact(client: NeutrinoClient,
+                                                                            stack: dict[str, Any],
+                                                                            tmp_path: Path) -> None:
+    expected = payload(3.0, seed=7)
+    handle = client.call_async("obj_bytes", megabytes=3.0, seed=7)
+    shown = handle.wait(timeout=60)
+    ref = shown[OBJECT_KEY]
+    assert ref["size"] == len(expected)
+    assert ref["sha256"] == hashlib.sha256(expected).hexdigest()
+    assert ref["content_type"] == "application/octet-stream"
+    assert ref["url"] == f"/tasks/{handle.id}/result"
+    # The object store holds the bytes; the row (through the task view) only the reference.
+    assert stored_object(stack["nats_url"], handle.id) == (len(expected), expected)
+    assert set(client.get_task(handle.id).result) == {OBJECT_KEY}
+
+    downloaded = client.download_result(handle.id, tmp_path / "out.bin")
+    assert (tmp_path / "out.bin").read_bytes() == expected
+    assert (downloaded.size, downloaded.sha256) == (len(expected), hashlib.sha256(expected).hexdigest())
+    assert not (tmp_path / "out.bin.part").exists()
+
+    with httpx.stream("GET", f"{stack['url']}/tasks/{handle.id}/result") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/octet-stream"
+        assert int(response.headers["content-length"]) == len(expected)
+        assert response.headers["x-neutrino-sha256"] == hashlib.sha256(expected).hexdigest()
+        pieces = list(response.iter_raw())
+    assert b"".join(pieces) == expected
+    assert len(pieces) > 1  # streamed, not sent as one body
+
+
+def test_json_over_the_threshold_goes_to_the_object_store(client: NeutrinoClient, stack: dict[str, Any],
+                                                          tmp_path: Path) -> None:
+    handle = client.call_async("obj_big_json", characters=2 * INLINE)
+    ref = handle.wait(timeout=60)[OBJECT_KEY]
+    assert ref["content_type"] == "application/json"
+    expected = b'{"text":"' + b"x" * (2 * INLINE) + b'"}'
+    assert ref["size"] == len(expected)
+    client.download_result(handle.id, tmp_path / "big.json")
+    assert (tmp_path / "big.json").read_bytes() == expected
+
+
+def test_small_results_stay_in_the_row(client: NeutrinoClient, stack: dict[str, Any], tmp_path: Path) -> None:
+    handle = client.call_async("obj_small")
+    assert handle.wait(timeout=60) == {"answer": 42}
+    assert stored_object(stack["nats_url"], handle.id) is None
+    client.download_result(handle.id, tmp_path / "small.json")  # an inline result downloads as its JSON
+    assert (tmp_path / "small.json").read_bytes() == b'{"answer": 42}'
+
+
+def test_a_returned_file_keeps_its_type_and_a_running_task_has_nothing_to_download(
+        client: NeutrinoClient, stack: dict[str, Any], tmp_path: Path) -> None:
+    handle = client.call_async("obj_image")
+    ref = handle.wait(timeout=60)[OBJECT_KEY]
+    assert (ref["content_type"], ref["filename"], ref["size"]) == ("image/png", "grey.png", len(png(8, 4)))
+    downloaded = client.download_result(handle.id, tmp_path / "grey.png")
+    assert downloaded.content_type == "image/png"
+    assert (tmp_path / "grey.png").read_bytes() == png(8, 4)
+
+    pending = client.call_async("obj_file_of", megabytes=40)  # still running when asked at once
+    with pytest.raises(Conflict):
+        client.download_result(pending.id, tmp_path / "early.bin")
+    assert not (tmp_path / "early.bin").exists()
+    pending.wait(timeout=120)
