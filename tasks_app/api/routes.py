@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from ninja import Field, Query, Router, Schema, Status
 
 from neutrino.app import TaskSpec
@@ -367,7 +367,6 @@ def get_task(request: HttpRequest, response: HttpResponse, task_id: str, wait: f
 
 
 WAIT_HEADER = "X-Neutrino-Wait"
-SHA256_HEADER = "X-Neutrino-SHA256"
 
 
 @tasks_router.get("/{task_id}/result", response={**COMMON, 404: ErrorOut, 409: ErrorOut, 503: ErrorOut},
@@ -378,12 +377,7 @@ def get_task_result(request: HttpRequest, task_id: str) -> Any:
     ports, caller = ports_of(request), request_caller(request)
     task = selectors.task_get(task_id=parse_task_id(task_id), owner=caller.owner)
     download = result_selectors.task_result_download(task=task, broker=ports.broker)
-    response = StreamingHttpResponse(download.chunks, content_type=download.content_type)
-    response["Content-Length"] = str(download.size)
-    response["Content-Disposition"] = f'attachment; filename="{download.filename}"'
-    if download.sha256:
-        response[SHA256_HEADER] = download.sha256
-    return response
+    return result_selectors.download_response(download)
 
 
 @tasks_router.delete("/{task_id}", response={200: TaskOut, **COMMON, 404: ErrorOut, 409: ErrorOut},

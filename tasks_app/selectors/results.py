@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from django.http import StreamingHttpResponse
 from nats.js.errors import NotFoundError
 
 from tasks_app.core.errors import BrokerUnavailable, Conflict, TaskNotFound
@@ -68,6 +69,23 @@ def task_result_download(*, task: Task, broker: Broker | None, timeout_s: float 
         raise BrokerUnavailable(f"the result of task {task.id} cannot be read from NATS: {exc}") from None
     return ResultDownload(chunks=_prepend(first, chunks), content_type=ref.content_type, size=ref.size,
                           filename=ref.filename, sha256=ref.sha256)
+
+
+SHA256_HEADER = "X-Neutrino-SHA256"
+# What the dashboard shows inline: raster images only (an SVG carries scripts).
+INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"})
+
+
+def download_response(download: ResultDownload, *, inline: bool = False) -> StreamingHttpResponse:
+    """The HTTP answer that streams `download`: its type, length, checksum and a file name to save it as."""
+    response = StreamingHttpResponse(download.chunks, content_type=download.content_type)
+    response["Content-Length"] = str(download.size)
+    safe_name = "".join(c for c in download.filename if c.isascii() and c.isprintable() and c not in '"\\;')
+    response["Content-Disposition"] = f'{"inline" if inline else "attachment"}; filename="{safe_name or "result"}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    if download.sha256:
+        response[SHA256_HEADER] = download.sha256
+    return response
 
 
 def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
