@@ -10,7 +10,7 @@ The path of a large result, and what each step holds in memory:
      (nats-py's `ObjectStore.put` reading a file), hashing on the way; one chunk in memory at a time.
      A spool file is deleted afterwards; a task's own `File` is left alone.
   3. the row's `result` is a reference (`OBJECT_KEY`: bucket, name, size, sha256, content type, file name).
-  4. the HTTP server (`iter_chunks`) reads the object chunk by chunk with `STREAM.MSG.GET` requests on
+  4. the HTTP server (`iter_chunks`) reads the object chunk by chunk with direct get requests on
      the process's NATS connection and streams each to the caller: one chunk in memory per download.
 
 Objects live in one bucket beside the task stream (`ensure_bucket`), with a TTL that follows task
@@ -127,7 +127,8 @@ JsCall = Callable[[Callable[[JetStreamContext], Any], float], Any]
 
 
 def iter_chunks(call: JsCall, ref: ObjectRef, *, timeout_s: float = 10.0) -> Iterator[bytes]:
-    """The object's bytes, one stored chunk (128 KiB) at a time: each is one `STREAM.MSG.GET` request.
+    """The object's bytes, one stored chunk (128 KiB) at a time: each is one direct get (raw bytes; a
+    `STREAM.MSG.GET` would send it base64 in JSON, at half the speed).
 
     Raises `NotFoundError` (nats-py) when the object is gone (expired, deleted); a chunk missing midway
     ends the iteration with the same error, after what was sent (a caller sees a short body).
@@ -144,7 +145,7 @@ def iter_chunks(call: JsCall, ref: ObjectRef, *, timeout_s: float = 10.0) -> Ite
         start = seq + 1
 
         async def get(js: JetStreamContext, start: int = start) -> Any:
-            return await js.get_msg(stream, seq=start, subject=subject, next=True)
+            return await js.get_msg(stream, seq=start, subject=subject, next=True, direct=True)
 
         msg = call(get, timeout_s)
         seq = msg.seq
