@@ -192,10 +192,11 @@ def _run_one(
     duration_ms = (time.perf_counter() - started) * 1000
     try:
         # [objects] a large result, bytes or a neutrino.File go to a file; the pipe carries its path
-        marker = None if spool is None else spool_result(
-            result, spool_dir=spool[0], inline_bytes=spool[1], max_object_bytes=spool[2], task_id=task_id,
-            encode=encode_result)
-        result_json = marker if marker is not None else encode_result(result, max_result_bytes)
+        if spool is None:
+            result_json = encode_result(result, max_result_bytes)
+        else:
+            result_json = spool_result(result, spool_dir=spool[0], inline_bytes=min(spool[1], max_result_bytes),
+                                       max_object_bytes=spool[2], task_id=task_id, encode=encode_result)
     except (ValueError, OSError) as exc:
         return ("error", task_id, "result", "ResultError", f"result of task {task_id} {exc}", "", duration_ms)
     return ("ok", task_id, result_json, duration_ms)

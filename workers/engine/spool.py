@@ -26,8 +26,9 @@ class ObjectTooLarge(ValueError):
 
 
 def spool_result(result: Any, *, spool_dir: str, inline_bytes: int, max_object_bytes: int,
-                 task_id: str, encode: Callable[[Any, int], str]) -> str | None:
-    """The reply text for a result that goes to the object store, or None when it stays inline.
+                 task_id: str, encode: Callable[[Any, int], str]) -> str:
+    """The reply text for a result: the marker of a file in `spool_dir`, or the result's JSON when it is
+    at most `inline_bytes` (encoded once either way).
 
     `encode(result, limit)` is the child's JSON encoder (its errors are ValueErrors that say why).
     Raises ValueError (ObjectTooLarge) when the result cannot be stored.
@@ -45,11 +46,11 @@ def spool_result(result: Any, *, spool_dir: str, inline_bytes: int, max_object_b
         _check_size(len(data), max_object_bytes)
         return _marker(_write_spool(spool_dir, task_id, data), BYTES_TYPE, f"{task_id}.bin", len(data), spooled=True)
     text = encode(result, max_object_bytes)
-    if len(text) <= inline_bytes:  # characters <= bytes: no encoding needed to know it stays inline
-        return None
+    if len(text) * 4 <= inline_bytes:  # at most 4 bytes a character: inline without counting its bytes
+        return text
     data = text.encode("utf-8")
     if len(data) <= inline_bytes:
-        return None
+        return text
     return _marker(_write_spool(spool_dir, task_id, data), JSON_TYPE, f"{task_id}.json", len(data), spooled=True)
 
 
