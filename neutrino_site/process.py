@@ -11,6 +11,8 @@ next use: the NATS side when the URL or publish timeout changed, the sync side w
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ class _SyncSide:
     key: tuple[Any, ...]
     executor: Executor
     ledger: LedgerWriter
+    spool_dir: str = ""  # [objects] where the children leave results too large for a reply (with NATS only)
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ _ports: Ports | None = None
 
 def _sync_key(conf: NeutrinoSettings) -> tuple[Any, ...]:
     return (conf.task_modules, conf.sync_processes, conf.max_tasks_per_child, conf.max_payload_bytes,
-            conf.start_method, conf.ledger_queue_size, conf.ledger_enabled, conf.log_max_bytes)
+            conf.start_method, conf.ledger_queue_size, conf.ledger_enabled, conf.log_max_bytes,
+            bool(conf.nats_url), conf.inline_result_bytes, conf.max_object_bytes)
 
 
 def _nats_key(conf: NeutrinoSettings) -> tuple[Any, ...]:
@@ -83,14 +87,19 @@ def _build() -> Ports:
     conf = neutrino_settings()
     if _sync is None or _sync.key != _sync_key(conf):
         _close_sync()
+        # [objects] With NATS, a sync result too large for a reply is stored like a queued task's.
+        spool_dir = tempfile.mkdtemp(prefix="neutrino-sync-spool-") if conf.nats_url else ""
         _sync = _SyncSide(
             key=_sync_key(conf),
             executor=Executor(ExecutorSettings(
                 task_modules=conf.task_modules, processes=conf.sync_processes,
                 max_tasks_per_child=conf.max_tasks_per_child, max_result_bytes=conf.max_payload_bytes,
                 start_method=conf.start_method, pool="fast", log_max_bytes=conf.log_max_bytes,
+                spool_dir=spool_dir, inline_result_bytes=conf.inline_result_bytes,
+                max_object_bytes=conf.max_object_bytes,
             )),
             ledger=LedgerWriter(queue_size=conf.ledger_queue_size, enabled=conf.ledger_enabled),
+            spool_dir=spool_dir,
         )
     if _nats is None or _nats.key != _nats_key(conf):
         _close_nats()
@@ -173,6 +182,8 @@ def _close_sync() -> None:
     if _sync is not None:
         _sync.ledger.close()
         _sync.executor.shutdown(wait=True)
+        if _sync.spool_dir:
+            shutil.rmtree(_sync.spool_dir, ignore_errors=True)
         _sync = None
 
 

@@ -27,11 +27,16 @@ def result_url(task_id: object) -> str:
 
 def result_shown(task: Task) -> Any:
     """A task's result as the API shows it: a stored object as its reference and download link."""
-    ref = ObjectRef.of(task.result)
+    return value_shown(task.result, task.id)
+
+
+def value_shown(result: Any, task_id: object) -> Any:
+    """`result` as the API shows it (see result_shown), for a result not yet in a row (a sync answer)."""
+    ref = ObjectRef.of(result)
     if ref is None:
-        return task.result
+        return result
     return {OBJECT_KEY: {"size": ref.size, "sha256": ref.sha256, "content_type": ref.content_type,
-                         "filename": ref.filename, "url": result_url(task.id)}}
+                         "filename": ref.filename, "url": result_url(task_id)}}
 
 
 @dataclass(frozen=True)

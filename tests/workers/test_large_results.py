@@ -19,7 +19,7 @@ from neutrino import NeutrinoClient
 from neutrino.client import Conflict
 from tests.conftest import WORKER_ACK_WAIT_S, WorkerProcess
 from tests.fixtures.object_tasks import payload, png
-from tests.servers import http_server, neutrino, server_env
+from tests.servers import http_server, neutrino, server_env, wait_for
 from workers.engine.objects import BUCKET, OBJECT_KEY
 
 pytestmark = pytest.mark.timeout(180)
@@ -135,3 +135,25 @@ def test_a_returned_file_keeps_its_type_and_a_running_task_has_nothing_to_downlo
         client.download_result(pending.id, tmp_path / "early.bin")
     assert not (tmp_path / "early.bin").exists()
     pending.wait(timeout=120)
+
+
+def test_a_sync_task_answers_with_the_reference_of_its_stored_result(client: NeutrinoClient, stack: dict[str, Any],
+                                                                     tmp_path: Path) -> None:
+    expected = payload(1.5, seed=11)
+    response = httpx.post(f"{stack['url']}/api/obj_sync_bytes", json={"args": {"megabytes": 1.5, "seed": 11}},
+                          timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    task_id = body["task_id"]
+    assert body["result"] == {OBJECT_KEY: {
+        "size": len(expected), "sha256": hashlib.sha256(expected).hexdigest(),
+        "content_type": "application/octet-stream", "filename": f"{task_id}.bin", "url": f"/tasks/{task_id}/result"}}
+    assert stored_object(stack["nats_url"], task_id) == (len(expected), expected)
+    # The row (written by the server's ledger a moment after the answer) keeps the reference too.
+    row = wait_for(lambda: (info := client.get_task(task_id)).status == "completed" and info, timeout_s=10,
+                   what="the sync row")
+    assert row.result == body["result"]
+    client.download_result(task_id, tmp_path / "sync.bin")
+    assert (tmp_path / "sync.bin").read_bytes() == expected
+    # A small sync result is answered and kept as before.
+    assert client.call_sync("obj_sync_small") == {"answer": 42}

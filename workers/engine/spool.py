@@ -76,3 +76,12 @@ def spooled(value: Any) -> dict[str, Any] | None:
     if isinstance(value, dict) and len(value) == 1 and isinstance(value.get(SPOOL_KEY), dict):
         return value[SPOOL_KEY]
     return None
+
+
+def discard(marker: dict[str, Any]) -> None:
+    """Delete a spool file that will not be stored (a task's own `File` is left alone)."""
+    if marker.get("spooled"):
+        try:
+            os.unlink(str(marker["path"]))
+        except OSError:
+            pass
