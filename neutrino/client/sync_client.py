@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -13,6 +11,7 @@ from typing import Any, TypeVar
 import httpx
 
 from neutrino.client.base import DEFAULT_SUBMIT_RETRIES, DEFAULT_TIMEOUT_S, ClientBase, HandleBase
+from neutrino.client.downloads import CHUNK_BYTES, ResultFile
 from neutrino.client.errors import NeutrinoClientError
 from neutrino.client.flows import (
     DEFAULT_CHUNK_SIZE,
@@ -34,10 +33,6 @@ from neutrino.client.schedules import ScheduleFire, ScheduleInfo, schedule_field
 from neutrino.client.wire import default_headers, http_kwargs, pause_after_s, to_reply
 
 T = TypeVar("T")
-
-
-SHA256_HEADER = "X-Neutrino-SHA256"  # the stored object's checksum, sent with a download
-DOWNLOAD_CHUNK_BYTES = 1 << 16
 
 
 class NeutrinoClient(ClientBase):
@@ -138,35 +133,14 @@ class NeutrinoClient(ClientBase):
         """
         request = Request("GET", f"{task_path(str(task_id))}/result", f"download_result({str(task_id)!r})",
                           resend_ok=True)
-        target = os.fspath(path)
-        partial = f"{target}.part"
         with self._http.stream("GET", request.path, timeout=timeout or self.timeout) as response:
             if response.status_code >= 400:
                 response.read()
                 to_reply(request, response)  # raises the error the answer calls for
-            expected_sha256 = response.headers.get(SHA256_HEADER, "")
-            expected_size = int(response.headers.get("content-length", -1))
-            digest, size = hashlib.sha256(), 0
-            try:
-                with open(partial, "wb") as out:
-                    for chunk in response.iter_raw(DOWNLOAD_CHUNK_BYTES):
-                        digest.update(chunk)
-                        size += len(chunk)
-                        out.write(chunk)
-                if expected_size >= 0 and size != expected_size:
-                    raise NeutrinoClientError(f"{request.call}: got {size:,} of {expected_size:,} bytes",
-                                              call=request.call, status_code=response.status_code)
-                if expected_sha256 and digest.hexdigest() != expected_sha256:
-                    raise NeutrinoClientError(
-                        f"{request.call}: sha256 {digest.hexdigest()} does not match the stored {expected_sha256}",
-                        call=request.call, status_code=response.status_code)
-                os.replace(partial, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(partial)
-                raise
-        return DownloadedResult(path=target, size=size, sha256=digest.hexdigest(),
-                                content_type=response.headers.get("content-type", ""))
+            with ResultFile(path, response, request.call) as target:
+                for chunk in response.iter_raw(CHUNK_BYTES):
+                    target.write(chunk)
+        return target.result()
 
     def logs(self, task_id: str, attempt: int | None = None) -> TaskLog:
         """What an attempt of the task wrote (print, logging, ...); the latest attempt by default."""

@@ -15,7 +15,7 @@ import httpx
 import nats
 import pytest
 
-from neutrino import NeutrinoClient
+from neutrino import AsyncNeutrinoClient, NeutrinoClient
 from neutrino.client import Conflict
 from tests.conftest import WORKER_ACK_WAIT_S, WorkerProcess
 from tests.fixtures.object_tasks import payload, png
@@ -157,3 +157,18 @@ def test_a_sync_task_answers_with_the_reference_of_its_stored_result(client: Neu
     assert (tmp_path / "sync.bin").read_bytes() == expected
     # A small sync result is answered and kept as before.
     assert client.call_sync("obj_sync_small") == {"answer": 42}
+
+
+def test_the_async_client_downloads_the_same_bytes(client: NeutrinoClient, stack: dict[str, Any],
+                                                  tmp_path: Path) -> None:
+    expected = payload(2.0, seed=5)
+    handle = client.call_async("obj_bytes", megabytes=2.0, seed=5)
+    handle.wait(timeout=60)
+
+    async def download() -> Any:
+        async with AsyncNeutrinoClient(stack["url"], timeout=30) as async_client:
+            return await async_client.download_result(handle.id, tmp_path / "async.bin")
+
+    downloaded = asyncio.run(download())
+    assert (tmp_path / "async.bin").read_bytes() == expected
+    assert downloaded.sha256 == hashlib.sha256(expected).hexdigest()
