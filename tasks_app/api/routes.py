@@ -231,11 +231,25 @@ def call_task(request: HttpRequest, task_name: str) -> Any:
             f"\"callback_url\" and, for a queued task, any of {', '.join((*TIMING_FIELDS, *FLOW_FIELDS))}",
             fields=[{"field": name, "message": "unknown field"} for name in sorted(unknown)],
         )
-    return call_answer(submissions.task_call(ports=ports_of(request), spec=spec, args=body.get("args", {}), key=key,
-                                             creator=caller.creator, timing=read_timing(body, spec),
-                                             callback_url=body.get("callback_url"),
-                                             parent_id=read_parent(body, caller.owner), priority=body.get("priority"),
-                                             unique_for_s=body.get("unique_for_s")))
+    result = submissions.task_call(ports=ports_of(request), spec=spec, args=body.get("args", {}), key=key,
+                                   creator=caller.creator, timing=read_timing(body, spec),
+                                   callback_url=body.get("callback_url"),
+                                   parent_id=read_parent(body, caller.owner), priority=body.get("priority"),
+                                   unique_for_s=body.get("unique_for_s"))
+    if result.outcome is not None and wants_bytes(request):  # [objects] a stored sync result, streamed
+        outcome = result.outcome
+        download = result_selectors.sync_object_download(task_id=outcome.task_id, result_json=outcome.result_json,
+                                                         broker=ports_of(request).broker)
+        if download is not None:
+            return result_selectors.download_response(download)
+    return call_answer(result)
+
+
+def wants_bytes(request: HttpRequest) -> bool:
+    """[objects] The caller of a sync task asked for a stored result's bytes rather than its JSON reference:
+    its Accept names a type and not JSON (`Accept: application/octet-stream`, `image/*`)."""
+    accept = request.headers.get("Accept", "")
+    return bool(accept) and "json" not in accept and accept.strip() != "*/*"
 
 
 def read_parent(body: dict[str, Any], owner: TaskCreator | None) -> uuid.UUID | None:

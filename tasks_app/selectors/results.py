@@ -17,7 +17,7 @@ from nats.js.errors import NotFoundError
 from tasks_app.core.errors import BrokerUnavailable, Conflict, TaskNotFound
 from tasks_app.core.ports import Broker
 from tasks_app.models import Task, TaskStatus
-from workers.engine.objects import OBJECT_KEY, ObjectRef, iter_chunks
+from workers.engine.objects import BUCKET, OBJECT_KEY, ObjectRef, iter_chunks
 
 
 def result_url(task_id: object) -> str:
@@ -59,6 +59,23 @@ def task_result_download(*, task: Task, broker: Broker | None, timeout_s: float 
         body = json.dumps(task.result, ensure_ascii=False).encode()
         return ResultDownload(chunks=iter((body,)), content_type="application/json", size=len(body),
                               filename=f"{task.id}.json", sha256="")
+    return object_download(ref=ref, task_id=task.id, broker=broker, timeout_s=timeout_s)
+
+
+def sync_object_download(*, task_id: object, result_json: str, broker: Broker | None) -> ResultDownload | None:
+    """The stored object a sync call just answered with (its reference as `value_shown` wrote it), for a
+    caller that asked for the bytes themselves; None when the result came inline."""
+    if not result_json.startswith('{"' + OBJECT_KEY + '"'):
+        return None
+    shown = json.loads(result_json)[OBJECT_KEY]
+    ref = ObjectRef(bucket=BUCKET, name=str(task_id), size=int(shown["size"]), sha256=str(shown["sha256"]),
+                    content_type=str(shown["content_type"]), filename=str(shown["filename"]))
+    return object_download(ref=ref, task_id=task_id, broker=broker)
+
+
+def object_download(*, ref: ObjectRef, task_id: object, broker: Broker | None,
+                    timeout_s: float = 10.0) -> ResultDownload:
+    """A stored object as a download; 404 once it is gone, 503 without NATS."""
     if broker is None:
         raise BrokerUnavailable("this server has no NATS connection (NEUTRINO_NATS_URL) to read the result from")
 
@@ -69,9 +86,9 @@ def task_result_download(*, task: Task, broker: Broker | None, timeout_s: float 
     try:
         first = next(chunks, b"")  # the object's info and first chunk: a missing object is a 404, not a short body
     except NotFoundError:
-        raise TaskNotFound(f"the result of task {task.id} is no longer stored (expired or deleted)") from None
+        raise TaskNotFound(f"the result of task {task_id} is no longer stored (expired or deleted)") from None
     except Exception as exc:
-        raise BrokerUnavailable(f"the result of task {task.id} cannot be read from NATS: {exc}") from None
+        raise BrokerUnavailable(f"the result of task {task_id} cannot be read from NATS: {exc}") from None
     return ResultDownload(chunks=_prepend(first, chunks), content_type=ref.content_type, size=ref.size,
                           filename=ref.filename, sha256=ref.sha256)
 

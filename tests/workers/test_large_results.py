@@ -172,3 +172,18 @@ def test_the_async_client_downloads_the_same_bytes(client: NeutrinoClient, stack
     downloaded = asyncio.run(download())
     assert (tmp_path / "async.bin").read_bytes() == expected
     assert downloaded.sha256 == hashlib.sha256(expected).hexdigest()
+
+
+def test_a_sync_caller_that_accepts_bytes_gets_the_stream(stack: dict[str, Any]) -> None:
+    expected = payload(1.2, seed=13)
+    with httpx.stream("POST", f"{stack['url']}/api/obj_sync_bytes", json={"args": {"megabytes": 1.2, "seed": 13}},
+                      headers={"Accept": "application/octet-stream"}, timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/octet-stream"
+        assert response.headers["x-neutrino-sha256"] == hashlib.sha256(expected).hexdigest()
+        body = response.read()
+    assert body == expected
+    # A small result answers JSON whatever the caller accepts: there is no object to stream.
+    small = httpx.post(f"{stack['url']}/api/obj_sync_small", json={"args": {}},
+                       headers={"Accept": "application/octet-stream"}, timeout=30)
+    assert small.status_code == 200 and small.json()["result"] == {"answer": 42}
