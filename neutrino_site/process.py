@@ -35,6 +35,7 @@ from workers.engine.broker.publisher import Publisher
 from workers.engine.broker.wire import SyncPublisher, supported
 from workers.engine.executor import Executor, ExecutorSettings
 from workers.engine.objects import ensure_bucket
+from workers.engine.spool import SPOOL_DIR_PREFIX
 from workers.engine.topology import CANCEL_SUBJECT, ensure_stream
 
 logger = logging.getLogger("neutrino.process")
@@ -88,7 +89,7 @@ def _build() -> Ports:
     if _sync is None or _sync.key != _sync_key(conf):
         _close_sync()
         # [objects] With NATS, a sync result too large for a reply is stored like a queued task's.
-        spool_dir = tempfile.mkdtemp(prefix="neutrino-sync-spool-") if conf.nats_url else ""
+        spool_dir = tempfile.mkdtemp(prefix=SPOOL_DIR_PREFIX + "sync-") if conf.nats_url else ""
         _sync = _SyncSide(
             key=_sync_key(conf),
             executor=Executor(ExecutorSettings(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,8 @@ def test_bytes_over_a_megabyte_are_stored_as_an_object_and_download_intact(clien
     assert (tmp_path / "out.bin").read_bytes() == expected
     assert (downloaded.size, downloaded.sha256) == (len(expected), hashlib.sha256(expected).hexdigest())
     assert not (tmp_path / "out.bin.part").exists()
+    # The worker deleted its spool file once the object was stored.
+    assert not list(Path(tempfile.gettempdir()).glob(f"neutrino-spool-*/{handle.id}-*"))
 
     with httpx.stream("GET", f"{stack['url']}/tasks/{handle.id}/result") as response:
         assert response.status_code == 200
@@ -187,3 +190,12 @@ def test_a_sync_caller_that_accepts_bytes_gets_the_stream(stack: dict[str, Any])
     small = httpx.post(f"{stack['url']}/api/obj_sync_small", json={"args": {}},
                        headers={"Accept": "application/octet-stream"}, timeout=30)
     assert small.status_code == 200 and small.json()["result"] == {"answer": 42}
+
+
+def test_a_result_shaped_like_a_spool_marker_cannot_make_the_worker_delete_a_file(
+        client: NeutrinoClient, tmp_path: Path) -> None:
+    victim = tmp_path / "keep.txt"
+    victim.write_text("still here")
+    handle = client.call_async("obj_marker_shaped", path=str(victim))
+    handle.wait(timeout=60)
+    assert victim.read_text() == "still here"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ from nats.js.api import ObjectMeta, ObjectStoreConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
-from workers.engine.spool import BYTES_TYPE
+from workers.engine.spool import BYTES_TYPE, discard
 
 BUCKET = "NEUTRINO_RESULTS"
 OBJECT_KEY = "$neutrino_object"  # a row's result: a reference to a stored object
@@ -69,11 +68,7 @@ async def store_spooled(js: JetStreamContext, marker: dict[str, Any], *, name: s
             reader = _Hashing(f)
             info = await store.put(name, reader, meta=ObjectMeta(name=name))  # type: ignore[arg-type]
     finally:
-        if marker.get("spooled"):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        discard(marker)
     return {OBJECT_KEY: {
         "bucket": BUCKET, "name": name, "size": info.size, "sha256": reader.sha256.hexdigest(),
         "content_type": str(marker.get("content_type") or BYTES_TYPE),

@@ -13,6 +13,7 @@ from typing import Any
 
 from neutrino.files import File
 
+SPOOL_DIR_PREFIX = "neutrino-spool-"  # the spool directories' names: only files in one are ever deleted
 SPOOL_KEY = "$neutrino_spool"  # the child's reply: a result waiting in a file (never stored)
 JSON_TYPE = "application/json"
 BYTES_TYPE = "application/octet-stream"
@@ -79,9 +80,12 @@ def spooled(value: Any) -> dict[str, Any] | None:
 
 
 def discard(marker: dict[str, Any]) -> None:
-    """Delete a spool file that will not be stored (a task's own `File` is left alone)."""
-    if marker.get("spooled"):
+    """Delete a spool file once stored or given up (a task's own `File` is left alone). Only a file in a
+    spool directory is deleted: a task that returned a dict shaped like a marker cannot make the worker
+    delete anything else."""
+    path = str(marker.get("path", ""))
+    if marker.get("spooled") and os.path.basename(os.path.dirname(path)).startswith(SPOOL_DIR_PREFIX):
         try:
-            os.unlink(str(marker["path"]))
+            os.unlink(path)
         except OSError:
             pass

@@ -56,6 +56,7 @@ from tasks_app.core.registry import registered_tasks
 from workers.engine import executor as ex
 from workers.engine.broker.bridge import NatsBridge
 from workers.engine.broker.connect import shown
+from workers.engine.spool import SPOOL_DIR_PREFIX
 from workers.engine.topology import consumer_name
 from workers.pool_worker.connection import NatsConnection
 from workers.pool_worker.control import Control
@@ -133,7 +134,7 @@ class PoolWorker:
         host = socket.gethostname()
         pid = os.getpid()
         self.worker_id = f"{host}:{pid}"
-        self.spool_dir = tempfile.mkdtemp(prefix="neutrino-spool-")
+        self.spool_dir = tempfile.mkdtemp(prefix=SPOOL_DIR_PREFIX)
         start_method = "spawn" if pool.kind == PoolKind.GPU else conf.start_method
         self.executor = ex.Executor(
             ex.ExecutorSettings(
