@@ -163,10 +163,14 @@ def ensure_topology(ports: Ports) -> None:
     try:
         replicas = neutrino_settings().stream_replicas
         ports.broker.call(lambda js, nc: ensure_stream(js, pools, replicas=replicas), timeout_s=5.0)
+    except Exception as exc:
+        logger.warning("could not create or update the JetStream stream yet (%s); workers will", exc)
+    try:  # [objects] the bucket for large results (sync ones are stored by this process)
+        replicas = neutrino_settings().stream_replicas
         ttl_s = neutrino_settings().retention_days * 86400.0
         ports.broker.call(lambda js, nc: ensure_bucket(js, ttl_s=ttl_s, replicas=replicas), timeout_s=5.0)
     except Exception as exc:
-        logger.warning("could not create or update the JetStream stream yet (%s); workers will", exc)
+        logger.warning("could not create the results bucket yet (%s); workers will", exc)
 
 
 def shutdown() -> None:

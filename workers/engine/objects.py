@@ -83,10 +83,15 @@ async def ensure_bucket(js: JetStreamContext, *, ttl_s: float, replicas: int = 1
         return
     except (BucketNotFoundError, NotFoundError):
         pass
-    await js.create_object_store(BUCKET, config=ObjectStoreConfig(
-        description="Neutrino task results too large for the task table",
-        ttl=ttl_s or None, storage=StorageType.FILE, replicas=replicas,
-    ))
+    try:
+        await js.create_object_store(BUCKET, config=ObjectStoreConfig(
+            description="Neutrino task results too large for the task table",
+            ttl=ttl_s or None, storage=StorageType.FILE, replicas=replicas,
+        ))
+    except Exception:
+        # Another process created it a moment before (perhaps with another TTL): that one serves. Still
+        # missing means the create really failed: raise what the lookup says.
+        await js.object_store(BUCKET)
 
 
 # ---- the HTTP server: object store -> response, chunk by chunk --------------------------------------

@@ -104,7 +104,10 @@ class NatsConnection:
         if self.pool not in pools:
             pools.append(self.pool)
         await ensure_stream(self.js, pools, replicas=self.conf.stream_replicas)
-        await ensure_bucket(self.js, ttl_s=self.conf.retention_days * 86400.0, replicas=self.conf.stream_replicas)
+        try:  # [objects] without the bucket only large results fail (and are retried): tasks still run
+            await ensure_bucket(self.js, ttl_s=self.conf.retention_days * 86400.0, replicas=self.conf.stream_replicas)
+        except Exception as exc:
+            logger.warning("cannot create the results bucket yet (%s); large results wait for it", exc)
         settings = ConsumerSettings(ack_wait_s=self.conf.ack_wait_s, max_deliver=self.conf.max_deliver)
         for level in PRIORITIES:
             await ensure_consumer(self.js, self.pool, settings, level)
