@@ -45,3 +45,20 @@ def async_square(x: int) -> int:
 def async_total(results: list[int | None]) -> int:
     """A group's callback (bench/groups.py): the sum of its members' results."""
     return sum(r for r in results if r is not None)
+
+
+@app.task(execution_mode="async", timeout_secs=1800)
+def async_big_file(megabytes: int) -> object:
+    """[objects] A file of `megabytes` MiB written a MiB at a time, returned as a neutrino.File
+    (bench/large_results.py)."""
+    import os
+    import tempfile
+
+    import neutrino
+
+    path = os.path.join(tempfile.mkdtemp(prefix="bench-big-"), "big.bin")
+    piece = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        for _ in range(megabytes):
+            f.write(piece)
+    return neutrino.File(path, content_type="application/octet-stream")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from neutrino.app import Neutrino, Task, TaskDefinitionError, TaskFunction, TaskSpec
+from neutrino.files import File
 from neutrino.progress import progress
 from neutrino.schedules import Schedule
 from neutrino.tasklog import log
@@ -44,6 +45,7 @@ __all__ = [
     "AsyncTask",
     "AwaitableTask",
     "Conflict",
+    "File",
     "GatewayUnavailable",
     "GroupInfo",
     "Neutrino",
@@ -72,7 +74,7 @@ __all__ = [
     "submit",
 ]
 _CLIENT_NAMES = frozenset(__all__) - {
-    "Neutrino", "Schedule", "Task", "TaskDefinitionError", "TaskFunction", "TaskSpec", "log", "progress",
+    "File", "Neutrino", "Schedule", "Task", "TaskDefinitionError", "TaskFunction", "TaskSpec", "log", "progress",
 }
 _FANOUT_NAMES = frozenset({"chain", "group", "submit"})
 __version__ = "0.1.0"

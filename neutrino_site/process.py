@@ -11,6 +11,8 @@ next use: the NATS side when the URL or publish timeout changed, the sync side w
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ from workers.engine.broker.bridge import NatsBridge
 from workers.engine.broker.publisher import Publisher
 from workers.engine.broker.wire import SyncPublisher, supported
 from workers.engine.executor import Executor, ExecutorSettings
+from workers.engine.objects import ensure_bucket
+from workers.engine.spool import SPOOL_DIR_PREFIX
 from workers.engine.topology import CANCEL_SUBJECT, ensure_stream
 
 logger = logging.getLogger("neutrino.process")
@@ -42,6 +46,7 @@ class _SyncSide:
     key: tuple[Any, ...]
     executor: Executor
     ledger: LedgerWriter
+    spool_dir: str = ""  # [objects] where the children leave results too large for a reply (with NATS only)
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,8 @@ _ports: Ports | None = None
 
 def _sync_key(conf: NeutrinoSettings) -> tuple[Any, ...]:
     return (conf.task_modules, conf.sync_processes, conf.max_tasks_per_child, conf.max_payload_bytes,
-            conf.start_method, conf.ledger_queue_size, conf.ledger_enabled, conf.log_max_bytes)
+            conf.start_method, conf.ledger_queue_size, conf.ledger_enabled, conf.log_max_bytes,
+            bool(conf.nats_url), conf.inline_result_bytes, conf.max_object_bytes)
 
 
 def _nats_key(conf: NeutrinoSettings) -> tuple[Any, ...]:
@@ -82,14 +88,19 @@ def _build() -> Ports:
     conf = neutrino_settings()
     if _sync is None or _sync.key != _sync_key(conf):
         _close_sync()
+        # [objects] With NATS, a sync result too large for a reply is stored like a queued task's.
+        spool_dir = tempfile.mkdtemp(prefix=SPOOL_DIR_PREFIX + "sync-") if conf.nats_url else ""
         _sync = _SyncSide(
             key=_sync_key(conf),
             executor=Executor(ExecutorSettings(
                 task_modules=conf.task_modules, processes=conf.sync_processes,
                 max_tasks_per_child=conf.max_tasks_per_child, max_result_bytes=conf.max_payload_bytes,
                 start_method=conf.start_method, pool="fast", log_max_bytes=conf.log_max_bytes,
+                spool_dir=spool_dir, inline_result_bytes=conf.inline_result_bytes,
+                max_object_bytes=conf.max_object_bytes,
             )),
             ledger=LedgerWriter(queue_size=conf.ledger_queue_size, enabled=conf.ledger_enabled),
+            spool_dir=spool_dir,
         )
     if _nats is None or _nats.key != _nats_key(conf):
         _close_nats()
@@ -154,6 +165,12 @@ def ensure_topology(ports: Ports) -> None:
         ports.broker.call(lambda js, nc: ensure_stream(js, pools, replicas=replicas), timeout_s=5.0)
     except Exception as exc:
         logger.warning("could not create or update the JetStream stream yet (%s); workers will", exc)
+    try:  # [objects] the bucket for large results (sync ones are stored by this process)
+        replicas = neutrino_settings().stream_replicas
+        ttl_s = neutrino_settings().retention_days * 86400.0
+        ports.broker.call(lambda js, nc: ensure_bucket(js, ttl_s=ttl_s, replicas=replicas), timeout_s=5.0)
+    except Exception as exc:
+        logger.warning("could not create the results bucket yet (%s); workers will", exc)
 
 
 def shutdown() -> None:
@@ -170,6 +187,8 @@ def _close_sync() -> None:
     if _sync is not None:
         _sync.ledger.close()
         _sync.executor.shutdown(wait=True)
+        if _sync.spool_dir:
+            shutil.rmtree(_sync.spool_dir, ignore_errors=True)
         _sync = None
 
 

@@ -233,6 +233,10 @@ NEUTRINO_SYNC_PROCESSES = int(os.environ.get("NEUTRINO_SYNC_PROCESSES", "0")) or
 NEUTRINO_MAX_TASKS_PER_CHILD = int(os.environ.get("NEUTRINO_MAX_TASKS_PER_CHILD", "1000"))
 NEUTRINO_START_METHOD = os.environ.get("NEUTRINO_START_METHOD", "forkserver")
 NEUTRINO_MAX_PAYLOAD_BYTES = int(os.environ.get("NEUTRINO_MAX_PAYLOAD_BYTES", str(1_000_000)))
+# A queued task's result over this goes to the JetStream object store (the row holds a reference), up to
+# NEUTRINO_MAX_OBJECT_BYTES; bytes and neutrino.File results always do.
+NEUTRINO_INLINE_RESULT_BYTES = int(os.environ.get("NEUTRINO_INLINE_RESULT_BYTES", str(256 * 1024)))
+NEUTRINO_MAX_OBJECT_BYTES = int(os.environ.get("NEUTRINO_MAX_OBJECT_BYTES", str(1 << 30)))
 # What one attempt of a task may write to its log (print, logging, ...); the rest is counted, not kept. 0: off.
 NEUTRINO_LOG_MAX_BYTES = int(os.environ.get("NEUTRINO_LOG_MAX_BYTES", str(1_000_000)))
 NEUTRINO_LEDGER = _env_bool("NEUTRINO_LEDGER", True)

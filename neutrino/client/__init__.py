@@ -58,7 +58,7 @@ from neutrino.client.errors import (
     Unauthorized,
     ValidationError,
 )
-from neutrino.client.models import BulkInfo, GroupInfo, LogLine, TaskInfo, TaskLog, TaskPage
+from neutrino.client.models import BulkInfo, DownloadedResult, GroupInfo, LogLine, TaskInfo, TaskLog, TaskPage
 from neutrino.client.schedules import ScheduleFire, ScheduleInfo
 from neutrino.client.sync_client import AsyncTask, NeutrinoClient
 
@@ -68,6 +68,7 @@ __all__ = [
     "AwaitableTask",
     "BulkInfo",
     "Conflict",
+    "DownloadedResult",
     "GatewayUnavailable",
     "GroupInfo",
     "LogLine",

@@ -153,3 +153,13 @@ class GroupInfo:
         values = {name: body[name] for name in known if name in body and body[name] is not None}
         chain = body.get("chain") or {}
         return cls(id=str(body["group_id"]), raw=dict(body), result_task_id=chain.get("result_task_id"), **values)
+
+
+@dataclass(frozen=True)
+class DownloadedResult:
+    """A result `download_result` wrote to a file: where, how many bytes, their sha256 and content type."""
+
+    path: str
+    size: int
+    sha256: str
+    content_type: str

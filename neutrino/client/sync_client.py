@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -10,6 +11,7 @@ from typing import Any, TypeVar
 import httpx
 
 from neutrino.client.base import DEFAULT_SUBMIT_RETRIES, DEFAULT_TIMEOUT_S, ClientBase, HandleBase
+from neutrino.client.downloads import CHUNK_BYTES, ResultFile
 from neutrino.client.errors import NeutrinoClientError
 from neutrino.client.flows import (
     DEFAULT_CHUNK_SIZE,
@@ -23,9 +25,10 @@ from neutrino.client.flows import (
     Submitted,
     advance,
     flow_fields,
+    task_path,
     timing_fields,
 )
-from neutrino.client.models import BulkInfo, GroupInfo, TaskInfo, TaskLog, TaskPage
+from neutrino.client.models import BulkInfo, DownloadedResult, GroupInfo, TaskInfo, TaskLog, TaskPage
 from neutrino.client.schedules import ScheduleFire, ScheduleInfo, schedule_fields
 from neutrino.client.wire import default_headers, http_kwargs, pause_after_s, to_reply
 
@@ -117,6 +120,27 @@ class NeutrinoClient(ClientBase):
     def wait(self, task_id: str, timeout: float = DEFAULT_WAIT_S) -> Any:
         """The result of task `task_id` once it finishes; raises TaskFailed, TaskCancelled or TaskTimeout."""
         return self._drive(self._flows.wait(str(task_id), timeout=timeout))
+
+    def download_result(self, task_id: str, path: str | os.PathLike[str], *,
+                        timeout: float | None = None) -> DownloadedResult:
+        """Stream the result of completed task `task_id` into the file `path` (`GET /tasks/<id>/result`).
+
+        A stored object (a large result, bytes, a `neutrino.File`) arrives as its bytes, an inline result as
+        its JSON; either way the body is written as it comes, never held whole in memory. The sha256 the
+        server stored is checked: a mismatch or a short body raises NeutrinoClientError and leaves no file.
+        `timeout` bounds each read (default: the client's timeout). Raises Conflict while the task has no
+        result, TaskNotFound for an unknown task or an expired object.
+        """
+        request = Request("GET", f"{task_path(str(task_id))}/result", f"download_result({str(task_id)!r})",
+                          resend_ok=True)
+        with self._http.stream("GET", request.path, timeout=timeout or self.timeout) as response:
+            if response.status_code >= 400:
+                response.read()
+                to_reply(request, response)  # raises the error the answer calls for
+            with ResultFile(path, response, request.call) as target:
+                for chunk in response.iter_raw(CHUNK_BYTES):
+                    target.write(chunk)
+        return target.result()
 
     def logs(self, task_id: str, attempt: int | None = None) -> TaskLog:
         """What an attempt of the task wrote (print, logging, ...); the latest attempt by default."""

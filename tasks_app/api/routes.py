@@ -30,6 +30,7 @@ from tasks_app.core.payloads import loads_strict
 from tasks_app.core.ports import ports_of
 from tasks_app.core.registry import task_spec
 from tasks_app.models import TaskCreator, TaskStatus
+from tasks_app.selectors import results as result_selectors
 from tasks_app.selectors import tasks as selectors
 from tasks_app.services import delays, idempotency
 from tasks_app.services import retry as retries
@@ -230,11 +231,25 @@ def call_task(request: HttpRequest, task_name: str) -> Any:
             f"\"callback_url\" and, for a queued task, any of {', '.join((*TIMING_FIELDS, *FLOW_FIELDS))}",
             fields=[{"field": name, "message": "unknown field"} for name in sorted(unknown)],
         )
-    return call_answer(submissions.task_call(ports=ports_of(request), spec=spec, args=body.get("args", {}), key=key,
-                                             creator=caller.creator, timing=read_timing(body, spec),
-                                             callback_url=body.get("callback_url"),
-                                             parent_id=read_parent(body, caller.owner), priority=body.get("priority"),
-                                             unique_for_s=body.get("unique_for_s")))
+    result = submissions.task_call(ports=ports_of(request), spec=spec, args=body.get("args", {}), key=key,
+                                   creator=caller.creator, timing=read_timing(body, spec),
+                                   callback_url=body.get("callback_url"),
+                                   parent_id=read_parent(body, caller.owner), priority=body.get("priority"),
+                                   unique_for_s=body.get("unique_for_s"))
+    if result.outcome is not None and wants_bytes(request):  # [objects] a stored sync result, streamed
+        outcome = result.outcome
+        download = result_selectors.sync_object_download(task_id=outcome.task_id, result_json=outcome.result_json,
+                                                         broker=ports_of(request).broker)
+        if download is not None:
+            return result_selectors.download_response(download)
+    return call_answer(result)
+
+
+def wants_bytes(request: HttpRequest) -> bool:
+    """[objects] The caller of a sync task asked for a stored result's bytes rather than its JSON reference:
+    its Accept names a type and not JSON (`Accept: application/octet-stream`, `image/*`)."""
+    accept = request.headers.get("Accept", "")
+    return bool(accept) and "json" not in accept and accept.strip() != "*/*"
 
 
 def read_parent(body: dict[str, Any], owner: TaskCreator | None) -> uuid.UUID | None:
@@ -366,6 +381,17 @@ def get_task(request: HttpRequest, response: HttpResponse, task_id: str, wait: f
 
 
 WAIT_HEADER = "X-Neutrino-Wait"
+
+
+@tasks_router.get("/{task_id}/result", response={**COMMON, 404: ErrorOut, 409: ErrorOut, 503: ErrorOut},
+                  summary="Download a task's result")
+def get_task_result(request: HttpRequest, task_id: str) -> Any:
+    """The completed task's result as a download: a stored object (a large result, bytes, a file) is
+    streamed with its content type, length and `X-Neutrino-SHA256`; an inline result comes as JSON."""
+    ports, caller = ports_of(request), request_caller(request)
+    task = selectors.task_get(task_id=parse_task_id(task_id), owner=caller.owner)
+    download = result_selectors.task_result_download(task=task, broker=ports.broker)
+    return result_selectors.download_response(download)
 
 
 @tasks_router.delete("/{task_id}", response={200: TaskOut, **COMMON, 404: ErrorOut, 409: ErrorOut},

@@ -64,6 +64,9 @@ class NeutrinoSettings:
     # (status, days) pairs overriding retention_days for one finished status (a tuple keeps this hashable).
     retention_days_by_status: tuple[tuple[str, int], ...] = ()
     retention_every_s: float = 60.0
+    # [objects] Queued tasks' results over this go to the JetStream object store (workers.engine.objects).
+    inline_result_bytes: int = 262_144
+    max_object_bytes: int = 1 << 30
 
 
 @functools.cache
@@ -116,6 +119,8 @@ def neutrino_settings() -> NeutrinoSettings:
         retention_days_by_status=tuple(sorted(
             (str(status), int(days)) for status, days in settings.NEUTRINO_RETENTION_DAYS_BY_STATUS.items())),
         retention_every_s=float(settings.NEUTRINO_RETENTION_EVERY_S),
+        inline_result_bytes=int(getattr(settings, "NEUTRINO_INLINE_RESULT_BYTES", 262_144)),
+        max_object_bytes=int(getattr(settings, "NEUTRINO_MAX_OBJECT_BYTES", 1 << 30)),
     )
     _validate(conf)
     return conf
@@ -145,6 +150,10 @@ def _validate(conf: NeutrinoSettings) -> None:
         raise ImproperlyConfigured(
             f"NEUTRINO_START_METHOD must be 'forkserver' or 'spawn', not {conf.start_method!r}"
         )
+    if conf.inline_result_bytes < 0:
+        raise ImproperlyConfigured("NEUTRINO_INLINE_RESULT_BYTES must be 0 or more")
+    if conf.max_object_bytes < 1:
+        raise ImproperlyConfigured("NEUTRINO_MAX_OBJECT_BYTES must be positive")
     if conf.max_payload_bytes < 1024:
         raise ImproperlyConfigured("NEUTRINO_MAX_PAYLOAD_BYTES must be at least 1024")
     if conf.log_max_bytes < 0:

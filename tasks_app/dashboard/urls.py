@@ -6,6 +6,7 @@ from tasks_app.dashboard import alerts, audit, bulk, dead_letters, replay, sched
 
 pages = [
     path("tasks/<uuid:task_id>", views.task_detail_view, name="task_detail"),
+    path("tasks/<uuid:task_id>/result", views.task_result_download_view, name="task_result_download"),
     path("tasks/<uuid:task_id>/log.txt", views.task_log_download_view, name="task_log_download"),
     path("tasks/<uuid:task_id>/cancel", views.task_cancel_view, name="task_cancel"),
     path("tasks/<uuid:task_id>/retry", views.task_retry_view, name="task_retry"),

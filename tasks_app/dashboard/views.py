@@ -11,6 +11,7 @@ import uuid
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -32,6 +33,7 @@ from tasks_app.models import Task, TaskCreator
 from tasks_app.selectors.dashboard import list_query_from_params, pool_depths, task_overview
 from tasks_app.selectors.groups import group_get
 from tasks_app.selectors.logs import render_log
+from tasks_app.selectors.results import INLINE_IMAGE_TYPES, download_response, task_result_download
 from tasks_app.selectors.retention import retention_overview
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
 from tasks_app.services import tasks as services
@@ -86,6 +88,16 @@ def task_detail_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     }
     template = "tasks_app/_task_live.html" if wants_partial(request, "task-live") else "tasks_app/task_detail.html"
     return _vary_on_htmx(render(request, template, context))
+
+
+@require_GET
+def task_result_download_view(request: HttpRequest, task_id: uuid.UUID) -> HttpResponseBase:
+    """[objects] The task's result as a download (`?inline=1`: shown in the page, for raster images only:
+    an SVG or HTML result shown inline would run its scripts on the dashboard's origin)."""
+    task = _task_or_404(request, task_id)
+    download = task_result_download(task=task, broker=ports_of(request).broker)
+    inline = request.GET.get("inline") == "1" and download.content_type in INLINE_IMAGE_TYPES
+    return download_response(download, inline=inline)
 
 
 @require_GET

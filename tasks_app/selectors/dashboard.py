@@ -26,8 +26,10 @@ from neutrino.app import EXECUTION_MODES
 from tasks_app.core.ports import Broker
 from tasks_app.core.registry import registered_tasks
 from tasks_app.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskStatus
+from tasks_app.selectors.results import INLINE_IMAGE_TYPES, result_shown
 from tasks_app.selectors.tasks import TaskFilters, TaskPage, decode_cursor, task_list, task_queryset
 from workers.engine.broker.errors import BrokerError
+from workers.engine.objects import ObjectRef
 from workers.engine.topology import PoolDepth, pool_depth
 
 logger = logging.getLogger("neutrino.dashboard")
@@ -225,6 +227,8 @@ class TaskStory:
     task: Task
     args_json: str
     result_json: str | None
+    result_object: ObjectRef | None  # [objects] a result stored in the object store: offered for download
+    result_image: bool  # [objects] ... and shown inline (a raster image)
     ancestors: list[Task]  # oldest first, ending with the task this one retried
     retries: list[Task]  # newest first
     timeline: list[tuple[str, datetime | None]]
@@ -260,7 +264,9 @@ def task_story(*, task: Task) -> TaskStory:
     return TaskStory(
         task=task,
         args_json=pretty_json(task.args),
-        result_json=None if task.result is None else pretty_json(task.result),
+        result_json=None if task.result is None else pretty_json(result_shown(task)),
+        result_object=(ref := ObjectRef.of(task.result)),
+        result_image=ref is not None and ref.content_type in INLINE_IMAGE_TYPES,
         ancestors=list(reversed(ancestors)),
         retries=retries,
         timeline=timeline,

@@ -20,6 +20,7 @@ from django.db.models import Q, QuerySet
 from tasks_app.core.errors import BadRequest, TaskNotFound
 from tasks_app.core.ports import Ledger, TaskEvents
 from tasks_app.models import FINISHED_STATUSES, Task, TaskCreator, TaskStatus
+from tasks_app.selectors.results import result_shown
 
 # A page is at most this many rows; a bigger `limit` gets this many (and a next_cursor for the rest).
 MAX_PAGE = 100
@@ -181,7 +182,7 @@ _SHOWN: dict[str, Callable[[Task], Any]] = {
     "pool": lambda t: t.pool,
     "execution_mode": lambda t: t.execution_mode,
     "args": lambda t: t.args,
-    "result": lambda t: t.result,
+    "result": lambda t: result_shown(t),  # [objects] a stored object: its reference and download link
     "error": lambda t: t.error or None,
     "error_type": lambda t: t.error_type or None,
     "traceback": lambda t: t.traceback or None,

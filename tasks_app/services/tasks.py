@@ -22,6 +22,7 @@ from neutrino.app import TaskSpec
 from tasks_app.core.errors import (
     Conflict,
     InvalidArguments,
+    NeutrinoError,
     TaskFailed,
     TaskTimeout,
 )
@@ -32,7 +33,9 @@ from tasks_app.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskCreator, Ta
 from tasks_app.selectors.tasks import LEDGER_GRACE_S, task_get
 from tasks_app.services import fan_in
 from tasks_app.services.audit import Actor, audit_record_if
+from tasks_app.services.objects import result_object_store
 from workers.engine import executor as ex
+from workers.engine.spool import spooled
 from workers.engine.topology import CANCEL_SUBJECT
 
 logger = logging.getLogger("neutrino.services")
@@ -139,16 +142,24 @@ def task_run_sync(
         )
         sync_task_finished(function=spec.name, pool=spec.pool, status=status, duration_s=None)
         raise error from None
+    value, result_json = outcome.value, outcome.result_json
+    if spooled(value) is not None:  # [objects] too large for a reply: stored, the caller gets its reference
+        try:
+            value, result_json = result_object_store(broker=ports.broker, task_id=task_id, value=value)
+        except NeutrinoError as error:
+            record_finish(status=TaskStatus.FAILED, completed_at=timezone.now(), duration_ms=outcome.duration_ms,
+                          error=error.message, error_type="ResultError", worker_id=outcome.worker_id)
+            raise
     sync_task_finished(function=spec.name, pool=spec.pool, status=TaskStatus.COMPLETED,
                        duration_s=outcome.duration_ms / 1000)
     record_finish(
         status=TaskStatus.COMPLETED,
         completed_at=timezone.now(),
         duration_ms=outcome.duration_ms,
-        result=outcome.value,
+        result=value,
         worker_id=outcome.worker_id,
     )
-    return SyncOutcome(task_id=task_id, result_json=outcome.result_json, duration_ms=outcome.duration_ms)
+    return SyncOutcome(task_id=task_id, result_json=result_json, duration_ms=outcome.duration_ms)
 
 
 class LogPieces:

@@ -120,7 +120,8 @@ def live_settings(dash_nats: Any, settings: Any) -> Iterator[Any]:
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD = "dashboard-admin-pw"
-TASK_MODULES = "tests.fixtures.api_tasks,tests.fixtures.dashboard_tasks,tests.fixtures.log_tasks"
+TASK_MODULES = ("tests.fixtures.api_tasks,tests.fixtures.dashboard_tasks,tests.fixtures.log_tasks,"
+                "tests.fixtures.object_tasks")
 
 
 @dataclass

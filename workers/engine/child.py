@@ -52,6 +52,7 @@ from neutrino.client.context import set_current_task
 from neutrino.progress import set_reporter
 from workers.engine.child_env import scrub as scrub_environment
 from workers.engine.logs.capture import Capture
+from workers.engine.spool import spool_result
 
 _MAX_TRACEBACK_CHARS = 32_000
 _PR_SET_PDEATHSIG = 1
@@ -101,7 +102,7 @@ class StartHookFailed(Exception):
 
 
 def child_main(conn: Connection, task_modules: tuple[str, ...], max_result_bytes: int, pool: str = "",
-               log_files: tuple[str, str, int] | None = None) -> None:
+               log_files: tuple[str, str, int] | None = None, spool: Spool | None = None) -> None:
     """Entry point of a child process: load the task modules, run the pool's start-up hooks, capture what
     tasks write into `log_files` (buffer path, raw path, cap: `workers.engine.logs`), then serve tasks
     until told to stop."""
@@ -139,7 +140,7 @@ def child_main(conn: Connection, task_modules: tuple[str, ...], max_result_bytes
         task_id, function, args, _timeout_ms = job
         if capture is not None:
             capture.begin_task()
-        reply = _run_one(conn, send_lock, tasks, task_id, function, args, max_result_bytes)
+        reply = _run_one(conn, send_lock, tasks, task_id, function, args, max_result_bytes, spool)
         if capture is not None:
             capture.end_task()  # before the reply: the parent's last read must find every line
         with send_lock:
@@ -154,6 +155,7 @@ def _run_one(
     function: str,
     args: Any,
     max_result_bytes: int,
+    spool: Spool | None = None,
 ) -> Reply:
     spec = tasks.get(function)
     if spec is None:
@@ -189,10 +191,26 @@ def _run_one(
         set_current_task(None)
     duration_ms = (time.perf_counter() - started) * 1000
     try:
-        result_json = encode_result(result, max_result_bytes)
-    except ValueError as exc:
+        # [objects] a large result, bytes or a neutrino.File go to a file; the pipe carries its path
+        if spool is None:
+            result_json = encode_result(result, max_result_bytes)
+        else:
+            result_json = spool_result(result, spool_dir=spool[0], inline_bytes=min(spool[1], max_result_bytes),
+                                       max_object_bytes=spool[2], task_id=task_id, encode=encode_result)
+    except (ValueError, OSError) as exc:
         return ("error", task_id, "result", "ResultError", f"result of task {task_id} {exc}", "", duration_ms)
     return ("ok", task_id, result_json, duration_ms)
+
+
+# [objects] (spool directory, inline threshold, object limit): where large results go (workers.engine.objects)
+Spool = tuple[str, int, int]
+
+
+def spool_of(settings: Any) -> Spool | None:
+    """The child's spool arguments from `ExecutorSettings` (None: no spool directory, results go inline)."""
+    if not settings.spool_dir:
+        return None
+    return (settings.spool_dir, settings.inline_result_bytes, settings.max_object_bytes)
 
 
 def encode_result(result: Any, max_result_bytes: int) -> str:

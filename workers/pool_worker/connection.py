@@ -15,6 +15,7 @@ from neutrino.app import PRIORITIES
 from pools_app.selectors import nats_pool_names
 from tasks_app.core.conf import NeutrinoSettings
 from workers.engine.broker.connect import connect, shown
+from workers.engine.objects import ensure_bucket
 from workers.engine.topology import (
     CANCEL_SUBJECT,
     MAX_DELIVERIES_ADVISORY,
@@ -103,6 +104,10 @@ class NatsConnection:
         if self.pool not in pools:
             pools.append(self.pool)
         await ensure_stream(self.js, pools, replicas=self.conf.stream_replicas)
+        try:  # [objects] without the bucket only large results fail (and are retried): tasks still run
+            await ensure_bucket(self.js, ttl_s=self.conf.retention_days * 86400.0, replicas=self.conf.stream_replicas)
+        except Exception as exc:
+            logger.warning("cannot create the results bucket yet (%s); large results wait for it", exc)
         settings = ConsumerSettings(ack_wait_s=self.conf.ack_wait_s, max_deliver=self.conf.max_deliver)
         for level in PRIORITIES:
             await ensure_consumer(self.js, self.pool, settings, level)

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db import DatabaseError
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from neutrino.app import TaskSpec
 from tasks_app.core.conf import NeutrinoSettings
@@ -22,6 +23,8 @@ from tasks_app.services import tasks as services
 from tasks_app.services.tasks import LogPieces
 from workers.engine import executor as ex
 from workers.engine import tracing
+from workers.engine.objects import store_spooled
+from workers.engine.spool import spooled
 from workers.engine.topology import BadMessage, TaskMessage, decode_task_message
 from workers.pool_worker.db import TransitionBatcher, db, db_call
 from workers.pool_worker.limits import LimitWait, LimitWaits, claim_for, delivery_attempt
@@ -43,8 +46,10 @@ class Settler:
 
     def __init__(self, *, pool: str, worker_id: str, conf: NeutrinoSettings, tasks: dict[str, TaskSpec],
                  executor: ex.Executor, runs: RunningTasks, transitions: TransitionBatcher,
-                 stop: StopFlags, events: TaskEvents, ports: Ports | None = None) -> None:
+                 stop: StopFlags, events: TaskEvents, ports: Ports | None = None,
+                 js: Callable[[], JetStreamContext | None] | None = None) -> None:
         self.pool = pool
+        self.js = js  # [objects] the worker's JetStream context, once connected: large results go there
         self.events = events
         self.ports = ports  # final writes hand it on: a group callback they fire is published at once
         self.worker_id = worker_id
@@ -149,8 +154,13 @@ class Settler:
         # The child is free: the next message claims it while this outcome is written.
         ticket.slots.ran(time.monotonic() - started)
         ticket.release()
+        value = result.value
+        if spooled(value) is not None:  # [objects] a large result waits in a file: store it, keep a reference
+            value = await self._store_object(run, value)
+            if value is None:
+                return
         done = await self._write(services.task_mark_completed, run, task_id=task.task_id, attempt=run.attempt,
-                                 result=result.value, duration_ms=result.duration_ms, worker_id=self.worker_id,
+                                 result=value, duration_ms=result.duration_ms, worker_id=self.worker_id,
                                  ports=self.ports)
         if done is None:
             return
@@ -160,6 +170,23 @@ class Settler:
             await settle_all(run, "ack")
         else:
             await self._lost(run, "completed")
+
+    async def _store_object(self, run: Run, value: Any) -> Any:
+        """[objects] The reference a row stores for a result the child left in a file; None when it could not
+        be stored (a file that cannot be read fails the task; a NATS error hands the task back to the stream)."""
+        marker = spooled(value)
+        assert marker is not None
+        js = self.js() if self.js is not None else None
+        try:
+            if js is None:
+                raise ConnectionError("not connected to NATS")
+            return await store_spooled(js, marker, name=run.task.task_id)
+        except OSError as exc:
+            await self._fail(run, f"result of task {run.task.task_id} cannot be read: {exc}", "ResultError", "")
+        except Exception as exc:
+            logger.warning("result of task %s not stored in the object store (%s)", run.task.task_id, exc)
+            await self._requeue(run, f"result not stored: {exc}", delay=self._backoff(run.attempt))
+        return None
 
     async def _failed(self, run: Run, exc: ex.ExecutorError) -> None:
         task = run.task

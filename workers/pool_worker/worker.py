@@ -33,9 +33,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +57,7 @@ from workers.engine import executor as ex
 from workers.engine import tracing
 from workers.engine.broker.bridge import NatsBridge
 from workers.engine.broker.connect import shown
+from workers.engine.spool import SPOOL_DIR_PREFIX
 from workers.engine.topology import consumer_name
 from workers.pool_worker.connection import NatsConnection
 from workers.pool_worker.control import Control
@@ -133,6 +136,7 @@ class PoolWorker:
         host = socket.gethostname()
         pid = os.getpid()
         self.worker_id = f"{host}:{pid}"
+        self.spool_dir = tempfile.mkdtemp(prefix=SPOOL_DIR_PREFIX)
         start_method = "spawn" if pool.kind == PoolKind.GPU else conf.start_method
         self.executor = ex.Executor(
             ex.ExecutorSettings(
@@ -143,6 +147,9 @@ class PoolWorker:
                 start_method=start_method,
                 pool=pool.name,  # [pools] the children run this pool's @app.on_worker_start hooks
                 log_max_bytes=conf.log_max_bytes,
+                # [objects] large results, bytes and neutrino.File leave the children as files here
+                spool_dir=self.spool_dir, inline_result_bytes=conf.inline_result_bytes,
+                max_object_bytes=conf.max_object_bytes,
             )
         )
         self.stop = StopFlags()
@@ -159,7 +166,8 @@ class PoolWorker:
                                    every_s=conf.heartbeat_s)
         self.settler = Settler(pool=self.pool, worker_id=self.worker_id, conf=conf, tasks=tasks,
                                executor=self.executor, runs=self.runs, transitions=self.transitions,
-                               stop=self.stop, events=self.ports.events, ports=self.ports)
+                               stop=self.stop, events=self.ports.events, ports=self.ports,
+                               js=lambda: self.nats.js)
         self.slots = Slots(concurrency)
         self.fetcher = Fetcher(pool=self.pool, slots=self.slots, stop=self.stop,
                                handle=self.settler.handle, ensure_topology=self.nats.ensure_topology)
@@ -245,6 +253,12 @@ class PoolWorker:
         self.background.append(asyncio.create_task(levels.poll_loop(self.nats.js, self.stop), name="priorities"))
 
     async def _shutdown(self) -> None:
+        try:
+            await self._stop_serving()
+        finally:
+            shutil.rmtree(self.spool_dir, ignore_errors=True)  # [objects] results not stored by now never will be
+
+    async def _stop_serving(self) -> None:
         await self.nats.stop_deliveries()
         if self.fetcher.levels is not None:
             await self.fetcher.levels.stop_deliveries()

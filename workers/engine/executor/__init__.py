@@ -58,6 +58,10 @@ Data. Arguments travel pickled from the parent to the child; everything the chil
 never unpickled (task code runs there and could write on the pipe). The result travels back as JSON text
 (`json.dumps(..., allow_nan=False)`: a set, a datetime or a pydantic model is refused, not converted)
 and a result over `max_result_bytes` bytes of UTF-8 fails with `ResultError`, never truncated.
+With `spool_dir` set (pool workers), bytes, a `neutrino.File` and JSON over `inline_result_bytes` come
+back as a file in that directory instead, up to `max_object_bytes`, and the reply carries a small marker
+(`workers.engine.spool`); the caller stores the file (`workers.engine.objects`). Without it (the sync pool)
+results travel as above.
 
 Errors, all `ExecutorError` with `.task_id`, `.worker_id` (when a child was involved) and a message:
 

@@ -22,12 +22,18 @@ class ExecutorSettings:
     start_method: str = "forkserver"  # or "spawn"; never plain "fork" (threads + CUDA)
     pool: str = ""  # the pool the children serve: picks the start-up hooks (`@app.on_worker_start`) they run
     log_max_bytes: int = 1_000_000  # what a task writes is kept up to this per attempt (0: not captured)
+    # [objects] With a spool directory, results over inline_result_bytes, bytes and neutrino.File come back
+    # as a file there (workers.engine.objects), up to max_object_bytes; without one (sync pools) as before.
+    spool_dir: str = ""
+    inline_result_bytes: int = 262_144
+    max_object_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
         if isinstance(self.task_modules, str) or not all(isinstance(m, str) for m in self.task_modules):
             raise ValueError(f"task_modules must be a sequence of module names, got {self.task_modules!r}")
         object.__setattr__(self, "task_modules", tuple(m.strip() for m in self.task_modules if m.strip()))
-        for name in ("processes", "max_tasks_per_child", "max_result_bytes", "log_max_bytes"):
+        for name in ("processes", "max_tasks_per_child", "max_result_bytes", "log_max_bytes", "inline_result_bytes",
+                     "max_object_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an integer, got {value!r}")

@@ -20,7 +20,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 
 from neutrino.app import TaskDefinitionError
-from workers.engine.child import BadReply, child_main, read_reply
+from workers.engine.child import BadReply, child_main, read_reply, spool_of
 from workers.engine.executor.errors import ExecutorClosed, ExecutorError, describe_exit
 from workers.engine.executor.pool import Child, Job, Pool
 from workers.engine.executor.settings import (
@@ -143,7 +143,8 @@ class Spawner:
             try:
                 process = self._ctx.Process(  # type: ignore[attr-defined]
                     target=child_main,
-                    args=(child_end, settings.task_modules, settings.max_result_bytes, settings.pool, log_files),
+                    args=(child_end, settings.task_modules, settings.max_result_bytes, settings.pool, log_files,
+                          spool_of(settings)),
                     name="neutrino-executor-child",
                     daemon=False,  # a daemonic process may not start processes; tasks may want to
                 )
