@@ -61,7 +61,9 @@ def test_at_most_two_per_key_across_workers_and_a_busy_key_does_not_starve_a_qui
     wait_for(lambda: all_finished(everything), timeout_s=180, what="all 108 tasks to end")
 
     most = most_at_once(log)
-    assert most == {"busy": 2, "quiet": 2, "failing": 2}, most  # six slots, never more than two per key
+    # Six slots, never more than two per key; the busy key filled its two (the quiet one may have run its
+    # two one after the other, and the failing one too, on a loaded machine).
+    assert set(most) == {"busy", "quiet", "failing"} and max(most.values()) == 2 and most["busy"] == 2, most
     rows = list(Task.objects.filter(id__in=everything))
     assert {row.status for row in rows if row.id.hex in {i.replace("-", "") for i in failing[:3]}} == {"failed"}
     assert sum(row.status == "completed" for row in rows) == 105
