@@ -8,7 +8,6 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -64,7 +63,7 @@ class Fetcher:
                 else:
                     msgs = await psub.fetch(free, timeout=FETCH_TIMEOUT_S if self.levels is None
                                             else self.levels.long_poll_s)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats' own and asyncio's: nothing came within the wait (not a failure)
                 failures = 0
                 continue
             except (nats.js.errors.NotFoundError, nats.js.errors.ServiceUnavailableError) as exc:
