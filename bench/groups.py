@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import completed_count, neutrino_stack  # noqa: E402
+from bench.stack import completed_count, neutrino_stack, query  # noqa: E402
 
 HEADERS = {"Content-Type": "application/json"}
 
@@ -43,19 +43,6 @@ def post(port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
     if response.status != 202:
         raise RuntimeError(f"POST {path} answered {response.status}: {payload[:300]!r}")
     return dict(json.loads(payload))
-
-
-def query(data: Path, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        import psycopg
-
-        with psycopg.connect(url) as conn:
-            return list(conn.execute(sql, params).fetchall())
-    import sqlite3
-
-    with sqlite3.connect(data / "neutrino.db", timeout=30) as conn:
-        return list(conn.execute(sql.replace("%s", "?"), params).fetchall())
 
 
 def wait_completed(data: Path, function: str, count: int, timeout_s: float = 1800) -> float:

@@ -32,23 +32,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import Stack, completed_count, neutrino_stack, start_worker  # noqa: E402
+from bench.stack import Stack, completed_count, neutrino_stack, query, start_worker  # noqa: E402
 from workers.engine.processes import stop_process  # noqa: E402
 
 BATCH = 1000
-
-
-def query(data: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        import psycopg
-
-        with psycopg.connect(url) as conn:
-            return list(conn.execute(sql, params).fetchall())
-    import sqlite3
-
-    with sqlite3.connect(data / "neutrino.db", timeout=30) as conn:
-        return list(conn.execute(sql.replace("%s", "?"), params).fetchall())
 
 
 def queue(port: int, count: int, priority: str) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from workers.engine.nats_server import NatsServer, free_port, wait_for_port
 from workers.engine.processes import stop_process
@@ -93,16 +94,21 @@ def start_worker(stack: Stack, *, concurrency: int) -> subprocess.Popen[bytes]:
 
 def completed_count(data: Path, function: str = "async_noop") -> int:
     """Completed rows of `function`, read straight from the database (no Django start-up per poll)."""
-    sql = "SELECT COUNT(*) FROM tasks_app_task WHERE function_name = %s AND status = 'completed'"
+    rows = query(data, "SELECT COUNT(*) FROM tasks_app_task WHERE function_name = %s AND status = 'completed'",
+                 (function,))
+    return int(rows[0][0]) if rows else 0
+
+
+def query(data: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of `sql` (with `%s` placeholders) from the stack's database: PostgreSQL with DATABASE_URL, else
+    the SQLite file in `data`."""
     url = os.environ.get("DATABASE_URL")
     if url:
         import psycopg
 
         with psycopg.connect(url) as conn:
-            row = conn.execute(sql, (function,)).fetchone()
-    else:
-        import sqlite3
+            return list(conn.execute(sql, params).fetchall())
+    import sqlite3
 
-        with sqlite3.connect(data / "neutrino.db", timeout=30) as conn:
-            row = conn.execute(sql.replace("%s", "?"), (function,)).fetchone()
-    return int(row[0]) if row else 0
+    with sqlite3.connect(data / "neutrino.db", timeout=30) as conn:
+        return list(conn.execute(sql.replace("%s", "?"), params).fetchall())
