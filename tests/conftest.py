@@ -6,8 +6,14 @@ A missing external program skips its tests on a laptop and fails them under CI=t
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from workers.engine import tracing
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -265,3 +271,14 @@ def _close_runtime_before_the_test_database_goes(django_db_setup, django_db_bloc
 
     with django_db_blocker.unblock():
         process.shutdown()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Spans this process makes, kept in memory (tracing on for the test, off after it)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use_tracer_provider(provider)
+    yield exporter
+    tracing.use_tracer_provider(None)

@@ -4,12 +4,9 @@ the JetStream message carries the publish's, which the worker continues (tests/n
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tasks_app.models import Task
@@ -17,16 +14,6 @@ from workers.engine import tracing
 from workers.engine.topology import STREAM
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use_tracer_provider(provider)
-    yield exporter
-    tracing.use_tracer_provider(None)
 
 
 def first_message(private_nats: Any) -> dict[str, Any]:
